@@ -1,0 +1,216 @@
+//! The YAML document as written: serde structs mirroring the file one to one.
+//!
+//! Every struct denies unknown fields, so a typo is a parse error with a line
+//! and column. String values are `Spanned<String>` so that `${env:NAME}`
+//! expansion and validation (in `validate.rs`) can point at the exact value.
+//! Nothing here is checked beyond YAML types; all rules live in `validate.rs`.
+
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::Deserialize;
+use serde::de::{self, MapAccess, Visitor};
+use serde_saphyr::Spanned;
+
+/// A string value with its location in the file.
+pub(super) type S = Spanned<String>;
+
+/// The whole file. Every section is optional; an empty file is valid.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    pub admission: Option<RawAdmission>,
+    pub access: Option<RawAccess>,
+    pub storage: Option<RawStorage>,
+    pub advanced: Option<RawAdvanced>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAdmission {
+    pub blocks: Option<Vec<Spanned<RawBlock>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBlock {
+    pub name: Option<S>,
+    #[serde(rename = "match")]
+    pub matcher: Option<RawMatch>,
+    pub action: Option<Spanned<RawAction>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMatch {
+    pub source_ip_list: Option<Vec<S>>,
+    pub method: Option<Vec<S>>,
+    pub bucket: Option<S>,
+    pub path_glob: Option<S>,
+}
+
+/// `action: deny`, `action: allow-anonymous`, or
+/// `action: {type: reject, status: 403, message: "..."}`.
+#[derive(Debug)]
+pub(super) enum RawAction {
+    Word(String),
+    Reject(RawReject),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawReject {
+    #[serde(rename = "type")]
+    pub kind: S,
+    pub status: Option<Spanned<u16>>,
+    pub message: Option<S>,
+}
+
+impl<'de> Deserialize<'de> for RawAction {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ActionVisitor;
+        impl<'de> Visitor<'de> for ActionVisitor {
+            type Value = RawAction;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(
+                    "`deny`, `allow-anonymous` or a mapping {type: reject, status, message}",
+                )
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawAction, E> {
+                Ok(RawAction::Word(v.to_string()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawAction, A::Error> {
+                RawReject::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(RawAction::Reject)
+            }
+        }
+        deserializer.deserialize_any(ActionVisitor)
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAccess {
+    pub access_key_id: Option<S>,
+    pub secret_access_key: Option<S>,
+    pub iam_mode: Option<S>,
+}
+
+/// `storage:`. Exactly one of `backend`, `filesystem`, `s3`, `backends` may
+/// be present (none at all means the embedded default backend).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStorage {
+    pub backend: Option<Spanned<RawSingletonBackend>>,
+    pub filesystem: Option<S>,
+    pub s3: Option<S>,
+    // Siblings of the `s3:` shorthand.
+    pub region: Option<S>,
+    pub access_key_id: Option<S>,
+    pub secret_access_key: Option<S>,
+    pub force_path_style: Option<Spanned<bool>>,
+    /// Encryption of the singleton backend.
+    pub backend_encryption: Option<Spanned<RawEncryption>>,
+    pub backends: Option<Spanned<Vec<Spanned<RawNamedBackend>>>>,
+    pub default_backend: Option<S>,
+    pub buckets: Option<Entries<Option<RawBucket>>>,
+}
+
+/// `storage.backend:` (the singleton, always named `default`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSingletonBackend {
+    #[serde(rename = "type")]
+    pub kind: Option<S>,
+    pub path: Option<S>,
+    pub endpoint: Option<S>,
+    pub region: Option<S>,
+    pub force_path_style: Option<Spanned<bool>>,
+    pub access_key_id: Option<S>,
+    pub secret_access_key: Option<S>,
+}
+
+/// One entry of `storage.backends:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawNamedBackend {
+    pub name: Option<S>,
+    #[serde(rename = "type")]
+    pub kind: Option<S>,
+    pub path: Option<S>,
+    pub endpoint: Option<S>,
+    pub region: Option<S>,
+    pub force_path_style: Option<Spanned<bool>>,
+    pub access_key_id: Option<S>,
+    pub secret_access_key: Option<S>,
+    pub encryption: Option<Spanned<RawEncryption>>,
+}
+
+/// `encryption:` of a named backend and `backend_encryption:` of the singleton.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawEncryption {
+    pub mode: Option<S>,
+    pub key: Option<S>,
+    pub key_id: Option<S>,
+    pub key_file: Option<S>,
+    pub kms_key_id: Option<S>,
+    pub bucket_key_enabled: Option<Spanned<bool>>,
+    pub legacy_key: Option<S>,
+    pub legacy_key_id: Option<S>,
+    pub legacy_key_file: Option<S>,
+}
+
+/// One value of `storage.buckets:` (the key is the bucket name).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBucket {
+    pub backend: Option<S>,
+    pub alias: Option<S>,
+    pub compression: Option<bool>,
+    pub max_delta_ratio: Option<Spanned<f64>>,
+    pub public_prefixes: Option<Spanned<Vec<S>>>,
+    pub public: Option<Spanned<bool>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAdvanced {
+    pub listen_addr: Option<S>,
+    pub log_level: Option<S>,
+    pub cache_size_mb: Option<Spanned<u64>>,
+    pub max_delta_ratio: Option<Spanned<f64>>,
+    pub max_object_size_for_delta_mb: Option<Spanned<u64>>,
+    pub max_request_body_mb: Option<Spanned<u64>>,
+    pub s3_domains: Option<Vec<S>>,
+    pub shutdown_grace_secs: Option<Spanned<u64>>,
+}
+
+/// A YAML mapping kept in file order, with the location of every key.
+/// (Duplicate keys are already rejected by the parser.)
+#[derive(Debug)]
+pub(super) struct Entries<V>(pub Vec<(S, V)>);
+
+impl<'de, V: Deserialize<'de>> Deserialize<'de> for Entries<V> {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct EntriesVisitor<V>(PhantomData<V>);
+        impl<'de, V: Deserialize<'de>> Visitor<'de> for EntriesVisitor<V> {
+            type Value = Entries<V>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a mapping")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Entries<V>, A::Error> {
+                let mut out = Vec::new();
+                while let Some(key) = map.next_key::<S>()? {
+                    let value = map.next_value::<V>()?;
+                    out.push((key, value));
+                }
+                Ok(Entries(out))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Entries<V>, E> {
+                Ok(Entries(Vec::new()))
+            }
+        }
+        deserializer.deserialize_map(EntriesVisitor(PhantomData))
+    }
+}

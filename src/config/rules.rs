@@ -1,0 +1,141 @@
+//! Small, pure naming rules: S3 bucket names, backend names, key ids, and
+//! the backend-name -> key environment variable mapping.
+
+/// Checks an S3 bucket name (general purpose bucket rules). Returns why it is
+/// invalid.
+pub(super) fn check_bucket_name(name: &str) -> Result<(), String> {
+    let len = name.len();
+    if !(3..=63).contains(&len) {
+        return Err(format!("must be 3 to 63 characters long (is {len})"));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '.' || *c == '-'))
+    {
+        return Err(format!(
+            "may contain only lower-case letters, digits, '.' and '-' (found {c:?})"
+        ));
+    }
+    let first = name.as_bytes()[0];
+    let last = name.as_bytes()[len - 1];
+    if !first.is_ascii_alphanumeric() || !last.is_ascii_alphanumeric() {
+        return Err("must start and end with a letter or digit".into());
+    }
+    if name.contains("..") {
+        return Err("must not contain \"..\"".into());
+    }
+    if name.parse::<std::net::Ipv4Addr>().is_ok() {
+        return Err("must not be formatted as an IPv4 address".into());
+    }
+    for prefix in ["xn--", "sthree-"] {
+        if name.starts_with(prefix) {
+            return Err(format!("must not start with \"{prefix}\" (reserved by S3)"));
+        }
+    }
+    for suffix in ["-s3alias", "--ol-s3", "--x-s3", ".mrap"] {
+        if name.ends_with(suffix) {
+            return Err(format!("must not end with \"{suffix}\" (reserved by S3)"));
+        }
+    }
+    Ok(())
+}
+
+/// Backend names: 1-64 of `[A-Za-z0-9_.-]` (they become part of an
+/// environment variable name).
+pub(super) fn check_backend_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 64 {
+        return Err("must be 1 to 64 characters long".into());
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+    {
+        return Err("may contain only letters, digits, '_', '.' and '-'".into());
+    }
+    Ok(())
+}
+
+/// Key ids (`key_id`, `legacy_key_id`): `[A-Za-z0-9._-]{1,64}`.
+pub(super) fn check_key_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > 64 {
+        return Err("must be 1 to 64 characters long".into());
+    }
+    if !id
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+    {
+        return Err("may contain only letters, digits, '.', '_' and '-'".into());
+    }
+    Ok(())
+}
+
+/// `DGP_BACKEND_<NAME>_ENCRYPTION_KEY`, `<NAME>` upper-cased with `-` and
+/// `.` turned into `_` (`hetzner-fsn1` -> `DGP_BACKEND_HETZNER_FSN1_ENCRYPTION_KEY`).
+pub fn env_var_for_backend(name: &str) -> String {
+    let mut var = String::from("DGP_BACKEND_");
+    var.extend(name.chars().map(|c| match c {
+        '-' | '.' => '_',
+        c => c.to_ascii_uppercase(),
+    }));
+    var.push_str("_ENCRYPTION_KEY");
+    var
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_names() {
+        for ok in [
+            "abc",
+            "my-bucket.v2",
+            "a1b",
+            "db-archive",
+            "prod-archive-2024",
+            &"a".repeat(63),
+        ] {
+            assert_eq!(check_bucket_name(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "ab",
+            &"a".repeat(64),
+            "MyBucket",
+            "my_bucket",
+            "-abc",
+            "abc-",
+            ".abc",
+            "a..b",
+            "192.168.1.1",
+            "xn--abc",
+            "sthree-x",
+            "abc-s3alias",
+            "abc--ol-s3",
+            "abc--x-s3",
+            "abc.mrap",
+            "ab c",
+        ] {
+            assert!(check_bucket_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn env_var_names() {
+        assert_eq!(
+            env_var_for_backend("hetzner-fsn1"),
+            "DGP_BACKEND_HETZNER_FSN1_ENCRYPTION_KEY"
+        );
+        assert_eq!(
+            env_var_for_backend("eu.west_2"),
+            "DGP_BACKEND_EU_WEST_2_ENCRYPTION_KEY"
+        );
+    }
+
+    #[test]
+    fn key_ids() {
+        assert!(check_key_id("hetzner-2026-06").is_ok());
+        assert!(check_key_id("a b").is_err());
+        assert!(check_key_id("").is_err());
+        assert!(check_key_id(&"k".repeat(65)).is_err());
+    }
+}

@@ -1,0 +1,76 @@
+//! The one stream type for object bodies, and the stages that read a stored
+//! file into it. Memory per stream is bounded by `READ_BLOCK * READ_DEPTH`.
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::pin::Pin;
+
+use bytes::{Bytes, BytesMut};
+use futures::Stream;
+use tokio::sync::mpsc;
+
+/// A body: a stream of byte chunks with I/O errors in-band. Errors carry an
+/// inner error (auth, digest) that the protocol layer can downcast.
+pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
+
+/// Size of the blocks read from disk and handed to the network.
+pub const READ_BLOCK: usize = 512 * 1024;
+/// Blocks in flight between the reader thread and the network.
+const READ_DEPTH: usize = 4;
+
+/// Streams `len` bytes of `file` starting at `offset` from a blocking reader
+/// thread. Dropping the stream stops the reader.
+pub fn file_stream(mut file: File, offset: u64, len: u64) -> ByteStream {
+    let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(READ_DEPTH);
+    tokio::task::spawn_blocking(move || {
+        if offset > 0 {
+            if let Err(e) = file.seek(SeekFrom::Start(offset)) {
+                let _ = tx.blocking_send(Err(e));
+                return;
+            }
+        }
+        let mut left = len;
+        while left > 0 {
+            let want = left.min(READ_BLOCK as u64) as usize;
+            let mut buf = BytesMut::zeroed(want);
+            let mut filled = 0;
+            while filled < want {
+                match file.read(&mut buf[filled..]) {
+                    Ok(0) => break,
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(e));
+                        return;
+                    }
+                }
+            }
+            if filled < want {
+                let _ = tx.blocking_send(Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "object file shorter than its recorded size",
+                )));
+                return;
+            }
+            buf.truncate(filled);
+            left -= filled as u64;
+            if tx.blocking_send(Ok(buf.freeze())).is_err() {
+                return; // the client went away
+            }
+        }
+    });
+    Box::pin(tokio_stream_from(rx))
+}
+
+fn tokio_stream_from(mut rx: mpsc::Receiver<io::Result<Bytes>>) -> impl Stream<Item = io::Result<Bytes>> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// A stream of one buffer (small bodies, XML documents).
+pub fn once(data: Bytes) -> ByteStream {
+    Box::pin(futures::stream::once(async move { Ok(data) }))
+}
+
+pub fn empty() -> ByteStream {
+    Box::pin(futures::stream::empty())
+}

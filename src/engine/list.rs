@@ -1,0 +1,91 @@
+//! Listing: a page of objects and common prefixes in S3 key order, from a
+//! sorted walk of the backend, with delimiter roll-up and pagination.
+
+use std::ops::ControlFlow;
+
+use super::{blocking, info_from_raw, ObjectInfo, ObjectStore, Result};
+use crate::storage::fs::WalkItem;
+use crate::storage::StorageError;
+
+#[derive(Debug, Clone, Default)]
+pub struct ListParams {
+    pub prefix: String,
+    pub delimiter: Option<String>,
+    /// Only keys (and prefixes) strictly after this one.
+    pub start_after: String,
+    pub max_keys: usize,
+}
+
+#[derive(Debug, Default)]
+pub struct ListPage {
+    pub objects: Vec<ObjectInfo>,
+    pub prefixes: Vec<String>,
+    pub truncated: bool,
+    /// The last key or prefix of the page: where the next page starts after.
+    pub last: Option<String>,
+}
+
+enum Item {
+    Obj(String, std::path::PathBuf),
+    Prefix(String),
+}
+
+impl ObjectStore {
+    pub async fn list(&self, bucket: &str, p: ListParams) -> Result<ListPage> {
+        let b = self.backend.clone();
+        let bucket = bucket.to_owned();
+        blocking(move || {
+            let delim = p.delimiter.clone().filter(|d| !d.is_empty());
+            let roll_slash = delim.as_deref() == Some("/");
+            let mut items: Vec<Item> = Vec::new();
+            let mut truncated = false;
+            let mut last_prefix: Option<String> = None;
+            b.walk(&bucket, &p.prefix, &p.start_after, roll_slash, &mut |wi| {
+                let item = match wi {
+                    WalkItem::Prefix(pfx) => Item::Prefix(pfx),
+                    WalkItem::Object { key, path } => match delim.as_deref() {
+                        Some(d) if !roll_slash => match key[p.prefix.len()..].find(d) {
+                            Some(i) => {
+                                let cp = key[..p.prefix.len() + i + d.len()].to_owned();
+                                if cp.as_str() <= p.start_after.as_str() || last_prefix.as_deref() == Some(cp.as_str()) {
+                                    return ControlFlow::Continue(());
+                                }
+                                last_prefix = Some(cp.clone());
+                                Item::Prefix(cp)
+                            }
+                            None => Item::Obj(key, path),
+                        },
+                        _ => Item::Obj(key, path),
+                    },
+                };
+                if items.len() >= p.max_keys {
+                    truncated = true;
+                    return ControlFlow::Break(());
+                }
+                items.push(item);
+                ControlFlow::Continue(())
+            })?;
+            let mut page = ListPage { truncated, ..Default::default() };
+            for it in items {
+                match it {
+                    Item::Prefix(pfx) => {
+                        page.last = Some(pfx.clone());
+                        page.prefixes.push(pfx);
+                    }
+                    Item::Obj(key, path) => {
+                        page.last = Some(key.clone());
+                        let raw = match crate::storage::fs::stat_for_list(&path) {
+                            Ok(r) => r,
+                            // Deleted between the walk and now: not part of the page.
+                            Err(StorageError::NoSuchKey) => continue,
+                            Err(e) => return Err(e.into()),
+                        };
+                        page.objects.push(info_from_raw(&key, &raw)?);
+                    }
+                }
+            }
+            Ok(page)
+        })
+        .await
+    }
+}

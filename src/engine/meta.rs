@@ -1,0 +1,126 @@
+//! The object metadata document stored in `user.dg.metadata`: one versioned
+//! JSON struct, serialized and parsed only here.
+//!
+//! Version 1 fields are listed in `docs/on-disk-format.md`. Unknown fields
+//! written by a newer version are kept in `extra` and written back unchanged,
+//! so a rollback never silently drops a marker it does not understand.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+/// The schema version this build writes.
+pub const META_VERSION: u32 = 1;
+
+/// The standard headers S3 stores with an object and returns on GET/HEAD.
+pub const STORED_HEADERS: &[&str] =
+    &["cache-control", "content-disposition", "content-encoding", "content-language", "expires"];
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredChecksum {
+    /// CRC32, CRC32C, CRC64NVME, SHA1 or SHA256.
+    pub alg: String,
+    /// Base64 of the checksum, with "-N" for composite multipart checksums.
+    pub value: String,
+    /// FULL_OBJECT or COMPOSITE.
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+/// The metadata document of one object.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ObjectMeta {
+    pub v: u32,
+    /// Logical size in bytes: what a GET returns.
+    pub size: u64,
+    /// Entity tag without quotes: MD5 hex, or MD5-of-part-MD5s "-N".
+    pub etag: String,
+    /// Last-Modified, milliseconds since the Unix epoch.
+    pub mtime_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    /// Standard headers (see `STORED_HEADERS`), lowercase names.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// User metadata (`x-amz-meta-*`), names lowercase without the prefix.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub user: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<StoredChecksum>,
+    /// SHA-256 of the logical content, hex, when it was computed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// Number of parts for a multipart object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parts: Option<u32>,
+    /// Fields from a newer schema version, preserved on rewrite.
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("unreadable metadata document: {0}")]
+pub struct MetaError(String);
+
+impl ObjectMeta {
+    pub fn new(size: u64, etag: String, mtime: SystemTime) -> Self {
+        ObjectMeta {
+            v: META_VERSION,
+            size,
+            etag,
+            mtime_ms: to_ms(mtime),
+            content_type: None,
+            headers: BTreeMap::new(),
+            user: BTreeMap::new(),
+            checksum: None,
+            sha256: None,
+            parts: None,
+            extra: BTreeMap::new(),
+        }
+    }
+
+    /// The one place the document is serialized.
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("metadata serializes")
+    }
+
+    /// The one place the document is parsed.
+    pub fn decode(raw: &[u8]) -> Result<Self, MetaError> {
+        let m: ObjectMeta = serde_json::from_slice(raw).map_err(|e| MetaError(e.to_string()))?;
+        if m.v == 0 {
+            return Err(MetaError("version 0".into()));
+        }
+        Ok(m)
+    }
+
+    pub fn mtime(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(self.mtime_ms)
+    }
+
+    /// Size in bytes of the user metadata as S3 counts it (names + values).
+    pub fn user_meta_len(&self) -> usize {
+        self.user.iter().map(|(k, v)| k.len() + v.len()).sum()
+    }
+}
+
+pub fn to_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_unknown_fields_kept() {
+        let mut m = ObjectMeta::new(5, "abc".into(), SystemTime::now());
+        m.user.insert("k".into(), "v".into());
+        let back = ObjectMeta::decode(&m.encode()).unwrap();
+        assert_eq!(m, back);
+        let newer = br#"{"v":2,"size":1,"etag":"e","mtime_ms":5,"dg-encrypted":"aes-256-gcm-chunked"}"#;
+        let m2 = ObjectMeta::decode(newer).unwrap();
+        assert!(String::from_utf8(m2.encode()).unwrap().contains("dg-encrypted"));
+        assert!(ObjectMeta::decode(b"not json").is_err());
+    }
+}

@@ -1,0 +1,246 @@
+//! Multipart uploads: state and parts live in the backend's internal area and
+//! survive restarts; completion concatenates the parts into a temp file and
+//! publishes it atomically like any other object.
+
+use std::io::{self, Write};
+use std::time::SystemTime;
+
+use md5::Digest as _;
+use serde::{Deserialize, Serialize};
+
+use super::checksum::{b64, unb64, ChecksumAlgorithm};
+use super::meta::{to_ms, ObjectMeta, StoredChecksum};
+use super::{blocking, parse_key, EngineError, ObjectStore, Result, Staged};
+use crate::storage::StorageError;
+
+/// S3's minimum size for every part but the last.
+pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
+pub const MAX_PART_NUMBER: u32 = 10_000;
+
+/// The durable state of an upload in progress (`upload.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UploadState {
+    pub v: u32,
+    pub bucket: String,
+    pub key: String,
+    pub initiated_ms: u64,
+    /// Metadata given at CreateMultipartUpload (size and ETag filled at completion).
+    pub template: ObjectMeta,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum_alg: Option<String>,
+    /// FULL_OBJECT or COMPOSITE.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum_type: Option<String>,
+}
+
+impl UploadState {
+    pub fn decode(raw: &[u8]) -> Option<Self> {
+        serde_json::from_slice(raw).ok()
+    }
+    pub fn checksum_algorithm(&self) -> Option<ChecksumAlgorithm> {
+        self.checksum_alg.as_deref().and_then(ChecksumAlgorithm::parse)
+    }
+    pub fn is_full_object(&self) -> bool {
+        self.checksum_type.as_deref() == Some("FULL_OBJECT")
+    }
+}
+
+/// A stored part's metadata (in the part file's xattr).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PartMeta {
+    pub etag: String,
+    pub size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PartInfo {
+    pub number: u32,
+    pub meta: PartMeta,
+    pub mtime: SystemTime,
+}
+
+/// A part as named in CompleteMultipartUpload.
+#[derive(Debug, Clone)]
+pub struct CompletePart {
+    pub number: u32,
+    pub etag: String,
+    pub checksum: Option<String>,
+}
+
+impl ObjectStore {
+    pub async fn create_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        template: ObjectMeta,
+        checksum: Option<(ChecksumAlgorithm, bool)>,
+    ) -> Result<String> {
+        parse_key(key)?;
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let state = UploadState {
+            v: 1,
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            initiated_ms: to_ms(SystemTime::now()),
+            template,
+            checksum_alg: checksum.map(|(a, _)| a.name().to_owned()),
+            checksum_type: checksum.map(|(_, full)| if full { "FULL_OBJECT" } else { "COMPOSITE" }.to_owned()),
+        };
+        let (b, idc, bucket) = (self.backend.clone(), id.clone(), bucket.to_owned());
+        let doc = serde_json::to_vec(&state).expect("state serializes");
+        blocking(move || {
+            if !b.bucket_exists(&bucket) {
+                return Err(StorageError::NoSuchBucket.into());
+            }
+            Ok(b.create_upload(&idc, &doc)?)
+        })
+        .await?;
+        Ok(id)
+    }
+
+    pub async fn upload_state(&self, id: &str) -> Result<UploadState> {
+        let (b, id) = (self.backend.clone(), id.to_owned());
+        blocking(move || {
+            let raw = b.read_upload(&id)?;
+            UploadState::decode(&raw).ok_or(EngineError::Storage(StorageError::NoSuchUpload))
+        })
+        .await
+    }
+
+    pub async fn upload_part(&self, id: &str, number: u32, staged: Staged) -> Result<PartMeta> {
+        let state = self.upload_state(id).await?;
+        let pm = PartMeta {
+            etag: hex::encode(staged.md5),
+            size: staged.size,
+            checksum: staged
+                .checksum
+                .as_ref()
+                .filter(|(a, _)| Some(*a) == state.checksum_algorithm())
+                .map(|(_, v)| b64(v)),
+        };
+        let doc = serde_json::to_vec(&pm).expect("part meta serializes");
+        let (b, id) = (self.backend.clone(), id.to_owned());
+        blocking(move || Ok(b.put_part(&id, number, staged.temp, &doc)?)).await?;
+        Ok(pm)
+    }
+
+    pub async fn list_parts(&self, id: &str) -> Result<Vec<PartInfo>> {
+        let (b, id) = (self.backend.clone(), id.to_owned());
+        blocking(move || {
+            let mut out = Vec::new();
+            for (number, doc, _len, mtime) in b.list_parts(&id)? {
+                let Ok(meta) = serde_json::from_slice::<PartMeta>(&doc) else { continue };
+                out.push(PartInfo { number, meta, mtime });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    pub async fn abort_upload(&self, id: &str) -> Result<()> {
+        let (b, id) = (self.backend.clone(), id.to_owned());
+        blocking(move || Ok(b.remove_upload(&id)?)).await
+    }
+
+    /// Uploads in progress for `bucket`, oldest first.
+    pub async fn list_uploads(&self, bucket: &str) -> Result<Vec<(String, UploadState)>> {
+        let (b, bucket) = (self.backend.clone(), bucket.to_owned());
+        blocking(move || {
+            let mut out: Vec<(String, UploadState)> = b
+                .list_uploads()?
+                .into_iter()
+                .filter_map(|(id, raw)| UploadState::decode(&raw).map(|s| (id, s)))
+                .filter(|(_, s)| s.bucket == bucket)
+                .collect();
+            out.sort_by(|a, b| (&a.1.key, a.1.initiated_ms).cmp(&(&b.1.key, b.1.initiated_ms)));
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Assembles the named parts into the object and removes the upload.
+    pub async fn complete_upload(&self, id: &str, wanted: Vec<CompletePart>) -> Result<ObjectMeta> {
+        let state = self.upload_state(id).await?;
+        let op = parse_key(&state.key)?;
+        let stored = self.list_parts(id).await?;
+        if wanted.is_empty() {
+            return Err(EngineError::InvalidPart("the part list is empty".into()));
+        }
+        if wanted.windows(2).any(|w| w[0].number >= w[1].number) {
+            return Err(EngineError::InvalidPartOrder);
+        }
+        let mut chosen = Vec::with_capacity(wanted.len());
+        for (i, w) in wanted.iter().enumerate() {
+            let p = stored
+                .iter()
+                .find(|p| p.number == w.number)
+                .ok_or_else(|| EngineError::InvalidPart(format!("part {} was not uploaded", w.number)))?;
+            if w.etag.trim_matches('"') != p.meta.etag {
+                return Err(EngineError::InvalidPart(format!("part {}: ETag does not match", w.number)));
+            }
+            if let (Some(given), Some(have)) = (&w.checksum, &p.meta.checksum) {
+                if given != have {
+                    return Err(EngineError::InvalidPart(format!("part {}: checksum does not match", w.number)));
+                }
+            }
+            if i + 1 < wanted.len() && p.meta.size < MIN_PART_SIZE {
+                return Err(EngineError::EntityTooSmall(w.number));
+            }
+            chosen.push(p.clone());
+        }
+
+        let mut md5s = Vec::with_capacity(chosen.len() * 16);
+        for p in &chosen {
+            md5s.extend(hex::decode(&p.meta.etag).unwrap_or_default());
+        }
+        let n = chosen.len();
+        let etag = format!("{}-{n}", hex::encode(md5::Md5::digest(&md5s)));
+        let mut meta = state.template.clone();
+        meta.etag = etag;
+        meta.parts = Some(n as u32);
+        meta.mtime_ms = to_ms(SystemTime::now());
+        meta.size = chosen.iter().map(|p| p.meta.size).sum();
+        meta.checksum = multipart_checksum(&state, &chosen);
+
+        let b = self.backend.clone();
+        let (idc, bucket, doc_meta) = (id.to_owned(), state.bucket.clone(), meta.clone());
+        blocking(move || {
+            let mut temp = b.new_temp()?;
+            for p in &chosen {
+                let mut part = b.open_part(&idc, p.number)?;
+                // std::io::copy uses copy_file_range between files: no bytes through user space.
+                let copied = io::copy(&mut part, temp.file())?;
+                if copied != p.meta.size {
+                    return Err(io::Error::other(format!("part {} changed size on disk", p.number)).into());
+                }
+            }
+            temp.file().flush()?;
+            b.publish(&bucket, &op, temp, &doc_meta.encode())?;
+            b.remove_upload(&idc)?;
+            Ok(())
+        })
+        .await?;
+        Ok(meta)
+    }
+}
+
+/// The object checksum from the parts': a full-object CRC combined from the
+/// part CRCs, or S3's composite "checksum of checksums-N".
+fn multipart_checksum(state: &UploadState, parts: &[PartInfo]) -> Option<StoredChecksum> {
+    let alg = state.checksum_algorithm()?;
+    let raws: Option<Vec<(Vec<u8>, u64)>> =
+        parts.iter().map(|p| Some((unb64(p.meta.checksum.as_deref()?)?, p.meta.size))).collect();
+    let raws = raws?;
+    if state.is_full_object() && alg.is_crc() {
+        let v = alg.combine(&raws)?;
+        return Some(StoredChecksum { alg: alg.name().into(), value: b64(&v), kind: "FULL_OBJECT".into() });
+    }
+    let concat: Vec<u8> = raws.iter().flat_map(|(r, _)| r.iter().copied()).collect();
+    Some(StoredChecksum {
+        alg: alg.name().into(),
+        value: format!("{}-{}", b64(&alg.digest(&concat)), parts.len()),
+        kind: "COMPOSITE".into(),
+    })
+}

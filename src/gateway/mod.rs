@@ -1,0 +1,111 @@
+//! The gateway: which backend serves a bucket (routing and aliases), and who
+//! may do what (policy). Sits between the S3 protocol and the object engine.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::engine::{ObjectStore, Result};
+
+/// Who is making a request, after signature verification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity {
+    /// The configured admin credential.
+    Admin { access_key_id: String },
+    /// No credentials.
+    Anonymous,
+}
+
+/// What a request does, for authorization.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// GET/HEAD of an object.
+    ReadObject,
+    /// Listing a bucket (with the request's prefix).
+    List,
+    /// Anything that writes, deletes or manages.
+    Write,
+    /// Service-level operations (ListBuckets) and bucket metadata reads.
+    Service,
+}
+
+#[derive(Debug, Clone)]
+pub struct BucketRoute {
+    pub store: String,
+    /// Name of the bucket on the backend (the alias target).
+    pub real_name: String,
+    pub public_prefixes: Vec<String>,
+}
+
+#[derive(Debug)]
+pub struct Gateway {
+    stores: BTreeMap<String, Arc<ObjectStore>>,
+    default_store: String,
+    routes: BTreeMap<String, BucketRoute>,
+    /// Anonymous requests may do everything (explicit opt-in, loudly logged).
+    open_access: bool,
+}
+
+impl Gateway {
+    pub fn new(
+        stores: BTreeMap<String, Arc<ObjectStore>>,
+        default_store: String,
+        routes: BTreeMap<String, BucketRoute>,
+        open_access: bool,
+    ) -> Self {
+        Gateway { stores, default_store, routes, open_access }
+    }
+
+    /// The engine serving `bucket` and the bucket's name on that backend.
+    pub fn route(&self, bucket: &str) -> (Arc<ObjectStore>, String) {
+        match self.routes.get(bucket) {
+            Some(r) => (self.stores[&r.store].clone(), r.real_name.clone()),
+            None => (self.stores[&self.default_store].clone(), bucket.to_owned()),
+        }
+    }
+
+    pub fn stores(&self) -> impl Iterator<Item = &Arc<ObjectStore>> {
+        self.stores.values()
+    }
+
+    /// May `who` do `action` on `bucket` / `key` (for List, `key` is the prefix)?
+    pub fn authorize(&self, who: &Identity, action: Action, bucket: Option<&str>, key: &str) -> bool {
+        match who {
+            Identity::Admin { .. } => true,
+            Identity::Anonymous if self.open_access => true,
+            Identity::Anonymous => {
+                let Some(bucket) = bucket else { return false };
+                let Some(route) = self.routes.get(bucket) else { return false };
+                match action {
+                    Action::ReadObject | Action::List => {
+                        route.public_prefixes.iter().any(|p| key.starts_with(p.as_str()))
+                    }
+                    Action::Write | Action::Service => false,
+                }
+            }
+        }
+    }
+
+    /// All buckets clients can reach, by their client-facing names.
+    pub async fn list_buckets(&self) -> Result<Vec<(String, SystemTime)>> {
+        let mut out = BTreeMap::new();
+        for (store_name, store) in &self.stores {
+            for b in store.list_buckets().await? {
+                // The client-facing name of this directory, if routing leads here.
+                let by_alias = self.routes.iter().find(|(_, r)| &r.store == store_name && r.real_name == b.name);
+                let name = match by_alias {
+                    Some((virt, _)) => virt.clone(),
+                    None => {
+                        let (routed, real) = self.route(&b.name);
+                        if &routed.name != store_name || real != b.name {
+                            continue; // unreachable from clients: routing sends this name elsewhere
+                        }
+                        b.name.clone()
+                    }
+                };
+                out.insert(name, b.created);
+            }
+        }
+        Ok(out.into_iter().collect())
+    }
+}

@@ -1,0 +1,14 @@
+//! deltaglider_proxy: an S3 storage appliance for single-host NAS boxes.
+//!
+//! Rooms, with one-way doors (see `docs/architecture.md`):
+//! `s3` (HTTP, auth, XML) → `gateway` (routing, policy) → `engine` (object
+//! format, stages) → `storage` (filesystem). `server` wires them together;
+//! `config` is read by `server` only.
+
+pub mod config;
+pub mod engine;
+pub mod gateway;
+pub mod logging;
+pub mod s3;
+pub mod server;
+pub mod storage;

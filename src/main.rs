@@ -1,0 +1,109 @@
+//! The `deltaglider_proxy` binary: parse the command line, run, map errors to
+//! an exit code.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "deltaglider_proxy", version, about = "S3 storage appliance: one S3 endpoint over an encrypting filesystem store")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the S3 server.
+    Serve(ServeArgs),
+    /// Configuration file tools.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// YAML configuration file.
+    #[arg(long, env = "DGP_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on (default 0.0.0.0:9000).
+    #[arg(long, env = "DGP_LISTEN_ADDR")]
+    listen: Option<String>,
+    /// Root of the embedded default filesystem backend (default ./data).
+    #[arg(long, env = "DGP_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Allow requests without credentials (every request gets full access).
+    #[arg(long, env = "DGP_OPEN_ACCESS", value_parser = clap::builder::BoolishValueParser::new(), default_value_t = false)]
+    open_access: bool,
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate a configuration file offline.
+    Lint {
+        /// The YAML file to check.
+        file: PathBuf,
+    },
+}
+
+fn env_lookup(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Config(ConfigCommand::Lint { file }) => lint(&file),
+        Command::Serve(args) => serve(args),
+    }
+}
+
+fn lint(file: &std::path::Path) -> ExitCode {
+    match deltaglider_proxy::config::lint(file, &env_lookup) {
+        Ok(report) => {
+            for w in &report.warnings {
+                eprintln!("warning: {w}");
+            }
+            println!("{}: OK", file.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{}: {e}", file.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let overrides = deltaglider_proxy::config::Overrides {
+        listen_addr: args.listen,
+        data_dir: args.data_dir,
+        access_key_id: env_lookup("DGP_ACCESS_KEY_ID"),
+        secret_access_key: env_lookup("DGP_SECRET_ACCESS_KEY"),
+        log_level: env_lookup("DGP_LOG_LEVEL"),
+    };
+    let settings = match deltaglider_proxy::config::load(args.config.as_deref(), &overrides, &env_lookup) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    deltaglider_proxy::logging::init(&settings.log_level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(deltaglider_proxy::server::run(settings, args.open_access)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! The S3 protocol room: HTTP requests in, S3 responses out. It resolves
+//! path- or virtual-hosted-style addressing, verifies signatures, asks the
+//! gateway for permission and routes, and calls the engine. Only this room
+//! knows S3 error codes and XML.
+
+pub mod auth;
+mod bucket;
+pub mod error;
+pub mod headers;
+mod list;
+mod multipart;
+mod object;
+pub mod router;
+pub mod xml;
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::response::Response;
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use http::{HeaderMap, HeaderValue, Method, Request};
+use sha2::Digest as _;
+
+use self::auth::{AuthOutcome, AuthRequest, CredentialStore, PayloadMode, Trailers};
+use self::error::S3Error;
+use self::router::Endpoint;
+use crate::engine::ByteStream;
+use crate::gateway::{Action, Gateway, Identity};
+
+/// Everything the S3 handlers share.
+pub struct S3State {
+    pub gateway: Arc<Gateway>,
+    pub credentials: Arc<dyn CredentialStore>,
+    /// Base domains for virtual-hosted-style requests (`bucket.<domain>`).
+    pub domains: Vec<String>,
+    pub region: String,
+}
+
+/// One request in flight.
+pub struct Ctx {
+    pub st: Arc<S3State>,
+    pub request_id: String,
+    pub method: Method,
+    pub headers: HeaderMap,
+    pub query: Vec<(String, String)>,
+    pub bucket: Option<String>,
+    pub key: Option<String>,
+    pub identity: Identity,
+    pub payload: PayloadMode,
+    /// In a Mutex only so that `&Ctx` is Send across awaits (Body is not Sync).
+    body: std::sync::Mutex<Option<Body>>,
+}
+
+impl Ctx {
+    pub fn q(&self, name: &str) -> Option<&str> {
+        self.query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+    pub fn has(&self, name: &str) -> bool {
+        self.query.iter().any(|(k, _)| k == name)
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        headers::get(&self.headers, name)
+    }
+    pub fn bucket(&self) -> &str {
+        self.bucket.as_deref().unwrap_or("")
+    }
+    pub fn key(&self) -> &str {
+        self.key.as_deref().unwrap_or("")
+    }
+
+    /// The request body as a stream, with aws-chunked framing removed and
+    /// chunk signatures verified as it flows.
+    pub fn body_stream(&mut self) -> (ByteStream, Trailers) {
+        let body = self.body.get_mut().map(Option::take).ok().flatten().unwrap_or_else(Body::empty);
+        let raw: ByteStream = Box::pin(body.into_data_stream().map_err(std::io::Error::other));
+        auth::decode_body(raw, &self.payload, &self.headers)
+    }
+
+    /// A small request body (an XML document), read whole up to `limit` bytes.
+    pub async fn body_bytes(&mut self, limit: usize) -> Result<Bytes, S3Error> {
+        let (mut s, _) = self.body_stream();
+        let mut buf = Vec::new();
+        while let Some(chunk) = s.next().await {
+            let chunk = chunk.map_err(error::body_error)?;
+            if buf.len() + chunk.len() > limit {
+                return Err(S3Error::new("MaxMessageLengthExceeded", 400, "Your request was too big."));
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        if let PayloadMode::Sha256(want) = &self.payload {
+            if sha2::Sha256::digest(&buf).as_slice() != want {
+                return Err(sha256_mismatch());
+            }
+        }
+        Ok(Bytes::from(buf))
+    }
+
+    /// Fails unless the gateway allows this request's identity to do `action`.
+    pub fn authorize(&self, action: Action, key: &str) -> Result<(), S3Error> {
+        if self.st.gateway.authorize(&self.identity, action, self.bucket.as_deref(), key) {
+            Ok(())
+        } else {
+            Err(S3Error::access_denied())
+        }
+    }
+}
+
+pub fn sha256_mismatch() -> S3Error {
+    S3Error::new(
+        "XAmzContentSHA256Mismatch",
+        400,
+        "The provided 'x-amz-content-sha256' header does not match what was computed.",
+    )
+}
+
+/// How to read the body of an unsigned request: unsigned aws-chunked with a
+/// trailer (what SDKs send for anonymous uploads), a declared SHA-256 that is
+/// still verified, or plain bytes.
+fn anonymous_payload(h: &HeaderMap) -> Result<PayloadMode, S3Error> {
+    match headers::get(h, "x-amz-content-sha256") {
+        Some("STREAMING-UNSIGNED-PAYLOAD-TRAILER") => Ok(PayloadMode::StreamingUnsignedTrailer),
+        Some(v) if v.starts_with("STREAMING-") => Err(S3Error::access_denied()),
+        Some(v) if v.len() == 64 => {
+            let mut d = [0u8; 32];
+            hex::decode_to_slice(v, &mut d).map_err(|_| S3Error::invalid_argument("x-amz-content-sha256 must be hex"))?;
+            Ok(PayloadMode::Sha256(d))
+        }
+        _ => Ok(PayloadMode::Unsigned),
+    }
+}
+
+fn new_request_id() -> String {
+    let id: u64 = rand::random();
+    format!("{id:016X}")
+}
+
+/// Entry point for every request outside `/_/`.
+pub async fn handle(st: Arc<S3State>, req: Request<Body>) -> Response {
+    let request_id = new_request_id();
+    let head = req.method() == Method::HEAD;
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let mut resp = match handle_inner(st, req, &request_id).await {
+        Ok(r) => r,
+        Err(e) => {
+            if e.status.is_server_error() {
+                tracing::warn!(request_id, %method, path, code = e.code, "request failed");
+            } else {
+                tracing::debug!(request_id, %method, path, code = e.code, message = %e.message, "request refused");
+            }
+            e.to_response(&request_id, head)
+        }
+    };
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        h.insert("x-amz-request-id", v.clone());
+        h.insert("x-amz-id-2", v);
+    }
+    resp
+}
+
+/// Splits a request into bucket and key by Host (virtual-hosted style) or path.
+fn address(headers: &HeaderMap, path: &str, domains: &[String]) -> Result<(Option<String>, Option<String>), S3Error> {
+    let decoded = percent_encoding::percent_decode_str(path)
+        .decode_utf8()
+        .map_err(|_| S3Error::invalid_argument("The request path is not valid UTF-8"))?;
+    let host = headers::get(headers, "host").unwrap_or("");
+    let host = host.rsplit_once(':').filter(|(_, p)| p.bytes().all(|c| c.is_ascii_digit())).map_or(host, |(h, _)| h);
+    let vhost_bucket = domains.iter().find_map(|d| {
+        host.strip_suffix(d.as_str()).and_then(|b| b.strip_suffix('.')).filter(|b| !b.is_empty())
+    });
+    let rest = decoded.strip_prefix('/').unwrap_or(&decoded);
+    let (bucket, key) = match vhost_bucket {
+        Some(b) => (Some(b.to_owned()), Some(rest.to_owned())),
+        None => match rest.split_once('/') {
+            Some((b, k)) => (Some(b.to_owned()), Some(k.to_owned())),
+            None => ((!rest.is_empty()).then(|| rest.to_owned()), None),
+        },
+    };
+    let key = key.filter(|k| !k.is_empty());
+    Ok((bucket.filter(|b| !b.is_empty()), key))
+}
+
+async fn handle_inner(st: Arc<S3State>, req: Request<Body>, request_id: &str) -> Result<Response, S3Error> {
+    let (parts, body) = req.into_parts();
+    let raw_query = parts.uri.query().unwrap_or("");
+    let query: Vec<(String, String)> =
+        form_urlencoded::parse(raw_query.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+    let (bucket, key) = address(&parts.headers, parts.uri.path(), &st.domains)?;
+
+    let auth_req = AuthRequest {
+        method: &parts.method,
+        path: parts.uri.path(),
+        query: raw_query,
+        headers: &parts.headers,
+        now: time::OffsetDateTime::now_utc(),
+    };
+    let (identity, payload) = match auth::authenticate(&auth_req, st.credentials.as_ref()) {
+        Ok(AuthOutcome::Authenticated { access_key_id, payload }) => (Identity::Admin { access_key_id }, payload),
+        Ok(AuthOutcome::Anonymous) => (Identity::Anonymous, anonymous_payload(&parts.headers)?),
+        Err(e) => return Err(S3Error::from_auth(&e)),
+    };
+
+    if let Some(b) = &bucket {
+        if !crate::storage::keypath::valid_bucket_name(b) {
+            return Err(S3Error::new("InvalidBucketName", 400, "The specified bucket is not valid.").with("BucketName", b));
+        }
+    }
+    let endpoint = router::route(&parts.method, bucket.is_some(), key.is_some(), &query, &parts.headers)?;
+    let ctx = Ctx {
+        st,
+        request_id: request_id.to_owned(),
+        method: parts.method,
+        headers: parts.headers,
+        query,
+        bucket,
+        key,
+        identity,
+        payload,
+        body: std::sync::Mutex::new(Some(body)),
+    };
+    dispatch(endpoint, ctx).await
+}
+
+async fn dispatch(ep: Endpoint, ctx: Ctx) -> Result<Response, S3Error> {
+    use Endpoint::*;
+    match ep {
+        ListBuckets => bucket::list_buckets(ctx).await,
+        CreateBucket => bucket::create_bucket(ctx).await,
+        HeadBucket => bucket::head_bucket(ctx).await,
+        DeleteBucket => bucket::delete_bucket(ctx).await,
+        GetBucketLocation => bucket::get_location(ctx).await,
+        GetBucketVersioning => bucket::get_versioning(ctx).await,
+        ListObjects => list::list_objects(ctx, false).await,
+        ListObjectsV2 => list::list_objects(ctx, true).await,
+        ListObjectVersions => list::list_versions(ctx).await,
+        DeleteObjects => object::delete_objects(ctx).await,
+        ListMultipartUploads => multipart::list_uploads(ctx).await,
+        GetObject => object::get_object(ctx, false).await,
+        HeadObject => object::get_object(ctx, true).await,
+        PutObject => object::put_object(ctx).await,
+        CopyObject => object::copy_object(ctx).await,
+        DeleteObject => object::delete_object(ctx).await,
+        CreateMultipartUpload => multipart::create(ctx).await,
+        UploadPart => multipart::upload_part(ctx).await,
+        UploadPartCopy => multipart::upload_part_copy(ctx).await,
+        CompleteMultipartUpload => multipart::complete(ctx).await,
+        AbortMultipartUpload => multipart::abort(ctx).await,
+        ListParts => multipart::list_parts(ctx).await,
+    }
+}

@@ -1,0 +1,409 @@
+//! Object operations: PutObject, GetObject, HeadObject, DeleteObject,
+//! DeleteObjects and CopyObject, plus the body intake shared with UploadPart
+//! (Content-MD5, x-amz-content-sha256 and x-amz-checksum-* verification).
+
+use std::time::SystemTime;
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, HeaderValue, StatusCode};
+use md5::Digest as _;
+
+use super::auth::PayloadMode;
+use super::error::S3Error;
+use super::headers::{self, check_conditions, get, parse_range, put_meta_headers};
+use super::xml::{self, S3_NS};
+use super::{sha256_mismatch, Ctx};
+use crate::engine::checksum::{b64, unb64, ChecksumAlgorithm};
+use crate::engine::meta::{to_ms, ObjectMeta, StoredChecksum};
+use crate::engine::{ObjectStore, StageOptions, Staged};
+use crate::gateway::Action;
+
+/// S3's limit for a single PUT.
+pub const MAX_PUT_SIZE: u64 = 5 * 1024 * 1024 * 1024;
+
+/// Where the expected value of a checksum comes from.
+enum Expected {
+    Header(Vec<u8>),
+    Trailer,
+    /// The SDK named the algorithm but sends no value: compute and store it.
+    None,
+}
+
+/// The `x-amz-checksum-*` the request asks for, if any.
+fn requested_checksum(h: &HeaderMap) -> Result<Option<(ChecksumAlgorithm, Expected)>, S3Error> {
+    let mut found = None;
+    for alg in ChecksumAlgorithm::ALL {
+        if let Some(v) = get(h, alg.header()) {
+            if found.is_some() {
+                return Err(S3Error::invalid_request("Expecting a single x-amz-checksum- header. Multiple checksum Types are not allowed."));
+            }
+            let raw = unb64(v)
+                .filter(|r| r.len() == alg.digest_len())
+                .ok_or_else(|| S3Error::invalid_request(format!("Value for {} header is invalid.", alg.header())))?;
+            found = Some((alg, Expected::Header(raw)));
+        }
+    }
+    if found.is_some() {
+        return Ok(found);
+    }
+    if let Some(t) = get(h, "x-amz-trailer") {
+        let alg = ChecksumAlgorithm::ALL
+            .into_iter()
+            .find(|a| t.trim().eq_ignore_ascii_case(a.header()))
+            .ok_or_else(|| S3Error::invalid_request(format!("The value specified in the x-amz-trailer header is not supported: {t}")))?;
+        return Ok(Some((alg, Expected::Trailer)));
+    }
+    if let Some(a) = get(h, "x-amz-sdk-checksum-algorithm") {
+        let alg = ChecksumAlgorithm::parse(a)
+            .ok_or_else(|| S3Error::invalid_request(format!("Checksum algorithm {a} is not supported")))?;
+        return Ok(Some((alg, Expected::None)));
+    }
+    Ok(None)
+}
+
+fn content_md5(h: &HeaderMap) -> Result<Option<[u8; 16]>, S3Error> {
+    let Some(v) = get(h, "content-md5") else { return Ok(None) };
+    let raw = unb64(v).filter(|r| r.len() == 16).ok_or_else(|| {
+        S3Error::new("InvalidDigest", 400, "The Content-MD5 you specified is not valid.")
+    })?;
+    Ok(Some(raw.try_into().expect("16 bytes")))
+}
+
+/// Checks a small body (an XML document) against Content-MD5.
+pub(super) fn verify_content_md5(h: &HeaderMap, body: &[u8]) -> Result<(), S3Error> {
+    if let Some(want) = content_md5(h)? {
+        if md5::Md5::digest(body).as_slice() != want {
+            return Err(S3Error::bad_digest());
+        }
+    }
+    Ok(())
+}
+
+/// Streams the request body into `store`'s temp area and verifies every
+/// digest the client declared. Nothing is visible until the caller commits.
+pub(super) async fn receive_body(ctx: &mut Ctx, store: &ObjectStore) -> Result<Staged, S3Error> {
+    let want = requested_checksum(&ctx.headers)?;
+    let md5 = content_md5(&ctx.headers)?;
+    let declared = get(&ctx.headers, "x-amz-decoded-content-length").or_else(|| get(&ctx.headers, "content-length"));
+    if let Some(n) = declared.and_then(|v| v.parse::<u64>().ok()) {
+        if n > MAX_PUT_SIZE {
+            return Err(S3Error::new("EntityTooLarge", 400, "Your proposed upload exceeds the maximum allowed object size."));
+        }
+    }
+    let opts = StageOptions {
+        sha256: matches!(ctx.payload, PayloadMode::Sha256(_)),
+        checksum: want.as_ref().map(|(a, _)| *a),
+    };
+    let (stream, trailers) = ctx.body_stream();
+    let (bucket, key) = (ctx.bucket().to_owned(), ctx.key().to_owned());
+    let staged = store.stage(stream, opts).await.map_err(|e| S3Error::from_engine(e, &bucket, &key))?;
+    if let PayloadMode::Sha256(expected) = &ctx.payload {
+        if staged.sha256.as_ref() != Some(expected) {
+            return Err(sha256_mismatch());
+        }
+    }
+    if staged.size > MAX_PUT_SIZE {
+        return Err(S3Error::new("EntityTooLarge", 400, "Your proposed upload exceeds the maximum allowed object size."));
+    }
+    if let Some(m) = md5 {
+        if m != staged.md5 {
+            return Err(S3Error::bad_digest());
+        }
+    }
+    if let Some((alg, expected)) = want {
+        let expected = match expected {
+            Expected::Header(v) => Some(v),
+            Expected::Trailer => {
+                let t = trailers.get().unwrap_or_default();
+                let v = get(&t, alg.header()).ok_or_else(|| {
+                    S3Error::invalid_request(format!("The {} trailer was declared but not sent", alg.header()))
+                })?;
+                Some(unb64(v).filter(|r| r.len() == alg.digest_len()).ok_or_else(|| {
+                    S3Error::invalid_request(format!("Value for {} trailing header is invalid.", alg.header()))
+                })?)
+            }
+            Expected::None => None,
+        };
+        let got = staged.checksum.as_ref().map(|(_, v)| v);
+        if let Some(exp) = expected {
+            if got != Some(&exp) {
+                return Err(S3Error::new(
+                    "BadDigest",
+                    400,
+                    format!("The {} you specified did not match the calculated checksum.", alg.name()),
+                ));
+            }
+        }
+    }
+    Ok(staged)
+}
+
+fn stored_checksum(staged: &Staged) -> Option<StoredChecksum> {
+    staged.checksum.as_ref().map(|(a, v)| StoredChecksum { alg: a.name().into(), value: b64(v), kind: "FULL_OBJECT".into() })
+}
+
+fn checksum_header(resp: &mut HeaderMap, c: &StoredChecksum) {
+    if let Some(alg) = ChecksumAlgorithm::parse(&c.alg) {
+        if let Ok(v) = HeaderValue::from_str(&c.value) {
+            resp.insert(alg.header(), v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&c.kind) {
+            resp.insert("x-amz-checksum-type", v);
+        }
+    }
+}
+
+/// S3's conditional writes: If-None-Match: * and If-Match on PUT.
+async fn check_write_conditions(ctx: &Ctx, store: &ObjectStore, real: &str) -> Result<(), S3Error> {
+    let inm = ctx.header("if-none-match");
+    let im = ctx.header("if-match");
+    if inm.is_none() && im.is_none() {
+        return Ok(());
+    }
+    let existing = store.head(real, ctx.key()).await.ok();
+    if inm.map(str::trim) == Some("*") && existing.is_some() {
+        return Err(S3Error::precondition_failed());
+    }
+    if let Some(im) = im {
+        match existing {
+            None => return Err(S3Error::no_such_key(ctx.key())),
+            Some(info) => {
+                let ok = im.split(',').any(|t| t.trim() == "*" || t.trim().trim_matches('"') == info.meta.etag);
+                if !ok {
+                    return Err(S3Error::precondition_failed());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn put_object(mut ctx: Ctx) -> Result<Response, S3Error> {
+    ctx.authorize(Action::Write, ctx.key())?;
+    let mut meta = headers::meta_from_request(&ctx.headers)?;
+    let (store, real) = ctx.st.gateway.route(ctx.bucket());
+    check_write_conditions(&ctx, &store, &real).await?;
+    let staged = receive_body(&mut ctx, &store).await?;
+    meta.etag = hex::encode(staged.md5);
+    meta.checksum = stored_checksum(&staged);
+    meta.sha256 = staged.sha256.map(hex::encode);
+    meta.mtime_ms = to_ms(SystemTime::now());
+    let meta = store.commit(&real, ctx.key(), staged, meta).await.map_err(|e| S3Error::from_engine(e, ctx.bucket(), ctx.key()))?;
+    let mut resp = StatusCode::OK.into_response();
+    let h = resp.headers_mut();
+    h.insert("etag", HeaderValue::from_str(&format!("\"{}\"", meta.etag)).expect("hex etag"));
+    if let Some(c) = &meta.checksum {
+        checksum_header(h, c);
+    }
+    Ok(resp)
+}
+
+/// Query parameters that override response headers on GET.
+const RESPONSE_OVERRIDES: &[(&str, &str)] = &[
+    ("response-content-type", "content-type"),
+    ("response-content-language", "content-language"),
+    ("response-expires", "expires"),
+    ("response-cache-control", "cache-control"),
+    ("response-content-disposition", "content-disposition"),
+    ("response-content-encoding", "content-encoding"),
+];
+
+pub async fn get_object(ctx: Ctx, head: bool) -> Result<Response, S3Error> {
+    ctx.authorize(Action::ReadObject, ctx.key())?;
+    let (store, real) = ctx.st.gateway.route(ctx.bucket());
+    if let Some(v) = ctx.q("versionId") {
+        if v != "null" {
+            return Err(S3Error::new("NoSuchVersion", 404, "The specified version does not exist.").with("Key", ctx.key()));
+        }
+    }
+    let obj = store.open(&real, ctx.key()).await.map_err(|e| S3Error::from_engine(e, ctx.bucket(), ctx.key()))?;
+    let meta = obj.info.meta.clone();
+    check_conditions(&ctx.headers, "", &meta.etag, meta.mtime())?;
+    let range = parse_range(ctx.header("range"), meta.size)?;
+    let (status, start, len) = match range {
+        Some(r) => (StatusCode::PARTIAL_CONTENT, r.start, r.len),
+        None => (StatusCode::OK, 0, meta.size),
+    };
+    let body = if head { Body::empty() } else { Body::from_stream(obj.into_stream(start, len)) };
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    put_meta_headers(h, &meta);
+    h.insert("accept-ranges", HeaderValue::from_static("bytes"));
+    h.insert("content-length", HeaderValue::from(len));
+    if range.is_some() {
+        let cr = format!("bytes {}-{}/{}", start, start + len - 1, meta.size);
+        h.insert("content-range", HeaderValue::from_str(&cr).expect("ascii"));
+    }
+    if ctx.header("x-amz-checksum-mode").is_some_and(|m| m.eq_ignore_ascii_case("enabled")) && range.is_none() {
+        if let Some(c) = &meta.checksum {
+            checksum_header(h, c);
+        }
+    }
+    if !matches!(ctx.identity, crate::gateway::Identity::Anonymous) {
+        for (q, hname) in RESPONSE_OVERRIDES {
+            if let Some(v) = ctx.q(q).and_then(|v| HeaderValue::from_str(v).ok()) {
+                h.insert(*hname, v);
+            }
+        }
+    }
+    Ok(resp)
+}
+
+pub async fn delete_object(ctx: Ctx) -> Result<Response, S3Error> {
+    ctx.authorize(Action::Write, ctx.key())?;
+    let (store, real) = ctx.st.gateway.route(ctx.bucket());
+    if let Some(v) = ctx.q("versionId") {
+        if v != "null" {
+            return Err(S3Error::new("NoSuchVersion", 404, "The specified version does not exist.").with("Key", ctx.key()));
+        }
+    }
+    store.delete(&real, ctx.key()).await.map_err(|e| S3Error::from_engine(e, ctx.bucket(), ctx.key()))?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// The most keys one DeleteObjects request may name.
+const MAX_DELETE_KEYS: usize = 1000;
+
+pub async fn delete_objects(mut ctx: Ctx) -> Result<Response, S3Error> {
+    ctx.authorize(Action::Write, "")?;
+    let body = ctx.body_bytes(2 * 1024 * 1024).await?;
+    verify_content_md5(&ctx.headers, &body)?;
+    let req: xml::DeleteRequest = xml::parse(&body)?;
+    if req.objects.is_empty() || req.objects.len() > MAX_DELETE_KEYS {
+        return Err(S3Error::malformed_xml());
+    }
+    let (store, real) = ctx.st.gateway.route(ctx.bucket());
+    if !store.backend().bucket_exists(&real) {
+        return Err(S3Error::no_such_bucket(ctx.bucket()));
+    }
+    let quiet = req.quiet.unwrap_or(false);
+    let mut out = xml::DeleteResult { xmlns: S3_NS, deleted: Vec::new(), errors: Vec::new() };
+    for o in req.objects {
+        if o.version_id.as_deref().is_some_and(|v| v != "null") {
+            out.errors.push(xml::DeleteErrorXml {
+                key: o.key,
+                version_id: o.version_id,
+                code: "NoSuchVersion".into(),
+                message: "The specified version does not exist.".into(),
+            });
+            continue;
+        }
+        match store.delete(&real, &o.key).await {
+            Ok(()) => {
+                if !quiet {
+                    out.deleted.push(xml::DeletedXml { key: o.key, version_id: o.version_id });
+                }
+            }
+            Err(e) => {
+                let err = S3Error::from_engine(e, ctx.bucket(), &o.key);
+                out.errors.push(xml::DeleteErrorXml { key: o.key, version_id: o.version_id, code: err.code.into(), message: err.message });
+            }
+        }
+    }
+    Ok(xml::response("DeleteResult", &out))
+}
+
+/// Parses `x-amz-copy-source`: `[/]bucket/key[?versionId=null]`, URL-encoded.
+pub(super) fn copy_source(ctx: &Ctx) -> Result<(String, String), S3Error> {
+    let raw = ctx.header("x-amz-copy-source").unwrap_or("");
+    let (path, query) = raw.split_once('?').unwrap_or((raw, ""));
+    if let Some(v) = form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "versionId").map(|(_, v)| v) {
+        if v != "null" {
+            return Err(S3Error::new("NoSuchVersion", 404, "The specified version does not exist."));
+        }
+    }
+    let decoded = percent_encoding::percent_decode_str(path)
+        .decode_utf8()
+        .map_err(|_| S3Error::invalid_argument("Invalid copy source encoding"))?;
+    let decoded = decoded.strip_prefix('/').unwrap_or(&decoded);
+    let (b, k) = decoded
+        .split_once('/')
+        .filter(|(b, k)| !b.is_empty() && !k.is_empty())
+        .ok_or_else(|| S3Error::invalid_argument("Copy Source must mention the source bucket and key: sourcebucket/sourcekey"))?;
+    if !crate::storage::keypath::valid_bucket_name(b) {
+        return Err(S3Error::no_such_bucket(b));
+    }
+    Ok((b.to_owned(), k.to_owned()))
+}
+
+pub async fn copy_object(ctx: Ctx) -> Result<Response, S3Error> {
+    ctx.authorize(Action::Write, ctx.key())?;
+    let (src_bucket, src_key) = copy_source(&ctx)?;
+    if !ctx.st.gateway.authorize(&ctx.identity, Action::ReadObject, Some(&src_bucket), &src_key) {
+        return Err(S3Error::access_denied());
+    }
+    let replace = match ctx.header("x-amz-metadata-directive").unwrap_or("COPY") {
+        "COPY" => false,
+        "REPLACE" => true,
+        other => return Err(S3Error::invalid_argument(format!("Unknown metadata directive: {other}"))),
+    };
+    let (src_store, src_real) = ctx.st.gateway.route(&src_bucket);
+    let (dst_store, dst_real) = ctx.st.gateway.route(ctx.bucket());
+    let src = src_store.open(&src_real, &src_key).await.map_err(|e| S3Error::from_engine(e, &src_bucket, &src_key))?;
+    let src_meta = src.info.meta.clone();
+    check_conditions(&ctx.headers, "x-amz-copy-source-", &src_meta.etag, src_meta.mtime())?;
+
+    let mut meta = if replace {
+        headers::meta_from_request(&ctx.headers)?
+    } else {
+        let mut m = ObjectMeta::new(0, String::new(), SystemTime::now());
+        m.content_type = src_meta.content_type.clone();
+        m.headers = src_meta.headers.clone();
+        m.user = src_meta.user.clone();
+        m
+    };
+    meta.mtime_ms = to_ms(SystemTime::now());
+    let same = std::sync::Arc::ptr_eq(&src_store, &dst_store) && src_real == dst_real && src_key == ctx.key();
+    let meta = if same {
+        if !replace {
+            return Err(S3Error::invalid_request(
+                "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes.",
+            ));
+        }
+        drop(src);
+        meta.size = src_meta.size;
+        meta.etag = src_meta.etag.clone();
+        meta.checksum = src_meta.checksum.clone();
+        meta.sha256 = src_meta.sha256.clone();
+        meta.parts = src_meta.parts;
+        dst_store.replace_meta(&dst_real, ctx.key(), &meta).await.map_err(|e| S3Error::from_engine(e, ctx.bucket(), ctx.key()))?;
+        meta
+    } else {
+        let alg = get(&ctx.headers, "x-amz-checksum-algorithm")
+            .and_then(ChecksumAlgorithm::parse)
+            .or_else(|| src_meta.checksum.as_ref().and_then(|c| ChecksumAlgorithm::parse(&c.alg)));
+        let size = src_meta.size;
+        let staged = dst_store
+            .stage(src.into_stream(0, size), StageOptions { sha256: src_meta.sha256.is_some(), checksum: alg })
+            .await
+            .map_err(|e| S3Error::from_engine(e, ctx.bucket(), ctx.key()))?;
+        meta.etag = hex::encode(staged.md5);
+        meta.checksum = stored_checksum(&staged);
+        meta.sha256 = staged.sha256.map(hex::encode);
+        dst_store.commit(&dst_real, ctx.key(), staged, meta).await.map_err(|e| S3Error::from_engine(e, ctx.bucket(), ctx.key()))?
+    };
+    let mut res = xml::CopyObjectResult {
+        xmlns: S3_NS,
+        last_modified: xml::iso8601(meta.mtime()),
+        etag: format!("\"{}\"", meta.etag),
+        crc32: None,
+        crc32c: None,
+        crc64nvme: None,
+        sha1: None,
+        sha256: None,
+    };
+    if let Some(c) = &meta.checksum {
+        let v = Some(c.value.clone());
+        match c.alg.as_str() {
+            "CRC32" => res.crc32 = v,
+            "CRC32C" => res.crc32c = v,
+            "CRC64NVME" => res.crc64nvme = v,
+            "SHA1" => res.sha1 = v,
+            "SHA256" => res.sha256 = v,
+            _ => {}
+        }
+    }
+    Ok(xml::response("CopyObjectResult", &res))
+}

@@ -1,0 +1,103 @@
+//! Which S3 operation a request is, from its method, addressing, query and
+//! headers. Sub-resources this server does not implement get NotImplemented
+//! rather than being mistaken for a plain object or bucket request.
+
+use http::{HeaderMap, Method};
+
+use super::error::S3Error;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    ListBuckets,
+    CreateBucket,
+    HeadBucket,
+    DeleteBucket,
+    GetBucketLocation,
+    GetBucketVersioning,
+    ListObjects,
+    ListObjectsV2,
+    ListObjectVersions,
+    DeleteObjects,
+    ListMultipartUploads,
+    GetObject,
+    HeadObject,
+    PutObject,
+    CopyObject,
+    DeleteObject,
+    CreateMultipartUpload,
+    UploadPart,
+    UploadPartCopy,
+    CompleteMultipartUpload,
+    AbortMultipartUpload,
+    ListParts,
+}
+
+/// Sub-resources of buckets and objects that S3 defines and we do not serve.
+const UNSUPPORTED: &[&str] = &[
+    "accelerate", "acl", "analytics", "attributes", "cors", "encryption", "intelligent-tiering", "inventory",
+    "legal-hold", "lifecycle", "logging", "metadataTable", "metrics", "notification", "object-lock",
+    "ownershipControls", "policy", "policyStatus", "publicAccessBlock", "replication", "requestPayment",
+    "restore", "retention", "select", "tagging", "torrent", "website",
+];
+
+pub fn route(
+    method: &Method,
+    has_bucket: bool,
+    has_key: bool,
+    query: &[(String, String)],
+    headers: &HeaderMap,
+) -> Result<Endpoint, S3Error> {
+    let has = |n: &str| query.iter().any(|(k, _)| k == n);
+    if let Some((k, _)) = query.iter().find(|(k, _)| UNSUPPORTED.contains(&k.as_str())) {
+        return Err(S3Error::not_implemented(&format!("The '{k}' sub-resource")));
+    }
+    let copy = headers.contains_key("x-amz-copy-source");
+    use Endpoint::*;
+    let ep = match (has_bucket, has_key) {
+        (false, _) => match *method {
+            Method::GET => ListBuckets,
+            _ => return Err(method_not_allowed()),
+        },
+        (true, false) => match *method {
+            Method::GET if has("location") => GetBucketLocation,
+            Method::GET if has("versioning") => GetBucketVersioning,
+            Method::GET if has("versions") => ListObjectVersions,
+            Method::GET if has("uploads") => ListMultipartUploads,
+            Method::GET if query.iter().any(|(k, v)| k == "list-type" && v == "2") => ListObjectsV2,
+            Method::GET => ListObjects,
+            Method::HEAD => HeadBucket,
+            Method::PUT if has("versioning") => {
+                return Err(S3Error::not_implemented("Enabling versioning"));
+            }
+            Method::PUT => CreateBucket,
+            Method::DELETE => DeleteBucket,
+            Method::POST if has("delete") => DeleteObjects,
+            _ => return Err(method_not_allowed()),
+        },
+        (true, true) => match *method {
+            Method::GET if has("uploadId") => ListParts,
+            Method::GET => GetObject,
+            Method::HEAD => HeadObject,
+            Method::PUT if has("partNumber") && has("uploadId") => {
+                if copy {
+                    UploadPartCopy
+                } else {
+                    UploadPart
+                }
+            }
+            Method::PUT if copy => CopyObject,
+            Method::PUT => PutObject,
+            Method::DELETE if has("uploadId") => AbortMultipartUpload,
+            Method::DELETE => DeleteObject,
+            Method::POST if has("uploads") => CreateMultipartUpload,
+            Method::POST if has("uploadId") => CompleteMultipartUpload,
+            Method::POST => return Err(S3Error::not_implemented("This POST operation")),
+            _ => return Err(method_not_allowed()),
+        },
+    };
+    Ok(ep)
+}
+
+fn method_not_allowed() -> S3Error {
+    S3Error::new("MethodNotAllowed", 405, "The specified method is not allowed against this resource.")
+}

@@ -1,0 +1,160 @@
+//! Wiring and lifecycle: opens the backends named by the settings, builds the
+//! gateway and the HTTP app (S3 on `/`, operator endpoints under `/_/`),
+//! listens, and shuts down gracefully on SIGTERM/SIGINT.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::serve::ListenerExt;
+use axum::Router;
+use http::Request;
+
+use crate::config::{BackendKind, EncryptionMode, Settings};
+use crate::engine::ObjectStore;
+use crate::gateway::{BucketRoute, Gateway};
+use crate::s3::auth::{CredentialStore, SecretKey};
+use crate::s3::S3State;
+use crate::storage::FsBackend;
+
+/// The single admin credential from the environment or the `access` section.
+struct AdminCredential {
+    access_key_id: String,
+    secret: SecretKey,
+}
+
+impl CredentialStore for AdminCredential {
+    fn secret_for(&self, access_key_id: &str) -> Option<SecretKey> {
+        (access_key_id == self.access_key_id).then(|| SecretKey::new(self.secret.expose().to_owned()))
+    }
+}
+
+/// No credentials at all (open access): every signed request is refused.
+struct NoCredentials;
+impl CredentialStore for NoCredentials {
+    fn secret_for(&self, _: &str) -> Option<SecretKey> {
+        None
+    }
+}
+
+/// Opens every backend and builds the gateway.
+pub async fn build_gateway(settings: &Settings, open_access: bool) -> anyhow::Result<Gateway> {
+    let mut stores = BTreeMap::new();
+    for b in &settings.backends {
+        if b.encryption.mode != EncryptionMode::None {
+            bail!(
+                "backend '{}' is configured with encryption mode {:?}, which this version does not implement yet; \
+                 refusing to start rather than store plaintext on a backend configured to encrypt",
+                b.name,
+                b.encryption.mode
+            );
+        }
+        match &b.kind {
+            BackendKind::Filesystem { path } => {
+                let p = path.clone();
+                let fs = tokio::task::spawn_blocking(move || FsBackend::open(&p))
+                    .await?
+                    .with_context(|| format!("opening filesystem backend '{}' at {}", b.name, path.display()))?;
+                tracing::info!(backend = %b.name, root = %fs.root().display(), "filesystem backend ready");
+                stores.insert(b.name.clone(), Arc::new(ObjectStore::new(b.name.clone(), Arc::new(fs))));
+            }
+            BackendKind::S3 { .. } => bail!(
+                "backend '{}' has type s3, which this version does not serve yet; use a filesystem backend",
+                b.name
+            ),
+        }
+    }
+    let routes = settings
+        .buckets
+        .iter()
+        .map(|(name, bs)| {
+            (
+                name.clone(),
+                BucketRoute { store: bs.backend.clone(), real_name: bs.real_name.clone(), public_prefixes: bs.public_prefixes.clone() },
+            )
+        })
+        .collect();
+    Ok(Gateway::new(stores, settings.default_backend.clone(), routes, open_access))
+}
+
+async fn health() -> &'static str {
+    "OK\n"
+}
+
+fn s3_entry(State(st): State<Arc<S3State>>, req: Request<Body>) -> impl std::future::Future<Output = Response> + Send {
+    crate::s3::handle(st, req)
+}
+
+async fn admin_not_found() -> Response {
+    (http::StatusCode::NOT_FOUND, "not found\n").into_response()
+}
+
+pub fn app(state: Arc<S3State>) -> Router {
+    let admin = Router::new().route("/health", get(health)).fallback(admin_not_found);
+    Router::new().nest("/_", admin).fallback(s3_entry).with_state(state)
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received: draining requests"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received: draining requests"),
+    }
+}
+
+/// Runs the server until a shutdown signal, then drains in-flight requests
+/// for at most the configured grace period.
+pub async fn run(settings: Settings, open_access: bool) -> anyhow::Result<()> {
+    for w in &settings.warnings {
+        tracing::warn!("{w}");
+    }
+    let credentials: Arc<dyn CredentialStore> = match &settings.credentials {
+        Some(c) => Arc::new(AdminCredential {
+            access_key_id: c.access_key_id.clone(),
+            secret: SecretKey::new(c.secret_access_key.expose().to_owned()),
+        }),
+        None if open_access => {
+            tracing::warn!("!!! OPEN ACCESS: no credentials are configured and --open-access is set: ANYONE who can reach this port can read, write and delete every object !!!");
+            Arc::new(NoCredentials)
+        }
+        None => bail!(
+            "no credentials configured: set DGP_ACCESS_KEY_ID and DGP_SECRET_ACCESS_KEY (or access.access_key_id and \
+             access.secret_access_key in the config file); to run without authentication on purpose, pass \
+             --open-access or set DGP_OPEN_ACCESS=true"
+        ),
+    };
+    let gateway = Arc::new(build_gateway(&settings, open_access && settings.credentials.is_none()).await?);
+    let state = Arc::new(S3State {
+        gateway,
+        credentials,
+        domains: settings.advanced.s3_domains.clone(),
+        region: "us-east-1".into(),
+    });
+    let listener = tokio::net::TcpListener::bind(settings.listen_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen_addr))?;
+    let local = listener.local_addr()?;
+    tracing::info!(addr = %local, version = env!("CARGO_PKG_VERSION"), "deltaglider_proxy listening");
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    let grace = Duration::from_secs(settings.advanced.shutdown_grace_secs);
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, app(state)).with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        let _ = tx.send(());
+    });
+    tokio::select! {
+        r = server => r.context("server error")?,
+        _ = async { let _ = rx.await; tokio::time::sleep(grace).await } => {
+            tracing::warn!(grace_secs = grace.as_secs(), "requests still in flight after the grace period; exiting");
+        }
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
