@@ -7,7 +7,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "deltaglider_proxy", version, about = "S3 storage appliance: one S3 endpoint over an encrypting filesystem store")]
+#[command(
+    name = "deltaglider_proxy",
+    version,
+    about = "S3 storage appliance: one S3 endpoint over an encrypting filesystem store"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -83,15 +87,19 @@ fn serve(args: ServeArgs) -> ExitCode {
         secret_access_key: env_lookup("DGP_SECRET_ACCESS_KEY"),
         log_level: env_lookup("DGP_LOG_LEVEL"),
     };
-    let settings = match deltaglider_proxy::config::load(args.config.as_deref(), &overrides, &env_lookup) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let settings =
+        match deltaglider_proxy::config::load(args.config.as_deref(), &overrides, &env_lookup) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
     deltaglider_proxy::logging::init(&settings.log_level);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

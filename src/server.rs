@@ -6,20 +6,20 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
+use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::serve::ListenerExt;
-use axum::Router;
 use http::Request;
 
 use crate::config::{BackendKind, EncryptionMode, Settings};
 use crate::engine::ObjectStore;
 use crate::gateway::{BucketRoute, Gateway};
-use crate::s3::auth::{CredentialStore, SecretKey};
 use crate::s3::S3State;
+use crate::s3::auth::{CredentialStore, SecretKey};
 use crate::storage::FsBackend;
 
 /// The single admin credential from the environment or the `access` section.
@@ -30,7 +30,8 @@ struct AdminCredential {
 
 impl CredentialStore for AdminCredential {
     fn secret_for(&self, access_key_id: &str) -> Option<SecretKey> {
-        (access_key_id == self.access_key_id).then(|| SecretKey::new(self.secret.expose().to_owned()))
+        (access_key_id == self.access_key_id)
+            .then(|| SecretKey::new(self.secret.expose().to_owned()))
     }
 }
 
@@ -59,9 +60,18 @@ pub async fn build_gateway(settings: &Settings, open_access: bool) -> anyhow::Re
                 let p = path.clone();
                 let fs = tokio::task::spawn_blocking(move || FsBackend::open(&p))
                     .await?
-                    .with_context(|| format!("opening filesystem backend '{}' at {}", b.name, path.display()))?;
+                    .with_context(|| {
+                        format!(
+                            "opening filesystem backend '{}' at {}",
+                            b.name,
+                            path.display()
+                        )
+                    })?;
                 tracing::info!(backend = %b.name, root = %fs.root().display(), "filesystem backend ready");
-                stores.insert(b.name.clone(), Arc::new(ObjectStore::new(b.name.clone(), Arc::new(fs))));
+                stores.insert(
+                    b.name.clone(),
+                    Arc::new(ObjectStore::new(b.name.clone(), Arc::new(fs))),
+                );
             }
             BackendKind::S3 { .. } => bail!(
                 "backend '{}' has type s3, which this version does not serve yet; use a filesystem backend",
@@ -75,18 +85,30 @@ pub async fn build_gateway(settings: &Settings, open_access: bool) -> anyhow::Re
         .map(|(name, bs)| {
             (
                 name.clone(),
-                BucketRoute { store: bs.backend.clone(), real_name: bs.real_name.clone(), public_prefixes: bs.public_prefixes.clone() },
+                BucketRoute {
+                    store: bs.backend.clone(),
+                    real_name: bs.real_name.clone(),
+                    public_prefixes: bs.public_prefixes.clone(),
+                },
             )
         })
         .collect();
-    Ok(Gateway::new(stores, settings.default_backend.clone(), routes, open_access))
+    Ok(Gateway::new(
+        stores,
+        settings.default_backend.clone(),
+        routes,
+        open_access,
+    ))
 }
 
 async fn health() -> &'static str {
     "OK\n"
 }
 
-fn s3_entry(State(st): State<Arc<S3State>>, req: Request<Body>) -> impl std::future::Future<Output = Response> + Send {
+fn s3_entry(
+    State(st): State<Arc<S3State>>,
+    req: Request<Body>,
+) -> impl std::future::Future<Output = Response> + Send {
     crate::s3::handle(st, req)
 }
 
@@ -95,16 +117,27 @@ async fn admin_not_found() -> Response {
 }
 
 pub fn app(state: Arc<S3State>) -> Router {
-    let admin = Router::new().route("/health", get(health)).fallback(admin_not_found);
-    Router::new().nest("/_", admin).fallback(s3_entry).with_state(state)
+    let admin = Router::new()
+        .route("/health", get(health))
+        .fallback(admin_not_found);
+    Router::new()
+        .nest("/_", admin)
+        .fallback(s3_entry)
+        .with_state(state)
 }
 
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received: draining requests"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received: draining requests"),
-    }
+/// Installs the SIGTERM/SIGINT handlers now (before we announce readiness)
+/// and returns a future that resolves on the first of them.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received: draining requests"),
+            _ = int.recv() => tracing::info!("SIGINT received: draining requests"),
+        }
+    })
 }
 
 /// Runs the server until a shutdown signal, then drains in-flight requests
@@ -119,7 +152,9 @@ pub async fn run(settings: Settings, open_access: bool) -> anyhow::Result<()> {
             secret: SecretKey::new(c.secret_access_key.expose().to_owned()),
         }),
         None if open_access => {
-            tracing::warn!("!!! OPEN ACCESS: no credentials are configured and --open-access is set: ANYONE who can reach this port can read, write and delete every object !!!");
+            tracing::warn!(
+                "!!! OPEN ACCESS: no credentials are configured and --open-access is set: ANYONE who can reach this port can read, write and delete every object !!!"
+            );
             Arc::new(NoCredentials)
         }
         None => bail!(
@@ -128,7 +163,8 @@ pub async fn run(settings: Settings, open_access: bool) -> anyhow::Result<()> {
              --open-access or set DGP_OPEN_ACCESS=true"
         ),
     };
-    let gateway = Arc::new(build_gateway(&settings, open_access && settings.credentials.is_none()).await?);
+    let gateway =
+        Arc::new(build_gateway(&settings, open_access && settings.credentials.is_none()).await?);
     let state = Arc::new(S3State {
         gateway,
         credentials,
@@ -139,6 +175,7 @@ pub async fn run(settings: Settings, open_access: bool) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen_addr))?;
     let local = listener.local_addr()?;
+    let signal = shutdown_signal()?;
     tracing::info!(addr = %local, version = env!("CARGO_PKG_VERSION"), "deltaglider_proxy listening");
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
@@ -146,7 +183,7 @@ pub async fn run(settings: Settings, open_access: bool) -> anyhow::Result<()> {
     let grace = Duration::from_secs(settings.advanced.shutdown_grace_secs);
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let server = axum::serve(listener, app(state)).with_graceful_shutdown(async move {
-        shutdown_signal().await;
+        signal.await;
         let _ = tx.send(());
     });
     tokio::select! {

@@ -62,7 +62,9 @@ pub fn file_stream(mut file: File, offset: u64, len: u64) -> ByteStream {
     Box::pin(tokio_stream_from(rx))
 }
 
-fn tokio_stream_from(mut rx: mpsc::Receiver<io::Result<Bytes>>) -> impl Stream<Item = io::Result<Bytes>> {
+fn tokio_stream_from(
+    mut rx: mpsc::Receiver<io::Result<Bytes>>,
+) -> impl Stream<Item = io::Result<Bytes>> {
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 

@@ -15,7 +15,13 @@ pub enum ChecksumAlgorithm {
 }
 
 impl ChecksumAlgorithm {
-    pub const ALL: [ChecksumAlgorithm; 5] = [Self::Crc32, Self::Crc32c, Self::Crc64Nvme, Self::Sha1, Self::Sha256];
+    pub const ALL: [ChecksumAlgorithm; 5] = [
+        Self::Crc32,
+        Self::Crc32c,
+        Self::Crc64Nvme,
+        Self::Sha1,
+        Self::Sha256,
+    ];
 
     /// Parses the algorithm name as S3 writes it (case-insensitive).
     pub fn parse(s: &str) -> Option<Self> {
@@ -99,7 +105,10 @@ impl ChecksumAlgorithm {
                 Some(a) => crc_fast::checksum_combine(alg, a, v, *len),
             });
         }
-        Some(crc_to_bytes(self, acc.unwrap_or_else(|| CrcDigest::new(alg).finalize())))
+        Some(crc_to_bytes(
+            self,
+            acc.unwrap_or_else(|| CrcDigest::new(alg).finalize()),
+        ))
     }
 }
 
@@ -149,7 +158,9 @@ pub fn b64(data: &[u8]) -> String {
 }
 
 pub fn unb64(s: &str) -> Option<Vec<u8>> {
-    base64::engine::general_purpose::STANDARD.decode(s.trim()).ok()
+    base64::engine::general_purpose::STANDARD
+        .decode(s.trim())
+        .ok()
 }
 
 #[cfg(test)]
@@ -162,17 +173,30 @@ mod tests {
         let d = b"123456789";
         assert_eq!(hex::encode(ChecksumAlgorithm::Crc32.digest(d)), "cbf43926");
         assert_eq!(hex::encode(ChecksumAlgorithm::Crc32c.digest(d)), "e3069283");
-        assert_eq!(hex::encode(ChecksumAlgorithm::Crc64Nvme.digest(d)), "ae8b14860a799888");
-        assert_eq!(b64(&ChecksumAlgorithm::Sha256.digest(b"")), "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=");
+        assert_eq!(
+            hex::encode(ChecksumAlgorithm::Crc64Nvme.digest(d)),
+            "ae8b14860a799888"
+        );
+        assert_eq!(
+            b64(&ChecksumAlgorithm::Sha256.digest(b"")),
+            "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="
+        );
     }
 
     #[test]
     fn combine_matches_whole() {
         let a = vec![7u8; 1000];
         let b = vec![9u8; 333];
-        for alg in [ChecksumAlgorithm::Crc32, ChecksumAlgorithm::Crc32c, ChecksumAlgorithm::Crc64Nvme] {
+        for alg in [
+            ChecksumAlgorithm::Crc32,
+            ChecksumAlgorithm::Crc32c,
+            ChecksumAlgorithm::Crc64Nvme,
+        ] {
             let whole = alg.digest(&[a.clone(), b.clone()].concat());
-            let parts = vec![(alg.digest(&a), a.len() as u64), (alg.digest(&b), b.len() as u64)];
+            let parts = vec![
+                (alg.digest(&a), a.len() as u64),
+                (alg.digest(&b), b.len() as u64),
+            ];
             assert_eq!(alg.combine(&parts).unwrap(), whole, "{alg:?}");
         }
     }

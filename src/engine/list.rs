@@ -3,9 +3,9 @@
 
 use std::ops::ControlFlow;
 
-use super::{blocking, info_from_raw, ObjectInfo, ObjectStore, Result};
-use crate::storage::fs::WalkItem;
+use super::{ObjectInfo, ObjectStore, Result, blocking, info_from_raw};
 use crate::storage::StorageError;
+use crate::storage::fs::WalkItem;
 
 #[derive(Debug, Clone, Default)]
 pub struct ListParams {
@@ -47,7 +47,9 @@ impl ObjectStore {
                         Some(d) if !roll_slash => match key[p.prefix.len()..].find(d) {
                             Some(i) => {
                                 let cp = key[..p.prefix.len() + i + d.len()].to_owned();
-                                if cp.as_str() <= p.start_after.as_str() || last_prefix.as_deref() == Some(cp.as_str()) {
+                                if cp.as_str() <= p.start_after.as_str()
+                                    || last_prefix.as_deref() == Some(cp.as_str())
+                                {
                                     return ControlFlow::Continue(());
                                 }
                                 last_prefix = Some(cp.clone());
@@ -65,7 +67,10 @@ impl ObjectStore {
                 items.push(item);
                 ControlFlow::Continue(())
             })?;
-            let mut page = ListPage { truncated, ..Default::default() };
+            let mut page = ListPage {
+                truncated,
+                ..Default::default()
+            };
             for it in items {
                 match it {
                     Item::Prefix(pfx) => {

@@ -14,8 +14,13 @@ use serde::{Deserialize, Serialize};
 pub const META_VERSION: u32 = 1;
 
 /// The standard headers S3 stores with an object and returns on GET/HEAD.
-pub const STORED_HEADERS: &[&str] =
-    &["cache-control", "content-disposition", "content-encoding", "content-language", "expires"];
+pub const STORED_HEADERS: &[&str] = &[
+    "cache-control",
+    "content-disposition",
+    "content-encoding",
+    "content-language",
+    "expires",
+];
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredChecksum {
@@ -118,9 +123,14 @@ mod tests {
         m.user.insert("k".into(), "v".into());
         let back = ObjectMeta::decode(&m.encode()).unwrap();
         assert_eq!(m, back);
-        let newer = br#"{"v":2,"size":1,"etag":"e","mtime_ms":5,"dg-encrypted":"aes-256-gcm-chunked"}"#;
+        let newer =
+            br#"{"v":2,"size":1,"etag":"e","mtime_ms":5,"dg-encrypted":"aes-256-gcm-chunked"}"#;
         let m2 = ObjectMeta::decode(newer).unwrap();
-        assert!(String::from_utf8(m2.encode()).unwrap().contains("dg-encrypted"));
+        assert!(
+            String::from_utf8(m2.encode())
+                .unwrap()
+                .contains("dg-encrypted")
+        );
         assert!(ObjectMeta::decode(b"not json").is_err());
     }
 }

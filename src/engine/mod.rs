@@ -20,7 +20,7 @@ use std::time::SystemTime;
 use md5::Digest as _;
 
 use crate::storage::fs::{BucketEntry, RawObject};
-use crate::storage::keypath::{object_path, ObjectPath};
+use crate::storage::keypath::{ObjectPath, object_path};
 use crate::storage::{FsBackend, StorageError};
 pub use body::ByteStream;
 pub use meta::ObjectMeta;
@@ -84,13 +84,18 @@ pub struct ObjectStore {
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f).await.map_err(put::join_err)?
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(put::join_err)?
 }
 
 /// ETag of a file placed by hand: derived from size and mtime so it changes
 /// when the file does, with a "-1" suffix so no client mistakes it for an MD5.
 fn unmanaged_etag(size: u64, mtime: SystemTime) -> String {
-    let ns = mtime.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_nanos();
+    let ns = mtime
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
     let d = md5::Md5::digest(format!("dg-unmanaged:{size}:{ns}").as_bytes());
     format!("{}-1", hex::encode(d))
 }
@@ -98,13 +103,26 @@ fn unmanaged_etag(size: u64, mtime: SystemTime) -> String {
 fn info_from_raw(key: &str, raw: &RawObject) -> Result<ObjectInfo> {
     match &raw.meta {
         Some(doc) => {
-            let meta = ObjectMeta::decode(doc).map_err(|e| EngineError::CorruptMeta(key.to_owned(), e))?;
-            Ok(ObjectInfo { key: key.to_owned(), meta, unmanaged: false })
+            let meta =
+                ObjectMeta::decode(doc).map_err(|e| EngineError::CorruptMeta(key.to_owned(), e))?;
+            Ok(ObjectInfo {
+                key: key.to_owned(),
+                meta,
+                unmanaged: false,
+            })
         }
         None => {
-            let mut meta = ObjectMeta::new(raw.stored_len, unmanaged_etag(raw.stored_len, raw.mtime), raw.mtime);
+            let mut meta = ObjectMeta::new(
+                raw.stored_len,
+                unmanaged_etag(raw.stored_len, raw.mtime),
+                raw.mtime,
+            );
             meta.content_type = Some("application/octet-stream".into());
-            Ok(ObjectInfo { key: key.to_owned(), meta, unmanaged: true })
+            Ok(ObjectInfo {
+                key: key.to_owned(),
+                meta,
+                unmanaged: true,
+            })
         }
     }
 }
@@ -173,7 +191,13 @@ impl ObjectStore {
 
     /// Makes a staged body the object `key`, with `meta` (size and ETag are
     /// taken from the staged body).
-    pub async fn commit(&self, bucket: &str, key: &str, staged: Staged, mut meta: ObjectMeta) -> Result<ObjectMeta> {
+    pub async fn commit(
+        &self,
+        bucket: &str,
+        key: &str,
+        staged: Staged,
+        mut meta: ObjectMeta,
+    ) -> Result<ObjectMeta> {
         let op = parse_key(key)?;
         meta.size = staged.size;
         let (b, bucket) = (self.backend.clone(), bucket.to_owned());
@@ -195,10 +219,12 @@ impl ObjectStore {
             let (file, raw) = b.open_object(&bucket, &op)?;
             let info = info_from_raw(&key, &raw)?;
             if info.meta.size != raw.stored_len {
-                return Err(EngineError::Storage(StorageError::Io(io::Error::other(format!(
-                    "object {key}: file holds {} bytes, metadata says {}",
-                    raw.stored_len, info.meta.size
-                )))));
+                return Err(EngineError::Storage(StorageError::Io(io::Error::other(
+                    format!(
+                        "object {key}: file holds {} bytes, metadata says {}",
+                        raw.stored_len, info.meta.size
+                    ),
+                ))));
             }
             Ok(OpenObject { info, file })
         })

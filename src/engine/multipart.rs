@@ -8,9 +8,9 @@ use std::time::SystemTime;
 use md5::Digest as _;
 use serde::{Deserialize, Serialize};
 
-use super::checksum::{b64, unb64, ChecksumAlgorithm};
-use super::meta::{to_ms, ObjectMeta, StoredChecksum};
-use super::{blocking, parse_key, EngineError, ObjectStore, Result, Staged};
+use super::checksum::{ChecksumAlgorithm, b64, unb64};
+use super::meta::{ObjectMeta, StoredChecksum, to_ms};
+use super::{EngineError, ObjectStore, Result, Staged, blocking, parse_key};
 use crate::storage::StorageError;
 
 /// S3's minimum size for every part but the last.
@@ -38,7 +38,9 @@ impl UploadState {
         serde_json::from_slice(raw).ok()
     }
     pub fn checksum_algorithm(&self) -> Option<ChecksumAlgorithm> {
-        self.checksum_alg.as_deref().and_then(ChecksumAlgorithm::parse)
+        self.checksum_alg
+            .as_deref()
+            .and_then(ChecksumAlgorithm::parse)
     }
     pub fn is_full_object(&self) -> bool {
         self.checksum_type.as_deref() == Some("FULL_OBJECT")
@@ -86,7 +88,8 @@ impl ObjectStore {
             initiated_ms: to_ms(SystemTime::now()),
             template,
             checksum_alg: checksum.map(|(a, _)| a.name().to_owned()),
-            checksum_type: checksum.map(|(_, full)| if full { "FULL_OBJECT" } else { "COMPOSITE" }.to_owned()),
+            checksum_type: checksum
+                .map(|(_, full)| if full { "FULL_OBJECT" } else { "COMPOSITE" }.to_owned()),
         };
         let (b, idc, bucket) = (self.backend.clone(), id.clone(), bucket.to_owned());
         let doc = serde_json::to_vec(&state).expect("state serializes");
@@ -131,8 +134,14 @@ impl ObjectStore {
         blocking(move || {
             let mut out = Vec::new();
             for (number, doc, _len, mtime) in b.list_parts(&id)? {
-                let Ok(meta) = serde_json::from_slice::<PartMeta>(&doc) else { continue };
-                out.push(PartInfo { number, meta, mtime });
+                let Ok(meta) = serde_json::from_slice::<PartMeta>(&doc) else {
+                    continue;
+                };
+                out.push(PartInfo {
+                    number,
+                    meta,
+                    mtime,
+                });
             }
             Ok(out)
         })
@@ -176,13 +185,21 @@ impl ObjectStore {
             let p = stored
                 .iter()
                 .find(|p| p.number == w.number)
-                .ok_or_else(|| EngineError::InvalidPart(format!("part {} was not uploaded", w.number)))?;
+                .ok_or_else(|| {
+                    EngineError::InvalidPart(format!("part {} was not uploaded", w.number))
+                })?;
             if w.etag.trim_matches('"') != p.meta.etag {
-                return Err(EngineError::InvalidPart(format!("part {}: ETag does not match", w.number)));
+                return Err(EngineError::InvalidPart(format!(
+                    "part {}: ETag does not match",
+                    w.number
+                )));
             }
             if let (Some(given), Some(have)) = (&w.checksum, &p.meta.checksum) {
                 if given != have {
-                    return Err(EngineError::InvalidPart(format!("part {}: checksum does not match", w.number)));
+                    return Err(EngineError::InvalidPart(format!(
+                        "part {}: checksum does not match",
+                        w.number
+                    )));
                 }
             }
             if i + 1 < wanted.len() && p.meta.size < MIN_PART_SIZE {
@@ -213,7 +230,11 @@ impl ObjectStore {
                 // std::io::copy uses copy_file_range between files: no bytes through user space.
                 let copied = io::copy(&mut part, temp.file())?;
                 if copied != p.meta.size {
-                    return Err(io::Error::other(format!("part {} changed size on disk", p.number)).into());
+                    return Err(io::Error::other(format!(
+                        "part {} changed size on disk",
+                        p.number
+                    ))
+                    .into());
                 }
             }
             temp.file().flush()?;
@@ -230,12 +251,18 @@ impl ObjectStore {
 /// part CRCs, or S3's composite "checksum of checksums-N".
 fn multipart_checksum(state: &UploadState, parts: &[PartInfo]) -> Option<StoredChecksum> {
     let alg = state.checksum_algorithm()?;
-    let raws: Option<Vec<(Vec<u8>, u64)>> =
-        parts.iter().map(|p| Some((unb64(p.meta.checksum.as_deref()?)?, p.meta.size))).collect();
+    let raws: Option<Vec<(Vec<u8>, u64)>> = parts
+        .iter()
+        .map(|p| Some((unb64(p.meta.checksum.as_deref()?)?, p.meta.size)))
+        .collect();
     let raws = raws?;
     if state.is_full_object() && alg.is_crc() {
         let v = alg.combine(&raws)?;
-        return Some(StoredChecksum { alg: alg.name().into(), value: b64(&v), kind: "FULL_OBJECT".into() });
+        return Some(StoredChecksum {
+            alg: alg.name().into(),
+            value: b64(&v),
+            kind: "FULL_OBJECT".into(),
+        });
     }
     let concat: Vec<u8> = raws.iter().flat_map(|(r, _)| r.iter().copied()).collect();
     Some(StoredChecksum {

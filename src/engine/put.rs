@@ -14,11 +14,11 @@ use futures::StreamExt;
 use md5::Digest as _;
 use tokio::sync::mpsc;
 
+use super::EngineError;
 use super::body::ByteStream;
 use super::checksum::ChecksumAlgorithm;
-use super::EngineError;
-use crate::storage::fs::TempFile;
 use crate::storage::FsBackend;
+use crate::storage::fs::TempFile;
 
 /// Bodies are cut into blocks of this size before they fan out to the stages.
 pub const STAGE_BLOCK: usize = 1024 * 1024;
@@ -68,7 +68,11 @@ fn finish_into(staged_temp: TempFile, size: u64, d: Digests) -> Staged {
 }
 
 /// Streams `body` into a temp file of `backend`, computing the digests.
-pub async fn stage(backend: Arc<FsBackend>, mut body: ByteStream, opts: StageOptions) -> Result<Staged, EngineError> {
+pub async fn stage(
+    backend: Arc<FsBackend>,
+    mut body: ByteStream,
+    opts: StageOptions,
+) -> Result<Staged, EngineError> {
     // Read up to one block: small bodies never leave this task's thread pool hop.
     let mut first = BytesMut::new();
     let mut ended = false;
@@ -85,7 +89,9 @@ pub async fn stage(backend: Arc<FsBackend>, mut body: ByteStream, opts: StageOpt
         let data = first.freeze();
         return tokio::task::spawn_blocking(move || -> Result<Staged, EngineError> {
             let mut temp = backend.new_temp()?;
-            temp.file().write_all(&data).map_err(|e| EngineError::Storage(e.into()))?;
+            temp.file()
+                .write_all(&data)
+                .map_err(|e| EngineError::Storage(e.into()))?;
             let mut d = Digests::new(&opts);
             update_all(&mut d, &data);
             Ok(finish_into(temp, data.len() as u64, d))
@@ -96,7 +102,9 @@ pub async fn stage(backend: Arc<FsBackend>, mut body: ByteStream, opts: StageOpt
 
     let temp = {
         let b = backend.clone();
-        tokio::task::spawn_blocking(move || b.new_temp()).await.map_err(join_err)??
+        tokio::task::spawn_blocking(move || b.new_temp())
+            .await
+            .map_err(join_err)??
     };
     let (w_tx, w_rx) = mpsc::channel::<Bytes>(STAGE_DEPTH);
     let writer = tokio::task::spawn_blocking(move || write_stage(temp, w_rx));
@@ -104,8 +112,15 @@ pub async fn stage(backend: Arc<FsBackend>, mut body: ByteStream, opts: StageOpt
     let mut hash_tasks = Vec::new();
     // MD5 runs alone (it is the slowest); SHA-256 and the checksum share a second thread.
     let d = Digests::new(&opts);
-    let mut md5_part = Digests { md5: d.md5, ..Default::default() };
-    let mut rest = Digests { md5: None, sha256: d.sha256, checksum: d.checksum };
+    let mut md5_part = Digests {
+        md5: d.md5,
+        ..Default::default()
+    };
+    let mut rest = Digests {
+        md5: None,
+        sha256: d.sha256,
+        checksum: d.checksum,
+    };
     for mut part in [std::mem::take(&mut md5_part), std::mem::take(&mut rest)] {
         if part.md5.is_none() && part.sha256.is_none() && part.checksum.is_none() {
             continue;
@@ -178,7 +193,9 @@ fn update_all(d: &mut Digests, data: &[u8]) {
 
 fn write_stage(mut temp: TempFile, mut rx: mpsc::Receiver<Bytes>) -> Result<TempFile, EngineError> {
     while let Some(b) = rx.blocking_recv() {
-        temp.file().write_all(&b).map_err(|e| EngineError::Storage(e.into()))?;
+        temp.file()
+            .write_all(&b)
+            .map_err(|e| EngineError::Storage(e.into()))?;
     }
     Ok(temp)
 }

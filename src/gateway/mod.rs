@@ -53,7 +53,12 @@ impl Gateway {
         routes: BTreeMap<String, BucketRoute>,
         open_access: bool,
     ) -> Self {
-        Gateway { stores, default_store, routes, open_access }
+        Gateway {
+            stores,
+            default_store,
+            routes,
+            open_access,
+        }
     }
 
     /// The engine serving `bucket` and the bucket's name on that backend.
@@ -69,17 +74,26 @@ impl Gateway {
     }
 
     /// May `who` do `action` on `bucket` / `key` (for List, `key` is the prefix)?
-    pub fn authorize(&self, who: &Identity, action: Action, bucket: Option<&str>, key: &str) -> bool {
+    pub fn authorize(
+        &self,
+        who: &Identity,
+        action: Action,
+        bucket: Option<&str>,
+        key: &str,
+    ) -> bool {
         match who {
             Identity::Admin { .. } => true,
             Identity::Anonymous if self.open_access => true,
             Identity::Anonymous => {
                 let Some(bucket) = bucket else { return false };
-                let Some(route) = self.routes.get(bucket) else { return false };
+                let Some(route) = self.routes.get(bucket) else {
+                    return false;
+                };
                 match action {
-                    Action::ReadObject | Action::List => {
-                        route.public_prefixes.iter().any(|p| key.starts_with(p.as_str()))
-                    }
+                    Action::ReadObject | Action::List => route
+                        .public_prefixes
+                        .iter()
+                        .any(|p| key.starts_with(p.as_str())),
                     Action::Write | Action::Service => false,
                 }
             }
@@ -92,7 +106,10 @@ impl Gateway {
         for (store_name, store) in &self.stores {
             for b in store.list_buckets().await? {
                 // The client-facing name of this directory, if routing leads here.
-                let by_alias = self.routes.iter().find(|(_, r)| &r.store == store_name && r.real_name == b.name);
+                let by_alias = self
+                    .routes
+                    .iter()
+                    .find(|(_, r)| &r.store == store_name && r.real_name == b.name);
                 let name = match by_alias {
                     Some((virt, _)) => virt.clone(),
                     None => {

@@ -4,9 +4,9 @@
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode};
 
+use super::Ctx;
 use super::error::S3Error;
 use super::xml::{self, S3_NS};
-use super::Ctx;
 use crate::gateway::Action;
 
 fn engine_err(ctx: &Ctx) -> impl Fn(crate::engine::EngineError) -> S3Error + '_ {
@@ -15,14 +15,22 @@ fn engine_err(ctx: &Ctx) -> impl Fn(crate::engine::EngineError) -> S3Error + '_ 
 
 pub async fn list_buckets(ctx: Ctx) -> Result<Response, S3Error> {
     ctx.authorize(Action::Service, "")?;
-    let buckets = ctx.st.gateway.list_buckets().await.map_err(engine_err(&ctx))?;
+    let buckets = ctx
+        .st
+        .gateway
+        .list_buckets()
+        .await
+        .map_err(engine_err(&ctx))?;
     let doc = xml::ListAllMyBucketsResult {
         xmlns: S3_NS,
         owner: xml::Owner::proxy(),
         buckets: xml::Buckets {
             bucket: buckets
                 .into_iter()
-                .map(|(name, created)| xml::BucketXml { name, creation_date: xml::iso8601(created) })
+                .map(|(name, created)| xml::BucketXml {
+                    name,
+                    creation_date: xml::iso8601(created),
+                })
                 .collect(),
         },
     };
@@ -47,7 +55,10 @@ pub async fn create_bucket(mut ctx: Ctx) -> Result<Response, S3Error> {
 pub async fn head_bucket(ctx: Ctx) -> Result<Response, S3Error> {
     ctx.authorize(Action::List, "")?;
     let (store, real) = ctx.st.gateway.route(ctx.bucket());
-    store.bucket_created(&real).await.map_err(engine_err(&ctx))?;
+    store
+        .bucket_created(&real)
+        .await
+        .map_err(engine_err(&ctx))?;
     let mut resp = StatusCode::OK.into_response();
     if let Ok(v) = HeaderValue::from_str(&ctx.st.region) {
         resp.headers_mut().insert("x-amz-bucket-region", v);
@@ -66,16 +77,35 @@ pub async fn delete_bucket(ctx: Ctx) -> Result<Response, S3Error> {
 pub async fn get_location(ctx: Ctx) -> Result<Response, S3Error> {
     ctx.authorize(Action::Service, "")?;
     let (store, real) = ctx.st.gateway.route(ctx.bucket());
-    store.bucket_created(&real).await.map_err(engine_err(&ctx))?;
+    store
+        .bucket_created(&real)
+        .await
+        .map_err(engine_err(&ctx))?;
     // us-east-1 is written as an empty constraint, as S3 does.
-    let region = if ctx.st.region == "us-east-1" { String::new() } else { ctx.st.region.clone() };
-    Ok(xml::response("LocationConstraint", &xml::LocationConstraint { xmlns: S3_NS, region }))
+    let region = if ctx.st.region == "us-east-1" {
+        String::new()
+    } else {
+        ctx.st.region.clone()
+    };
+    Ok(xml::response(
+        "LocationConstraint",
+        &xml::LocationConstraint {
+            xmlns: S3_NS,
+            region,
+        },
+    ))
 }
 
 pub async fn get_versioning(ctx: Ctx) -> Result<Response, S3Error> {
     ctx.authorize(Action::Service, "")?;
     let (store, real) = ctx.st.gateway.route(ctx.bucket());
-    store.bucket_created(&real).await.map_err(engine_err(&ctx))?;
+    store
+        .bucket_created(&real)
+        .await
+        .map_err(engine_err(&ctx))?;
     // A bucket that never had versioning enabled has no Status element.
-    Ok(xml::response("VersioningConfiguration", &xml::VersioningConfiguration { xmlns: S3_NS }))
+    Ok(xml::response(
+        "VersioningConfiguration",
+        &xml::VersioningConfiguration { xmlns: S3_NS },
+    ))
 }

@@ -4,7 +4,7 @@
 //! (tagged with the request id), never in the response.
 
 use axum::response::{IntoResponse, Response};
-use http::{header, HeaderValue, StatusCode};
+use http::{HeaderValue, StatusCode, header};
 
 use crate::engine::EngineError;
 use crate::storage::StorageError;
@@ -43,7 +43,8 @@ impl S3Error {
         Self::new("AccessDenied", 403, "Access Denied")
     }
     pub fn no_such_bucket(bucket: &str) -> Self {
-        Self::new("NoSuchBucket", 404, "The specified bucket does not exist").with("BucketName", bucket)
+        Self::new("NoSuchBucket", 404, "The specified bucket does not exist")
+            .with("BucketName", bucket)
     }
     pub fn no_such_key(key: &str) -> Self {
         Self::new("NoSuchKey", 404, "The specified key does not exist.").with("Key", key)
@@ -69,16 +70,32 @@ impl S3Error {
         )
     }
     pub fn not_implemented(what: &str) -> Self {
-        Self::new("NotImplemented", 501, format!("{what} is not implemented by this server"))
+        Self::new(
+            "NotImplemented",
+            501,
+            format!("{what} is not implemented by this server"),
+        )
     }
     pub fn precondition_failed() -> Self {
-        Self::new("PreconditionFailed", 412, "At least one of the pre-conditions you specified did not hold")
+        Self::new(
+            "PreconditionFailed",
+            412,
+            "At least one of the pre-conditions you specified did not hold",
+        )
     }
     pub fn bad_digest() -> Self {
-        Self::new("BadDigest", 400, "The Content-MD5 you specified did not match what we received.")
+        Self::new(
+            "BadDigest",
+            400,
+            "The Content-MD5 you specified did not match what we received.",
+        )
     }
     pub fn internal() -> Self {
-        Self::new("InternalError", 500, "We encountered an internal error. Please try again.")
+        Self::new(
+            "InternalError",
+            500,
+            "We encountered an internal error. Please try again.",
+        )
     }
 
     /// Maps an engine error; `key` names the object for NoSuchKey.
@@ -93,15 +110,21 @@ impl S3Error {
             EngineError::InvalidPart(m) => Self::new(
                 "InvalidPart",
                 400,
-                format!("One or more of the specified parts could not be found or did not match: {m}"),
+                format!(
+                    "One or more of the specified parts could not be found or did not match: {m}"
+                ),
             ),
-            EngineError::InvalidPartOrder => {
-                Self::new("InvalidPartOrder", 400, "The list of parts was not in ascending order.")
-            }
-            EngineError::EntityTooSmall(n) => {
-                Self::new("EntityTooSmall", 400, "Your proposed upload is smaller than the minimum allowed object size.")
-                    .with("PartNumber", n.to_string())
-            }
+            EngineError::InvalidPartOrder => Self::new(
+                "InvalidPartOrder",
+                400,
+                "The list of parts was not in ascending order.",
+            ),
+            EngineError::EntityTooSmall(n) => Self::new(
+                "EntityTooSmall",
+                400,
+                "Your proposed upload is smaller than the minimum allowed object size.",
+            )
+            .with("PartNumber", n.to_string()),
         }
     }
 
@@ -163,11 +186,18 @@ impl S3Error {
         }
         xml.push_str(&format!("<RequestId>{request_id}</RequestId></Error>"));
         let no_body = head || self.status == StatusCode::NOT_MODIFIED;
-        let mut resp = if no_body { ().into_response() } else { xml.into_response() };
+        let mut resp = if no_body {
+            ().into_response()
+        } else {
+            xml.into_response()
+        };
         *resp.status_mut() = self.status;
         let h = resp.headers_mut();
         if !no_body {
-            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/xml"));
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/xml"),
+            );
         }
         for (name, value) in &self.headers {
             if let Ok(v) = HeaderValue::from_str(value) {
@@ -181,14 +211,21 @@ impl S3Error {
 /// Maps a failed request body: auth errors from the aws-chunked decoder keep
 /// their S3 code; a client that went away is reported as IncompleteBody.
 pub fn body_error(io: std::io::Error) -> S3Error {
-    if let Some(auth) = io.get_ref().and_then(|e| e.downcast_ref::<super::auth::AuthError>()) {
+    if let Some(auth) = io
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<super::auth::AuthError>())
+    {
         return S3Error::from_auth(auth);
     }
     if let Some(s3) = io.get_ref().and_then(|e| e.downcast_ref::<BodyS3Error>()) {
         return s3.0.clone();
     }
     tracing::debug!(error = %io, "request body ended early");
-    S3Error::new("IncompleteBody", 400, "You did not provide the number of bytes specified by the Content-Length HTTP header.")
+    S3Error::new(
+        "IncompleteBody",
+        400,
+        "You did not provide the number of bytes specified by the Content-Length HTTP header.",
+    )
 }
 
 /// An S3 error raised inside a body stream stage (e.g. a size limit).

@@ -23,10 +23,21 @@ pub fn http_date(t: SystemTime) -> String {
 /// metadata template (size, ETag and time are filled in later).
 pub fn meta_from_request(h: &HeaderMap) -> Result<ObjectMeta, S3Error> {
     let mut m = ObjectMeta::new(0, String::new(), SystemTime::now());
-    m.content_type = Some(get(h, "content-type").unwrap_or("binary/octet-stream").to_owned());
+    m.content_type = Some(
+        get(h, "content-type")
+            .unwrap_or("binary/octet-stream")
+            .to_owned(),
+    );
     for name in STORED_HEADERS {
         if let Some(v) = get(h, name) {
-            m.headers.insert((*name).to_owned(), v.to_owned());
+            let v = if *name == "content-encoding" {
+                strip_aws_chunked(v)
+            } else {
+                v.to_owned()
+            };
+            if !v.is_empty() {
+                m.headers.insert((*name).to_owned(), v);
+            }
         }
     }
     for (name, value) in h {
@@ -39,16 +50,30 @@ pub fn meta_from_request(h: &HeaderMap) -> Result<ObjectMeta, S3Error> {
         return Err(S3Error::new(
             "MetadataTooLarge",
             400,
-            format!("Your metadata headers exceed the maximum allowed metadata size of {MAX_USER_META} bytes"),
+            format!(
+                "Your metadata headers exceed the maximum allowed metadata size of {MAX_USER_META} bytes"
+            ),
         ));
     }
     Ok(m)
 }
 
+/// `aws-chunked` describes the transfer, not the object: it is not stored.
+fn strip_aws_chunked(v: &str) -> String {
+    v.split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty() && !t.eq_ignore_ascii_case("aws-chunked"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// Writes an object's metadata as response headers.
 pub fn put_meta_headers(out: &mut HeaderMap, m: &ObjectMeta) {
     let mut set = |name: &str, v: &str| {
-        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(v)) {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(v),
+        ) {
             out.insert(n, v);
         }
     };
@@ -79,28 +104,48 @@ pub struct ByteRange {
 /// means serve the whole object (no header, or one S3 ignores).
 pub fn parse_range(value: Option<&str>, size: u64) -> Result<Option<ByteRange>, S3Error> {
     let Some(v) = value else { return Ok(None) };
-    let Some(spec) = v.trim().strip_prefix("bytes=") else { return Ok(None) };
+    let Some(spec) = v.trim().strip_prefix("bytes=") else {
+        return Ok(None);
+    };
     if spec.contains(',') {
         return Ok(None); // multiple ranges: S3 serves the whole object
     }
     let unsatisfiable = || {
-        S3Error::new("InvalidRange", 416, "The requested range is not satisfiable")
-            .with("RangeRequested", v.to_owned())
-            .with("ActualObjectSize", size.to_string())
-            .with_header(http::header::CONTENT_RANGE, format!("bytes */{size}"))
+        S3Error::new(
+            "InvalidRange",
+            416,
+            "The requested range is not satisfiable",
+        )
+        .with("RangeRequested", v.to_owned())
+        .with("ActualObjectSize", size.to_string())
+        .with_header(http::header::CONTENT_RANGE, format!("bytes */{size}"))
     };
-    let (a, b) = spec.split_once('-').ok_or_else(|| S3Error::invalid_argument("Invalid Range header"))?;
+    let (a, b) = spec
+        .split_once('-')
+        .ok_or_else(|| S3Error::invalid_argument("Invalid Range header"))?;
     let (a, b) = (a.trim(), b.trim());
     let range = if a.is_empty() {
-        let n: u64 = b.parse().map_err(|_| S3Error::invalid_argument("Invalid Range header"))?;
+        let n: u64 = b
+            .parse()
+            .map_err(|_| S3Error::invalid_argument("Invalid Range header"))?;
         if n == 0 || size == 0 {
             return Err(unsatisfiable());
         }
         let n = n.min(size);
-        ByteRange { start: size - n, len: n }
+        ByteRange {
+            start: size - n,
+            len: n,
+        }
     } else {
-        let start: u64 = a.parse().map_err(|_| S3Error::invalid_argument("Invalid Range header"))?;
-        let end = if b.is_empty() { u64::MAX } else { b.parse().map_err(|_| S3Error::invalid_argument("Invalid Range header"))? };
+        let start: u64 = a
+            .parse()
+            .map_err(|_| S3Error::invalid_argument("Invalid Range header"))?;
+        let end = if b.is_empty() {
+            u64::MAX
+        } else {
+            b.parse()
+                .map_err(|_| S3Error::invalid_argument("Invalid Range header"))?
+        };
         if end < start {
             return Ok(None); // syntactically invalid per RFC 7233: ignored
         }
@@ -108,13 +153,18 @@ pub fn parse_range(value: Option<&str>, size: u64) -> Result<Option<ByteRange>, 
             return Err(unsatisfiable());
         }
         let end = end.min(size - 1);
-        ByteRange { start, len: end - start + 1 }
+        ByteRange {
+            start,
+            len: end - start + 1,
+        }
     };
     Ok(Some(range))
 }
 
 fn etag_matches(list: &str, etag: &str) -> bool {
-    list.split(',').map(str::trim).any(|t| t == "*" || t.trim_start_matches("W/").trim_matches('"') == etag)
+    list.split(',')
+        .map(str::trim)
+        .any(|t| t == "*" || t.trim_start_matches("W/").trim_matches('"') == etag)
 }
 
 fn parse_date(s: &str) -> Option<SystemTime> {
@@ -123,14 +173,21 @@ fn parse_date(s: &str) -> Option<SystemTime> {
 
 /// Truncates to whole seconds, the precision of HTTP dates.
 fn secs(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs()
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
 }
 
 /// Evaluates If-Match / If-Unmodified-Since (412) and If-None-Match /
 /// If-Modified-Since (304) in the order RFC 7232 and S3 define.
 /// `prefix` is "" for GET/HEAD and "x-amz-copy-source-" for copies, where
 /// every failure is 412.
-pub fn check_conditions(h: &HeaderMap, prefix: &str, etag: &str, mtime: SystemTime) -> Result<(), S3Error> {
+pub fn check_conditions(
+    h: &HeaderMap,
+    prefix: &str,
+    etag: &str,
+    mtime: SystemTime,
+) -> Result<(), S3Error> {
     let name = |n: &str| format!("{prefix}{n}");
     let not_modified = if prefix.is_empty() {
         S3Error::new("NotModified", 304, "Not Modified")
@@ -169,11 +226,26 @@ mod tests {
     #[test]
     fn ranges() {
         let r = |s: &str| parse_range(Some(s), 100);
-        assert_eq!(r("bytes=0-9").unwrap(), Some(ByteRange { start: 0, len: 10 }));
-        assert_eq!(r("bytes=90-").unwrap(), Some(ByteRange { start: 90, len: 10 }));
-        assert_eq!(r("bytes=-10").unwrap(), Some(ByteRange { start: 90, len: 10 }));
-        assert_eq!(r("bytes=-1000").unwrap(), Some(ByteRange { start: 0, len: 100 }));
-        assert_eq!(r("bytes=50-1000").unwrap(), Some(ByteRange { start: 50, len: 50 }));
+        assert_eq!(
+            r("bytes=0-9").unwrap(),
+            Some(ByteRange { start: 0, len: 10 })
+        );
+        assert_eq!(
+            r("bytes=90-").unwrap(),
+            Some(ByteRange { start: 90, len: 10 })
+        );
+        assert_eq!(
+            r("bytes=-10").unwrap(),
+            Some(ByteRange { start: 90, len: 10 })
+        );
+        assert_eq!(
+            r("bytes=-1000").unwrap(),
+            Some(ByteRange { start: 0, len: 100 })
+        );
+        assert_eq!(
+            r("bytes=50-1000").unwrap(),
+            Some(ByteRange { start: 50, len: 50 })
+        );
         assert_eq!(r("bytes=100-").unwrap_err().status, 416);
         assert_eq!(r("bytes=0-1,5-6").unwrap(), None);
         assert_eq!(parse_range(Some("bytes=0-"), 0).unwrap_err().status, 416);
@@ -190,8 +262,16 @@ mod tests {
         assert_eq!(check_conditions(&h, "", "abc", t).unwrap_err().status, 412);
         let mut h = HeaderMap::new();
         h.insert("if-match", "\"abc\"".parse().unwrap());
-        h.insert("if-unmodified-since", http_date(t - std::time::Duration::from_secs(99)).parse().unwrap());
-        assert!(check_conditions(&h, "", "abc", t).is_ok(), "If-Match true wins over If-Unmodified-Since");
+        h.insert(
+            "if-unmodified-since",
+            http_date(t - std::time::Duration::from_secs(99))
+                .parse()
+                .unwrap(),
+        );
+        assert!(
+            check_conditions(&h, "", "abc", t).is_ok(),
+            "If-Match true wins over If-Unmodified-Since"
+        );
         let mut h = HeaderMap::new();
         h.insert("if-modified-since", http_date(t).parse().unwrap());
         assert_eq!(check_conditions(&h, "", "abc", t).unwrap_err().status, 304);

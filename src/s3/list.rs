@@ -4,9 +4,9 @@
 use axum::response::Response;
 use base64::Engine as _;
 
+use super::Ctx;
 use super::error::S3Error;
 use super::xml::{self, S3_NS};
-use super::Ctx;
 use crate::engine::list::{ListPage, ListParams};
 use crate::gateway::Action;
 
@@ -27,11 +27,7 @@ fn url_encode(s: &str) -> String {
 struct Encoder(bool);
 impl Encoder {
     fn e(&self, s: &str) -> String {
-        if self.0 {
-            url_encode(s)
-        } else {
-            s.to_owned()
-        }
+        if self.0 { url_encode(s) } else { s.to_owned() }
     }
 }
 
@@ -43,7 +39,11 @@ fn max_keys(ctx: &Ctx, name: &str) -> Result<usize, S3Error> {
             .ok()
             .filter(|n| *n >= 0)
             .map(|n| (n as usize).min(MAX_KEYS))
-            .ok_or_else(|| S3Error::invalid_argument(format!("Provided {name} not an integer or within integer range"))),
+            .ok_or_else(|| {
+                S3Error::invalid_argument(format!(
+                    "Provided {name} not an integer or within integer range"
+                ))
+            }),
     }
 }
 
@@ -51,7 +51,9 @@ fn encoding(ctx: &Ctx) -> Result<Encoder, S3Error> {
     match ctx.q("encoding-type") {
         None => Ok(Encoder(false)),
         Some(v) if v.eq_ignore_ascii_case("url") => Ok(Encoder(true)),
-        Some(_) => Err(S3Error::invalid_argument("Invalid Encoding Method specified in Request")),
+        Some(_) => Err(S3Error::invalid_argument(
+            "Invalid Encoding Method specified in Request",
+        )),
     }
 }
 
@@ -59,8 +61,16 @@ async fn page(ctx: &Ctx, start_after: String, max: usize) -> Result<ListPage, S3
     let prefix = ctx.q("prefix").unwrap_or("").to_owned();
     ctx.authorize(Action::List, &prefix)?;
     let (store, real) = ctx.st.gateway.route(ctx.bucket());
-    let params = ListParams { prefix, delimiter: ctx.q("delimiter").map(str::to_owned), start_after, max_keys: max };
-    store.list(&real, params).await.map_err(|e| S3Error::from_engine(e, ctx.bucket(), ""))
+    let params = ListParams {
+        prefix,
+        delimiter: ctx.q("delimiter").map(str::to_owned),
+        start_after,
+        max_keys: max,
+    };
+    store
+        .list(&real, params)
+        .await
+        .map_err(|e| S3Error::from_engine(e, ctx.bucket(), ""))
 }
 
 fn contents(p: &ListPage, enc: &Encoder, owner: bool) -> Vec<xml::Contents> {
@@ -80,7 +90,10 @@ fn contents(p: &ListPage, enc: &Encoder, owner: bool) -> Vec<xml::Contents> {
 }
 
 fn prefixes(p: &ListPage, enc: &Encoder) -> Vec<xml::CommonPrefix> {
-    p.prefixes.iter().map(|s| xml::CommonPrefix { prefix: enc.e(s) }).collect()
+    p.prefixes
+        .iter()
+        .map(|s| xml::CommonPrefix { prefix: enc.e(s) })
+        .collect()
 }
 
 fn token_encode(s: &str) -> String {
@@ -99,7 +112,10 @@ pub async fn list_objects(ctx: Ctx, v2: bool) -> Result<Response, S3Error> {
     let enc = encoding(&ctx)?;
     let max = max_keys(&ctx, "max-keys")?;
     let prefix = ctx.q("prefix").unwrap_or("").to_owned();
-    let delimiter = ctx.q("delimiter").filter(|d| !d.is_empty()).map(str::to_owned);
+    let delimiter = ctx
+        .q("delimiter")
+        .filter(|d| !d.is_empty())
+        .map(str::to_owned);
     if v2 {
         let token = ctx.q("continuation-token").map(str::to_owned);
         let start_after = ctx.q("start-after").unwrap_or("").to_owned();
@@ -120,7 +136,11 @@ pub async fn list_objects(ctx: Ctx, v2: bool) -> Result<Response, S3Error> {
             next_marker: None,
             start_after: (!start_after.is_empty()).then(|| enc.e(&start_after)),
             continuation_token: token,
-            next_continuation_token: if p.truncated { p.last.as_deref().map(token_encode) } else { None },
+            next_continuation_token: if p.truncated {
+                p.last.as_deref().map(token_encode)
+            } else {
+                None
+            },
             key_count: Some(p.objects.len() + p.prefixes.len()),
             max_keys: max,
             delimiter: delimiter.as_deref().map(|d| enc.e(d)),
@@ -138,7 +158,11 @@ pub async fn list_objects(ctx: Ctx, v2: bool) -> Result<Response, S3Error> {
             name: ctx.bucket().to_owned(),
             prefix: enc.e(&prefix),
             marker: Some(enc.e(&marker)),
-            next_marker: if p.truncated { p.last.as_deref().map(|l| enc.e(l)) } else { None },
+            next_marker: if p.truncated {
+                p.last.as_deref().map(|l| enc.e(l))
+            } else {
+                None
+            },
             start_after: None,
             continuation_token: None,
             next_continuation_token: None,
@@ -165,10 +189,17 @@ pub async fn list_versions(ctx: Ctx) -> Result<Response, S3Error> {
         prefix: enc.e(ctx.q("prefix").unwrap_or("")),
         key_marker: enc.e(&key_marker),
         version_id_marker: ctx.q("version-id-marker").unwrap_or("").to_owned(),
-        next_key_marker: if p.truncated { p.last.as_deref().map(|l| enc.e(l)) } else { None },
+        next_key_marker: if p.truncated {
+            p.last.as_deref().map(|l| enc.e(l))
+        } else {
+            None
+        },
         next_version_id_marker: p.truncated.then_some("null"),
         max_keys: max,
-        delimiter: ctx.q("delimiter").filter(|d| !d.is_empty()).map(|d| enc.e(d)),
+        delimiter: ctx
+            .q("delimiter")
+            .filter(|d| !d.is_empty())
+            .map(|d| enc.e(d)),
         encoding_type: enc.0.then(|| "url".to_owned()),
         is_truncated: p.truncated,
         versions: p

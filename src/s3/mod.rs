@@ -54,7 +54,10 @@ pub struct Ctx {
 
 impl Ctx {
     pub fn q(&self, name: &str) -> Option<&str> {
-        self.query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
     pub fn has(&self, name: &str) -> bool {
         self.query.iter().any(|(k, _)| k == name)
@@ -72,7 +75,13 @@ impl Ctx {
     /// The request body as a stream, with aws-chunked framing removed and
     /// chunk signatures verified as it flows.
     pub fn body_stream(&mut self) -> (ByteStream, Trailers) {
-        let body = self.body.get_mut().map(Option::take).ok().flatten().unwrap_or_else(Body::empty);
+        let body = self
+            .body
+            .get_mut()
+            .map(Option::take)
+            .ok()
+            .flatten()
+            .unwrap_or_else(Body::empty);
         let raw: ByteStream = Box::pin(body.into_data_stream().map_err(std::io::Error::other));
         auth::decode_body(raw, &self.payload, &self.headers)
     }
@@ -84,7 +93,11 @@ impl Ctx {
         while let Some(chunk) = s.next().await {
             let chunk = chunk.map_err(error::body_error)?;
             if buf.len() + chunk.len() > limit {
-                return Err(S3Error::new("MaxMessageLengthExceeded", 400, "Your request was too big."));
+                return Err(S3Error::new(
+                    "MaxMessageLengthExceeded",
+                    400,
+                    "Your request was too big.",
+                ));
             }
             buf.extend_from_slice(&chunk);
         }
@@ -98,7 +111,11 @@ impl Ctx {
 
     /// Fails unless the gateway allows this request's identity to do `action`.
     pub fn authorize(&self, action: Action, key: &str) -> Result<(), S3Error> {
-        if self.st.gateway.authorize(&self.identity, action, self.bucket.as_deref(), key) {
+        if self
+            .st
+            .gateway
+            .authorize(&self.identity, action, self.bucket.as_deref(), key)
+        {
             Ok(())
         } else {
             Err(S3Error::access_denied())
@@ -123,7 +140,8 @@ fn anonymous_payload(h: &HeaderMap) -> Result<PayloadMode, S3Error> {
         Some(v) if v.starts_with("STREAMING-") => Err(S3Error::access_denied()),
         Some(v) if v.len() == 64 => {
             let mut d = [0u8; 32];
-            hex::decode_to_slice(v, &mut d).map_err(|_| S3Error::invalid_argument("x-amz-content-sha256 must be hex"))?;
+            hex::decode_to_slice(v, &mut d)
+                .map_err(|_| S3Error::invalid_argument("x-amz-content-sha256 must be hex"))?;
             Ok(PayloadMode::Sha256(d))
         }
         _ => Ok(PayloadMode::Unsigned),
@@ -141,6 +159,11 @@ pub async fn handle(st: Arc<S3State>, req: Request<Body>) -> Response {
     let head = req.method() == Method::HEAD;
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    let expects_continue = req
+        .headers()
+        .get("expect")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let empty_body = headers::get(req.headers(), "content-length").is_none_or(|v| v.trim() == "0");
     let mut resp = match handle_inner(st, req, &request_id).await {
         Ok(r) => r,
         Err(e) => {
@@ -152,7 +175,15 @@ pub async fn handle(st: Arc<S3State>, req: Request<Body>) -> Response {
             e.to_response(&request_id, head)
         }
     };
+    let refused = !resp.status().is_success();
     let h = resp.headers_mut();
+    // A final answer to an `Expect: 100-continue` request that was never told
+    // to continue (empty body, or refused before the body) closes the
+    // connection: some clients (botocore) otherwise misread the next response
+    // on the same connection.
+    if expects_continue && (empty_body || refused) {
+        h.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         h.insert("x-amz-request-id", v.clone());
         h.insert("x-amz-id-2", v);
@@ -161,14 +192,24 @@ pub async fn handle(st: Arc<S3State>, req: Request<Body>) -> Response {
 }
 
 /// Splits a request into bucket and key by Host (virtual-hosted style) or path.
-fn address(headers: &HeaderMap, path: &str, domains: &[String]) -> Result<(Option<String>, Option<String>), S3Error> {
+/// Returns (bucket, key, addressed by virtual host).
+fn address(
+    headers: &HeaderMap,
+    path: &str,
+    domains: &[String],
+) -> Result<(Option<String>, Option<String>, bool), S3Error> {
     let decoded = percent_encoding::percent_decode_str(path)
         .decode_utf8()
         .map_err(|_| S3Error::invalid_argument("The request path is not valid UTF-8"))?;
     let host = headers::get(headers, "host").unwrap_or("");
-    let host = host.rsplit_once(':').filter(|(_, p)| p.bytes().all(|c| c.is_ascii_digit())).map_or(host, |(h, _)| h);
+    let host = host
+        .rsplit_once(':')
+        .filter(|(_, p)| p.bytes().all(|c| c.is_ascii_digit()))
+        .map_or(host, |(h, _)| h);
     let vhost_bucket = domains.iter().find_map(|d| {
-        host.strip_suffix(d.as_str()).and_then(|b| b.strip_suffix('.')).filter(|b| !b.is_empty())
+        host.strip_suffix(d.as_str())
+            .and_then(|b| b.strip_suffix('.'))
+            .filter(|b| !b.is_empty())
     });
     let rest = decoded.strip_prefix('/').unwrap_or(&decoded);
     let (bucket, key) = match vhost_bucket {
@@ -179,15 +220,24 @@ fn address(headers: &HeaderMap, path: &str, domains: &[String]) -> Result<(Optio
         },
     };
     let key = key.filter(|k| !k.is_empty());
-    Ok((bucket.filter(|b| !b.is_empty()), key))
+    Ok((
+        bucket.filter(|b| !b.is_empty()),
+        key,
+        vhost_bucket.is_some(),
+    ))
 }
 
-async fn handle_inner(st: Arc<S3State>, req: Request<Body>, request_id: &str) -> Result<Response, S3Error> {
+async fn handle_inner(
+    st: Arc<S3State>,
+    req: Request<Body>,
+    request_id: &str,
+) -> Result<Response, S3Error> {
     let (parts, body) = req.into_parts();
     let raw_query = parts.uri.query().unwrap_or("");
-    let query: Vec<(String, String)> =
-        form_urlencoded::parse(raw_query.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
-    let (bucket, key) = address(&parts.headers, parts.uri.path(), &st.domains)?;
+    let query: Vec<(String, String)> = form_urlencoded::parse(raw_query.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    let (bucket, key, vhost) = address(&parts.headers, parts.uri.path(), &st.domains)?;
 
     let auth_req = AuthRequest {
         method: &parts.method,
@@ -196,18 +246,36 @@ async fn handle_inner(st: Arc<S3State>, req: Request<Body>, request_id: &str) ->
         headers: &parts.headers,
         now: time::OffsetDateTime::now_utc(),
     };
-    let (identity, payload) = match auth::authenticate(&auth_req, st.credentials.as_ref()) {
-        Ok(AuthOutcome::Authenticated { access_key_id, payload }) => (Identity::Admin { access_key_id }, payload),
+    let outcome = match (&bucket, vhost) {
+        (Some(b), true) => auth::authenticate_virtual_hosted(&auth_req, b, st.credentials.as_ref()),
+        _ => auth::authenticate(&auth_req, st.credentials.as_ref()),
+    };
+    let (identity, payload) = match outcome {
+        Ok(AuthOutcome::Authenticated {
+            access_key_id,
+            payload,
+        }) => (Identity::Admin { access_key_id }, payload),
         Ok(AuthOutcome::Anonymous) => (Identity::Anonymous, anonymous_payload(&parts.headers)?),
         Err(e) => return Err(S3Error::from_auth(&e)),
     };
 
     if let Some(b) = &bucket {
         if !crate::storage::keypath::valid_bucket_name(b) {
-            return Err(S3Error::new("InvalidBucketName", 400, "The specified bucket is not valid.").with("BucketName", b));
+            return Err(S3Error::new(
+                "InvalidBucketName",
+                400,
+                "The specified bucket is not valid.",
+            )
+            .with("BucketName", b));
         }
     }
-    let endpoint = router::route(&parts.method, bucket.is_some(), key.is_some(), &query, &parts.headers)?;
+    let endpoint = router::route(
+        &parts.method,
+        bucket.is_some(),
+        key.is_some(),
+        &query,
+        &parts.headers,
+    )?;
     let ctx = Ctx {
         st,
         request_id: request_id.to_owned(),

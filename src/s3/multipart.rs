@@ -6,25 +6,31 @@ use std::sync::Arc;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode};
 
+use super::Ctx;
 use super::error::S3Error;
 use super::headers::{self, check_conditions};
 use super::object::{copy_source, receive_body};
 use super::xml::{self, ChecksumFields, S3_NS};
-use super::Ctx;
 use crate::engine::checksum::ChecksumAlgorithm;
-use crate::engine::multipart::{CompletePart, UploadState, MAX_PART_NUMBER};
+use crate::engine::multipart::{CompletePart, MAX_PART_NUMBER, UploadState};
 use crate::engine::{ObjectStore, StageOptions};
 use crate::gateway::Action;
 
 fn upload_id(ctx: &Ctx) -> Result<String, S3Error> {
-    ctx.q("uploadId").filter(|s| !s.is_empty()).map(str::to_owned).ok_or_else(S3Error::no_such_upload)
+    ctx.q("uploadId")
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .ok_or_else(S3Error::no_such_upload)
 }
 
 /// The upload named by the request, which must belong to its bucket and key.
 async fn upload_for(ctx: &Ctx) -> Result<(Arc<ObjectStore>, String, UploadState), S3Error> {
     let id = upload_id(ctx)?;
     let (store, real) = ctx.st.gateway.route(ctx.bucket());
-    let state = store.upload_state(&id).await.map_err(|_| S3Error::no_such_upload())?;
+    let state = store
+        .upload_state(&id)
+        .await
+        .map_err(|_| S3Error::no_such_upload())?;
     if state.bucket != real || state.key != ctx.key() {
         return Err(S3Error::no_such_upload());
     }
@@ -35,7 +41,11 @@ fn part_number(ctx: &Ctx) -> Result<u32, S3Error> {
     ctx.q("partNumber")
         .and_then(|v| v.parse::<u32>().ok())
         .filter(|n| (1..=MAX_PART_NUMBER).contains(n))
-        .ok_or_else(|| S3Error::invalid_argument("Part number must be an integer between 1 and 10000, inclusive"))
+        .ok_or_else(|| {
+            S3Error::invalid_argument(
+                "Part number must be an integer between 1 and 10000, inclusive",
+            )
+        })
 }
 
 fn checksum_fields(state: &UploadState, value: Option<&String>) -> ChecksumFields {
@@ -49,32 +59,57 @@ pub async fn create(ctx: Ctx) -> Result<Response, S3Error> {
     ctx.authorize(Action::Write, ctx.key())?;
     let template = headers::meta_from_request(&ctx.headers)?;
     let alg = match ctx.header("x-amz-checksum-algorithm") {
-        Some(a) => Some(ChecksumAlgorithm::parse(a).ok_or_else(|| S3Error::invalid_request(format!("Checksum algorithm {a} is not supported")))?),
+        Some(a) => Some(ChecksumAlgorithm::parse(a).ok_or_else(|| {
+            S3Error::invalid_request(format!("Checksum algorithm {a} is not supported"))
+        })?),
         None => None,
     };
-    let full = match ctx.header("x-amz-checksum-type").map(str::to_ascii_uppercase).as_deref() {
+    let full = match ctx
+        .header("x-amz-checksum-type")
+        .map(str::to_ascii_uppercase)
+        .as_deref()
+    {
         Some("FULL_OBJECT") => true,
         Some("COMPOSITE") => false,
-        Some(other) => return Err(S3Error::invalid_request(format!("Invalid x-amz-checksum-type: {other}"))),
+        Some(other) => {
+            return Err(S3Error::invalid_request(format!(
+                "Invalid x-amz-checksum-type: {other}"
+            )));
+        }
         None => alg == Some(ChecksumAlgorithm::Crc64Nvme),
     };
     if full && alg.is_some_and(|a| !a.is_crc()) {
-        return Err(S3Error::invalid_request("The FULL_OBJECT checksum type is only supported with CRC algorithms"));
+        return Err(S3Error::invalid_request(
+            "The FULL_OBJECT checksum type is only supported with CRC algorithms",
+        ));
     }
     if !full && alg == Some(ChecksumAlgorithm::Crc64Nvme) {
-        return Err(S3Error::invalid_request("The COMPOSITE checksum type is not supported with CRC64NVME"));
+        return Err(S3Error::invalid_request(
+            "The COMPOSITE checksum type is not supported with CRC64NVME",
+        ));
     }
     let (store, real) = ctx.st.gateway.route(ctx.bucket());
     let id = store
         .create_upload(&real, ctx.key(), template, alg.map(|a| (a, full)))
         .await
         .map_err(|e| S3Error::from_engine(e, ctx.bucket(), ctx.key()))?;
-    let doc = xml::InitiateMultipartUploadResult { xmlns: S3_NS, bucket: ctx.bucket().into(), key: ctx.key().into(), upload_id: id };
+    let doc = xml::InitiateMultipartUploadResult {
+        xmlns: S3_NS,
+        bucket: ctx.bucket().into(),
+        key: ctx.key().into(),
+        upload_id: id,
+    };
     let mut resp = xml::response("InitiateMultipartUploadResult", &doc);
     if let Some(a) = alg {
         let h = resp.headers_mut();
-        h.insert("x-amz-checksum-algorithm", HeaderValue::from_static(a.name()));
-        h.insert("x-amz-checksum-type", HeaderValue::from_static(if full { "FULL_OBJECT" } else { "COMPOSITE" }));
+        h.insert(
+            "x-amz-checksum-algorithm",
+            HeaderValue::from_static(a.name()),
+        );
+        h.insert(
+            "x-amz-checksum-type",
+            HeaderValue::from_static(if full { "FULL_OBJECT" } else { "COMPOSITE" }),
+        );
     }
     Ok(resp)
 }
@@ -84,10 +119,16 @@ pub async fn upload_part(mut ctx: Ctx) -> Result<Response, S3Error> {
     let n = part_number(&ctx)?;
     let (store, id, state) = upload_for(&ctx).await?;
     let staged = receive_body(&mut ctx, &store).await?;
-    let pm = store.upload_part(&id, n, staged).await.map_err(|e| S3Error::from_engine(e, ctx.bucket(), ctx.key()))?;
+    let pm = store
+        .upload_part(&id, n, staged)
+        .await
+        .map_err(|e| S3Error::from_engine(e, ctx.bucket(), ctx.key()))?;
     let mut resp = StatusCode::OK.into_response();
     let h = resp.headers_mut();
-    h.insert("etag", HeaderValue::from_str(&format!("\"{}\"", pm.etag)).expect("hex"));
+    h.insert(
+        "etag",
+        HeaderValue::from_str(&format!("\"{}\"", pm.etag)).expect("hex"),
+    );
     if let (Some(alg), Some(v)) = (state.checksum_algorithm(), &pm.checksum) {
         if let Ok(v) = HeaderValue::from_str(v) {
             h.insert(alg.header(), v);
@@ -101,17 +142,34 @@ pub async fn upload_part_copy(ctx: Ctx) -> Result<Response, S3Error> {
     let n = part_number(&ctx)?;
     let (store, id, state) = upload_for(&ctx).await?;
     let (src_bucket, src_key) = copy_source(&ctx)?;
-    if !ctx.st.gateway.authorize(&ctx.identity, Action::ReadObject, Some(&src_bucket), &src_key) {
+    if !ctx.st.gateway.authorize(
+        &ctx.identity,
+        Action::ReadObject,
+        Some(&src_bucket),
+        &src_key,
+    ) {
         return Err(S3Error::access_denied());
     }
     let (src_store, src_real) = ctx.st.gateway.route(&src_bucket);
-    let src = src_store.open(&src_real, &src_key).await.map_err(|e| S3Error::from_engine(e, &src_bucket, &src_key))?;
+    let src = src_store
+        .open(&src_real, &src_key)
+        .await
+        .map_err(|e| S3Error::from_engine(e, &src_bucket, &src_key))?;
     let size = src.info.meta.size;
-    check_conditions(&ctx.headers, "x-amz-copy-source-", &src.info.meta.etag, src.info.meta.mtime())?;
+    check_conditions(
+        &ctx.headers,
+        "x-amz-copy-source-",
+        &src.info.meta.etag,
+        src.info.meta.mtime(),
+    )?;
     let (start, len) = match ctx.header("x-amz-copy-source-range") {
         None => (0, size),
         Some(r) => {
-            let bad = || S3Error::invalid_argument(format!("Range specified is not valid for source object of size: {size}"));
+            let bad = || {
+                S3Error::invalid_argument(format!(
+                    "Range specified is not valid for source object of size: {size}"
+                ))
+            };
             let spec = r.trim().strip_prefix("bytes=").ok_or_else(bad)?;
             let (a, b) = spec.split_once('-').ok_or_else(bad)?;
             let (a, b): (u64, u64) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
@@ -122,10 +180,19 @@ pub async fn upload_part_copy(ctx: Ctx) -> Result<Response, S3Error> {
         }
     };
     let staged = store
-        .stage(src.into_stream(start, len), StageOptions { sha256: false, checksum: state.checksum_algorithm() })
+        .stage(
+            src.into_stream(start, len),
+            StageOptions {
+                sha256: false,
+                checksum: state.checksum_algorithm(),
+            },
+        )
         .await
         .map_err(|e| S3Error::from_engine(e, ctx.bucket(), ctx.key()))?;
-    let pm = store.upload_part(&id, n, staged).await.map_err(|e| S3Error::from_engine(e, ctx.bucket(), ctx.key()))?;
+    let pm = store
+        .upload_part(&id, n, staged)
+        .await
+        .map_err(|e| S3Error::from_engine(e, ctx.bucket(), ctx.key()))?;
     let doc = xml::CopyPartResult {
         xmlns: S3_NS,
         last_modified: xml::iso8601(std::time::SystemTime::now()),
@@ -143,11 +210,27 @@ pub async fn complete(mut ctx: Ctx) -> Result<Response, S3Error> {
     let parts = req
         .parts
         .into_iter()
-        .map(|p| CompletePart { number: p.part_number, etag: p.etag, checksum: p.checksum.any() })
+        .map(|p| CompletePart {
+            number: p.part_number,
+            checksum: p.checksum(),
+            etag: p.etag,
+        })
         .collect();
-    let meta = store.complete_upload(&id, parts).await.map_err(|e| S3Error::from_engine(e, ctx.bucket(), ctx.key()))?;
-    tracing::debug!(bucket = ctx.bucket(), key = ctx.key(), size = meta.size, "multipart upload completed");
-    let checksum = meta.checksum.as_ref().map(|c| ChecksumFields::from_alg(&c.alg, c.value.clone())).unwrap_or_default();
+    let meta = store
+        .complete_upload(&id, parts)
+        .await
+        .map_err(|e| S3Error::from_engine(e, ctx.bucket(), ctx.key()))?;
+    tracing::debug!(
+        bucket = ctx.bucket(),
+        key = ctx.key(),
+        size = meta.size,
+        "multipart upload completed"
+    );
+    let checksum = meta
+        .checksum
+        .as_ref()
+        .map(|c| ChecksumFields::from_alg(&c.alg, c.value.clone()))
+        .unwrap_or_default();
     let doc = xml::CompleteMultipartUploadResult {
         xmlns: S3_NS,
         location: format!("/{}/{}", ctx.bucket(), ctx.key()),
@@ -164,16 +247,29 @@ pub async fn complete(mut ctx: Ctx) -> Result<Response, S3Error> {
 pub async fn abort(ctx: Ctx) -> Result<Response, S3Error> {
     ctx.authorize(Action::Write, ctx.key())?;
     let (store, id, _) = upload_for(&ctx).await?;
-    store.abort_upload(&id).await.map_err(|_| S3Error::no_such_upload())?;
+    store
+        .abort_upload(&id)
+        .await
+        .map_err(|_| S3Error::no_such_upload())?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 pub async fn list_parts(ctx: Ctx) -> Result<Response, S3Error> {
     ctx.authorize(Action::Write, ctx.key())?;
     let (store, id, state) = upload_for(&ctx).await?;
-    let marker: u32 = ctx.q("part-number-marker").and_then(|v| v.parse().ok()).unwrap_or(0);
-    let max: usize = ctx.q("max-parts").and_then(|v| v.parse().ok()).unwrap_or(1000).min(1000);
-    let all = store.list_parts(&id).await.map_err(|_| S3Error::no_such_upload())?;
+    let marker: u32 = ctx
+        .q("part-number-marker")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let max: usize = ctx
+        .q("max-parts")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000)
+        .min(1000);
+    let all = store
+        .list_parts(&id)
+        .await
+        .map_err(|_| S3Error::no_such_upload())?;
     let rest: Vec<_> = all.into_iter().filter(|p| p.number > marker).collect();
     let truncated = rest.len() > max;
     let page: Vec<_> = rest.into_iter().take(max).collect();
@@ -214,13 +310,23 @@ pub async fn list_uploads(ctx: Ctx) -> Result<Response, S3Error> {
     let prefix = ctx.q("prefix").unwrap_or("").to_owned();
     let key_marker = ctx.q("key-marker").unwrap_or("").to_owned();
     let id_marker = ctx.q("upload-id-marker").unwrap_or("").to_owned();
-    let max: usize = ctx.q("max-uploads").and_then(|v| v.parse().ok()).unwrap_or(1000).min(1000);
-    let all = store.list_uploads(&real).await.map_err(|e| S3Error::from_engine(e, ctx.bucket(), ""))?;
+    let max: usize = ctx
+        .q("max-uploads")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000)
+        .min(1000);
+    let all = store
+        .list_uploads(&real)
+        .await
+        .map_err(|e| S3Error::from_engine(e, ctx.bucket(), ""))?;
     let rest: Vec<_> = all
         .into_iter()
         .filter(|(id, s)| {
             s.key.starts_with(&prefix)
-                && (s.key > key_marker || (s.key == key_marker && !id_marker.is_empty() && id.as_str() > id_marker.as_str()))
+                && (s.key > key_marker
+                    || (s.key == key_marker
+                        && !id_marker.is_empty()
+                        && id.as_str() > id_marker.as_str()))
         })
         .collect();
     let truncated = rest.len() > max;
@@ -230,8 +336,12 @@ pub async fn list_uploads(ctx: Ctx) -> Result<Response, S3Error> {
         bucket: ctx.bucket().into(),
         key_marker,
         upload_id_marker: id_marker,
-        next_key_marker: truncated.then(|| page.last().map(|(_, s)| s.key.clone())).flatten(),
-        next_upload_id_marker: truncated.then(|| page.last().map(|(id, _)| id.clone())).flatten(),
+        next_key_marker: truncated
+            .then(|| page.last().map(|(_, s)| s.key.clone()))
+            .flatten(),
+        next_upload_id_marker: truncated
+            .then(|| page.last().map(|(id, _)| id.clone()))
+            .flatten(),
         prefix,
         delimiter: ctx.q("delimiter").map(str::to_owned),
         max_uploads: max,
@@ -244,7 +354,9 @@ pub async fn list_uploads(ctx: Ctx) -> Result<Response, S3Error> {
                 initiator: xml::Owner::proxy(),
                 owner: xml::Owner::proxy(),
                 storage_class: "STANDARD",
-                initiated: xml::iso8601(std::time::UNIX_EPOCH + std::time::Duration::from_millis(s.initiated_ms)),
+                initiated: xml::iso8601(
+                    std::time::UNIX_EPOCH + std::time::Duration::from_millis(s.initiated_ms),
+                ),
             })
             .collect(),
         common_prefixes: Vec::new(),

@@ -13,9 +13,9 @@ use super::auth::PayloadMode;
 use super::error::S3Error;
 use super::headers::{self, check_conditions, get, parse_range, put_meta_headers};
 use super::xml::{self, S3_NS};
-use super::{sha256_mismatch, Ctx};
-use crate::engine::checksum::{b64, unb64, ChecksumAlgorithm};
-use crate::engine::meta::{to_ms, ObjectMeta, StoredChecksum};
+use super::{Ctx, sha256_mismatch};
+use crate::engine::checksum::{ChecksumAlgorithm, b64, unb64};
+use crate::engine::meta::{ObjectMeta, StoredChecksum, to_ms};
 use crate::engine::{ObjectStore, StageOptions, Staged};
 use crate::gateway::Action;
 
@@ -36,11 +36,18 @@ fn requested_checksum(h: &HeaderMap) -> Result<Option<(ChecksumAlgorithm, Expect
     for alg in ChecksumAlgorithm::ALL {
         if let Some(v) = get(h, alg.header()) {
             if found.is_some() {
-                return Err(S3Error::invalid_request("Expecting a single x-amz-checksum- header. Multiple checksum Types are not allowed."));
+                return Err(S3Error::invalid_request(
+                    "Expecting a single x-amz-checksum- header. Multiple checksum Types are not allowed.",
+                ));
             }
             let raw = unb64(v)
                 .filter(|r| r.len() == alg.digest_len())
-                .ok_or_else(|| S3Error::invalid_request(format!("Value for {} header is invalid.", alg.header())))?;
+                .ok_or_else(|| {
+                    S3Error::invalid_request(format!(
+                        "Value for {} header is invalid.",
+                        alg.header()
+                    ))
+                })?;
             found = Some((alg, Expected::Header(raw)));
         }
     }
@@ -51,21 +58,32 @@ fn requested_checksum(h: &HeaderMap) -> Result<Option<(ChecksumAlgorithm, Expect
         let alg = ChecksumAlgorithm::ALL
             .into_iter()
             .find(|a| t.trim().eq_ignore_ascii_case(a.header()))
-            .ok_or_else(|| S3Error::invalid_request(format!("The value specified in the x-amz-trailer header is not supported: {t}")))?;
+            .ok_or_else(|| {
+                S3Error::invalid_request(format!(
+                    "The value specified in the x-amz-trailer header is not supported: {t}"
+                ))
+            })?;
         return Ok(Some((alg, Expected::Trailer)));
     }
     if let Some(a) = get(h, "x-amz-sdk-checksum-algorithm") {
-        let alg = ChecksumAlgorithm::parse(a)
-            .ok_or_else(|| S3Error::invalid_request(format!("Checksum algorithm {a} is not supported")))?;
+        let alg = ChecksumAlgorithm::parse(a).ok_or_else(|| {
+            S3Error::invalid_request(format!("Checksum algorithm {a} is not supported"))
+        })?;
         return Ok(Some((alg, Expected::None)));
     }
     Ok(None)
 }
 
 fn content_md5(h: &HeaderMap) -> Result<Option<[u8; 16]>, S3Error> {
-    let Some(v) = get(h, "content-md5") else { return Ok(None) };
+    let Some(v) = get(h, "content-md5") else {
+        return Ok(None);
+    };
     let raw = unb64(v).filter(|r| r.len() == 16).ok_or_else(|| {
-        S3Error::new("InvalidDigest", 400, "The Content-MD5 you specified is not valid.")
+        S3Error::new(
+            "InvalidDigest",
+            400,
+            "The Content-MD5 you specified is not valid.",
+        )
     })?;
     Ok(Some(raw.try_into().expect("16 bytes")))
 }
@@ -85,10 +103,15 @@ pub(super) fn verify_content_md5(h: &HeaderMap, body: &[u8]) -> Result<(), S3Err
 pub(super) async fn receive_body(ctx: &mut Ctx, store: &ObjectStore) -> Result<Staged, S3Error> {
     let want = requested_checksum(&ctx.headers)?;
     let md5 = content_md5(&ctx.headers)?;
-    let declared = get(&ctx.headers, "x-amz-decoded-content-length").or_else(|| get(&ctx.headers, "content-length"));
+    let declared = get(&ctx.headers, "x-amz-decoded-content-length")
+        .or_else(|| get(&ctx.headers, "content-length"));
     if let Some(n) = declared.and_then(|v| v.parse::<u64>().ok()) {
         if n > MAX_PUT_SIZE {
-            return Err(S3Error::new("EntityTooLarge", 400, "Your proposed upload exceeds the maximum allowed object size."));
+            return Err(S3Error::new(
+                "EntityTooLarge",
+                400,
+                "Your proposed upload exceeds the maximum allowed object size.",
+            ));
         }
     }
     let opts = StageOptions {
@@ -97,14 +120,21 @@ pub(super) async fn receive_body(ctx: &mut Ctx, store: &ObjectStore) -> Result<S
     };
     let (stream, trailers) = ctx.body_stream();
     let (bucket, key) = (ctx.bucket().to_owned(), ctx.key().to_owned());
-    let staged = store.stage(stream, opts).await.map_err(|e| S3Error::from_engine(e, &bucket, &key))?;
+    let staged = store
+        .stage(stream, opts)
+        .await
+        .map_err(|e| S3Error::from_engine(e, &bucket, &key))?;
     if let PayloadMode::Sha256(expected) = &ctx.payload {
         if staged.sha256.as_ref() != Some(expected) {
             return Err(sha256_mismatch());
         }
     }
     if staged.size > MAX_PUT_SIZE {
-        return Err(S3Error::new("EntityTooLarge", 400, "Your proposed upload exceeds the maximum allowed object size."));
+        return Err(S3Error::new(
+            "EntityTooLarge",
+            400,
+            "Your proposed upload exceeds the maximum allowed object size.",
+        ));
     }
     if let Some(m) = md5 {
         if m != staged.md5 {
@@ -117,11 +147,21 @@ pub(super) async fn receive_body(ctx: &mut Ctx, store: &ObjectStore) -> Result<S
             Expected::Trailer => {
                 let t = trailers.get().unwrap_or_default();
                 let v = get(&t, alg.header()).ok_or_else(|| {
-                    S3Error::invalid_request(format!("The {} trailer was declared but not sent", alg.header()))
+                    S3Error::invalid_request(format!(
+                        "The {} trailer was declared but not sent",
+                        alg.header()
+                    ))
                 })?;
-                Some(unb64(v).filter(|r| r.len() == alg.digest_len()).ok_or_else(|| {
-                    S3Error::invalid_request(format!("Value for {} trailing header is invalid.", alg.header()))
-                })?)
+                Some(
+                    unb64(v)
+                        .filter(|r| r.len() == alg.digest_len())
+                        .ok_or_else(|| {
+                            S3Error::invalid_request(format!(
+                                "Value for {} trailing header is invalid.",
+                                alg.header()
+                            ))
+                        })?,
+                )
             }
             Expected::None => None,
         };
@@ -131,7 +171,10 @@ pub(super) async fn receive_body(ctx: &mut Ctx, store: &ObjectStore) -> Result<S
                 return Err(S3Error::new(
                     "BadDigest",
                     400,
-                    format!("The {} you specified did not match the calculated checksum.", alg.name()),
+                    format!(
+                        "The {} you specified did not match the calculated checksum.",
+                        alg.name()
+                    ),
                 ));
             }
         }
@@ -140,7 +183,11 @@ pub(super) async fn receive_body(ctx: &mut Ctx, store: &ObjectStore) -> Result<S
 }
 
 fn stored_checksum(staged: &Staged) -> Option<StoredChecksum> {
-    staged.checksum.as_ref().map(|(a, v)| StoredChecksum { alg: a.name().into(), value: b64(v), kind: "FULL_OBJECT".into() })
+    staged.checksum.as_ref().map(|(a, v)| StoredChecksum {
+        alg: a.name().into(),
+        value: b64(v),
+        kind: "FULL_OBJECT".into(),
+    })
 }
 
 fn checksum_header(resp: &mut HeaderMap, c: &StoredChecksum) {
@@ -169,7 +216,9 @@ async fn check_write_conditions(ctx: &Ctx, store: &ObjectStore, real: &str) -> R
         match existing {
             None => return Err(S3Error::no_such_key(ctx.key())),
             Some(info) => {
-                let ok = im.split(',').any(|t| t.trim() == "*" || t.trim().trim_matches('"') == info.meta.etag);
+                let ok = im
+                    .split(',')
+                    .any(|t| t.trim() == "*" || t.trim().trim_matches('"') == info.meta.etag);
                 if !ok {
                     return Err(S3Error::precondition_failed());
                 }
@@ -189,10 +238,16 @@ pub async fn put_object(mut ctx: Ctx) -> Result<Response, S3Error> {
     meta.checksum = stored_checksum(&staged);
     meta.sha256 = staged.sha256.map(hex::encode);
     meta.mtime_ms = to_ms(SystemTime::now());
-    let meta = store.commit(&real, ctx.key(), staged, meta).await.map_err(|e| S3Error::from_engine(e, ctx.bucket(), ctx.key()))?;
+    let meta = store
+        .commit(&real, ctx.key(), staged, meta)
+        .await
+        .map_err(|e| S3Error::from_engine(e, ctx.bucket(), ctx.key()))?;
     let mut resp = StatusCode::OK.into_response();
     let h = resp.headers_mut();
-    h.insert("etag", HeaderValue::from_str(&format!("\"{}\"", meta.etag)).expect("hex etag"));
+    h.insert(
+        "etag",
+        HeaderValue::from_str(&format!("\"{}\"", meta.etag)).expect("hex etag"),
+    );
     if let Some(c) = &meta.checksum {
         checksum_header(h, c);
     }
@@ -214,10 +269,18 @@ pub async fn get_object(ctx: Ctx, head: bool) -> Result<Response, S3Error> {
     let (store, real) = ctx.st.gateway.route(ctx.bucket());
     if let Some(v) = ctx.q("versionId") {
         if v != "null" {
-            return Err(S3Error::new("NoSuchVersion", 404, "The specified version does not exist.").with("Key", ctx.key()));
+            return Err(S3Error::new(
+                "NoSuchVersion",
+                404,
+                "The specified version does not exist.",
+            )
+            .with("Key", ctx.key()));
         }
     }
-    let obj = store.open(&real, ctx.key()).await.map_err(|e| S3Error::from_engine(e, ctx.bucket(), ctx.key()))?;
+    let obj = store
+        .open(&real, ctx.key())
+        .await
+        .map_err(|e| S3Error::from_engine(e, ctx.bucket(), ctx.key()))?;
     let meta = obj.info.meta.clone();
     check_conditions(&ctx.headers, "", &meta.etag, meta.mtime())?;
     let range = parse_range(ctx.header("range"), meta.size)?;
@@ -225,7 +288,11 @@ pub async fn get_object(ctx: Ctx, head: bool) -> Result<Response, S3Error> {
         Some(r) => (StatusCode::PARTIAL_CONTENT, r.start, r.len),
         None => (StatusCode::OK, 0, meta.size),
     };
-    let body = if head { Body::empty() } else { Body::from_stream(obj.into_stream(start, len)) };
+    let body = if head {
+        Body::empty()
+    } else {
+        Body::from_stream(obj.into_stream(start, len))
+    };
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
     let h = resp.headers_mut();
@@ -236,7 +303,11 @@ pub async fn get_object(ctx: Ctx, head: bool) -> Result<Response, S3Error> {
         let cr = format!("bytes {}-{}/{}", start, start + len - 1, meta.size);
         h.insert("content-range", HeaderValue::from_str(&cr).expect("ascii"));
     }
-    if ctx.header("x-amz-checksum-mode").is_some_and(|m| m.eq_ignore_ascii_case("enabled")) && range.is_none() {
+    if ctx
+        .header("x-amz-checksum-mode")
+        .is_some_and(|m| m.eq_ignore_ascii_case("enabled"))
+        && range.is_none()
+    {
         if let Some(c) = &meta.checksum {
             checksum_header(h, c);
         }
@@ -256,10 +327,18 @@ pub async fn delete_object(ctx: Ctx) -> Result<Response, S3Error> {
     let (store, real) = ctx.st.gateway.route(ctx.bucket());
     if let Some(v) = ctx.q("versionId") {
         if v != "null" {
-            return Err(S3Error::new("NoSuchVersion", 404, "The specified version does not exist.").with("Key", ctx.key()));
+            return Err(S3Error::new(
+                "NoSuchVersion",
+                404,
+                "The specified version does not exist.",
+            )
+            .with("Key", ctx.key()));
         }
     }
-    store.delete(&real, ctx.key()).await.map_err(|e| S3Error::from_engine(e, ctx.bucket(), ctx.key()))?;
+    store
+        .delete(&real, ctx.key())
+        .await
+        .map_err(|e| S3Error::from_engine(e, ctx.bucket(), ctx.key()))?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -279,7 +358,11 @@ pub async fn delete_objects(mut ctx: Ctx) -> Result<Response, S3Error> {
         return Err(S3Error::no_such_bucket(ctx.bucket()));
     }
     let quiet = req.quiet.unwrap_or(false);
-    let mut out = xml::DeleteResult { xmlns: S3_NS, deleted: Vec::new(), errors: Vec::new() };
+    let mut out = xml::DeleteResult {
+        xmlns: S3_NS,
+        deleted: Vec::new(),
+        errors: Vec::new(),
+    };
     for o in req.objects {
         if o.version_id.as_deref().is_some_and(|v| v != "null") {
             out.errors.push(xml::DeleteErrorXml {
@@ -293,12 +376,20 @@ pub async fn delete_objects(mut ctx: Ctx) -> Result<Response, S3Error> {
         match store.delete(&real, &o.key).await {
             Ok(()) => {
                 if !quiet {
-                    out.deleted.push(xml::DeletedXml { key: o.key, version_id: o.version_id });
+                    out.deleted.push(xml::DeletedXml {
+                        key: o.key,
+                        version_id: o.version_id,
+                    });
                 }
             }
             Err(e) => {
                 let err = S3Error::from_engine(e, ctx.bucket(), &o.key);
-                out.errors.push(xml::DeleteErrorXml { key: o.key, version_id: o.version_id, code: err.code.into(), message: err.message });
+                out.errors.push(xml::DeleteErrorXml {
+                    key: o.key,
+                    version_id: o.version_id,
+                    code: err.code.into(),
+                    message: err.message,
+                });
             }
         }
     }
@@ -309,9 +400,16 @@ pub async fn delete_objects(mut ctx: Ctx) -> Result<Response, S3Error> {
 pub(super) fn copy_source(ctx: &Ctx) -> Result<(String, String), S3Error> {
     let raw = ctx.header("x-amz-copy-source").unwrap_or("");
     let (path, query) = raw.split_once('?').unwrap_or((raw, ""));
-    if let Some(v) = form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "versionId").map(|(_, v)| v) {
+    if let Some(v) = form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "versionId")
+        .map(|(_, v)| v)
+    {
         if v != "null" {
-            return Err(S3Error::new("NoSuchVersion", 404, "The specified version does not exist."));
+            return Err(S3Error::new(
+                "NoSuchVersion",
+                404,
+                "The specified version does not exist.",
+            ));
         }
     }
     let decoded = percent_encoding::percent_decode_str(path)
@@ -321,7 +419,11 @@ pub(super) fn copy_source(ctx: &Ctx) -> Result<(String, String), S3Error> {
     let (b, k) = decoded
         .split_once('/')
         .filter(|(b, k)| !b.is_empty() && !k.is_empty())
-        .ok_or_else(|| S3Error::invalid_argument("Copy Source must mention the source bucket and key: sourcebucket/sourcekey"))?;
+        .ok_or_else(|| {
+            S3Error::invalid_argument(
+                "Copy Source must mention the source bucket and key: sourcebucket/sourcekey",
+            )
+        })?;
     if !crate::storage::keypath::valid_bucket_name(b) {
         return Err(S3Error::no_such_bucket(b));
     }
@@ -331,19 +433,36 @@ pub(super) fn copy_source(ctx: &Ctx) -> Result<(String, String), S3Error> {
 pub async fn copy_object(ctx: Ctx) -> Result<Response, S3Error> {
     ctx.authorize(Action::Write, ctx.key())?;
     let (src_bucket, src_key) = copy_source(&ctx)?;
-    if !ctx.st.gateway.authorize(&ctx.identity, Action::ReadObject, Some(&src_bucket), &src_key) {
+    if !ctx.st.gateway.authorize(
+        &ctx.identity,
+        Action::ReadObject,
+        Some(&src_bucket),
+        &src_key,
+    ) {
         return Err(S3Error::access_denied());
     }
     let replace = match ctx.header("x-amz-metadata-directive").unwrap_or("COPY") {
         "COPY" => false,
         "REPLACE" => true,
-        other => return Err(S3Error::invalid_argument(format!("Unknown metadata directive: {other}"))),
+        other => {
+            return Err(S3Error::invalid_argument(format!(
+                "Unknown metadata directive: {other}"
+            )));
+        }
     };
     let (src_store, src_real) = ctx.st.gateway.route(&src_bucket);
     let (dst_store, dst_real) = ctx.st.gateway.route(ctx.bucket());
-    let src = src_store.open(&src_real, &src_key).await.map_err(|e| S3Error::from_engine(e, &src_bucket, &src_key))?;
+    let src = src_store
+        .open(&src_real, &src_key)
+        .await
+        .map_err(|e| S3Error::from_engine(e, &src_bucket, &src_key))?;
     let src_meta = src.info.meta.clone();
-    check_conditions(&ctx.headers, "x-amz-copy-source-", &src_meta.etag, src_meta.mtime())?;
+    check_conditions(
+        &ctx.headers,
+        "x-amz-copy-source-",
+        &src_meta.etag,
+        src_meta.mtime(),
+    )?;
 
     let mut meta = if replace {
         headers::meta_from_request(&ctx.headers)?
@@ -355,7 +474,9 @@ pub async fn copy_object(ctx: Ctx) -> Result<Response, S3Error> {
         m
     };
     meta.mtime_ms = to_ms(SystemTime::now());
-    let same = std::sync::Arc::ptr_eq(&src_store, &dst_store) && src_real == dst_real && src_key == ctx.key();
+    let same = std::sync::Arc::ptr_eq(&src_store, &dst_store)
+        && src_real == dst_real
+        && src_key == ctx.key();
     let meta = if same {
         if !replace {
             return Err(S3Error::invalid_request(
@@ -368,21 +489,38 @@ pub async fn copy_object(ctx: Ctx) -> Result<Response, S3Error> {
         meta.checksum = src_meta.checksum.clone();
         meta.sha256 = src_meta.sha256.clone();
         meta.parts = src_meta.parts;
-        dst_store.replace_meta(&dst_real, ctx.key(), &meta).await.map_err(|e| S3Error::from_engine(e, ctx.bucket(), ctx.key()))?;
+        dst_store
+            .replace_meta(&dst_real, ctx.key(), &meta)
+            .await
+            .map_err(|e| S3Error::from_engine(e, ctx.bucket(), ctx.key()))?;
         meta
     } else {
         let alg = get(&ctx.headers, "x-amz-checksum-algorithm")
             .and_then(ChecksumAlgorithm::parse)
-            .or_else(|| src_meta.checksum.as_ref().and_then(|c| ChecksumAlgorithm::parse(&c.alg)));
+            .or_else(|| {
+                src_meta
+                    .checksum
+                    .as_ref()
+                    .and_then(|c| ChecksumAlgorithm::parse(&c.alg))
+            });
         let size = src_meta.size;
         let staged = dst_store
-            .stage(src.into_stream(0, size), StageOptions { sha256: src_meta.sha256.is_some(), checksum: alg })
+            .stage(
+                src.into_stream(0, size),
+                StageOptions {
+                    sha256: src_meta.sha256.is_some(),
+                    checksum: alg,
+                },
+            )
             .await
             .map_err(|e| S3Error::from_engine(e, ctx.bucket(), ctx.key()))?;
         meta.etag = hex::encode(staged.md5);
         meta.checksum = stored_checksum(&staged);
         meta.sha256 = staged.sha256.map(hex::encode);
-        dst_store.commit(&dst_real, ctx.key(), staged, meta).await.map_err(|e| S3Error::from_engine(e, ctx.bucket(), ctx.key()))?
+        dst_store
+            .commit(&dst_real, ctx.key(), staged, meta)
+            .await
+            .map_err(|e| S3Error::from_engine(e, ctx.bucket(), ctx.key()))?
     };
     let mut res = xml::CopyObjectResult {
         xmlns: S3_NS,

@@ -34,10 +34,33 @@ pub enum Endpoint {
 
 /// Sub-resources of buckets and objects that S3 defines and we do not serve.
 const UNSUPPORTED: &[&str] = &[
-    "accelerate", "acl", "analytics", "attributes", "cors", "encryption", "intelligent-tiering", "inventory",
-    "legal-hold", "lifecycle", "logging", "metadataTable", "metrics", "notification", "object-lock",
-    "ownershipControls", "policy", "policyStatus", "publicAccessBlock", "replication", "requestPayment",
-    "restore", "retention", "select", "tagging", "torrent", "website",
+    "accelerate",
+    "acl",
+    "analytics",
+    "attributes",
+    "cors",
+    "encryption",
+    "intelligent-tiering",
+    "inventory",
+    "legal-hold",
+    "lifecycle",
+    "logging",
+    "metadataTable",
+    "metrics",
+    "notification",
+    "object-lock",
+    "ownershipControls",
+    "policy",
+    "policyStatus",
+    "publicAccessBlock",
+    "replication",
+    "requestPayment",
+    "restore",
+    "retention",
+    "select",
+    "tagging",
+    "torrent",
+    "website",
 ];
 
 pub fn route(
@@ -48,7 +71,10 @@ pub fn route(
     headers: &HeaderMap,
 ) -> Result<Endpoint, S3Error> {
     let has = |n: &str| query.iter().any(|(k, _)| k == n);
-    if let Some((k, _)) = query.iter().find(|(k, _)| UNSUPPORTED.contains(&k.as_str())) {
+    if let Some((k, _)) = query
+        .iter()
+        .find(|(k, _)| UNSUPPORTED.contains(&k.as_str()))
+    {
         return Err(S3Error::not_implemented(&format!("The '{k}' sub-resource")));
     }
     let copy = headers.contains_key("x-amz-copy-source");
@@ -99,5 +125,9 @@ pub fn route(
 }
 
 fn method_not_allowed() -> S3Error {
-    S3Error::new("MethodNotAllowed", 405, "The specified method is not allowed against this resource.")
+    S3Error::new(
+        "MethodNotAllowed",
+        405,
+        "The specified method is not allowed against this resource.",
+    )
 }

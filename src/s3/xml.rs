@@ -2,7 +2,7 @@
 //! helpers that turn them into responses or parse request bodies.
 
 use axum::response::{IntoResponse, Response};
-use http::{header, HeaderValue};
+use http::{HeaderValue, header};
 use serde::{Deserialize, Serialize};
 
 use super::error::S3Error;
@@ -20,7 +20,10 @@ pub fn response<T: Serialize>(root: &str, doc: &T) -> Response {
         }
     }
     let mut resp = body.into_response();
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/xml"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/xml"),
+    );
     resp
 }
 
@@ -43,7 +46,10 @@ pub struct Owner {
 
 impl Owner {
     pub fn proxy() -> Self {
-        Owner { id: "deltaglider".into(), display_name: "deltaglider".into() }
+        Owner {
+            id: "deltaglider".into(),
+            display_name: "deltaglider".into(),
+        }
     }
 }
 
@@ -129,7 +135,10 @@ pub struct ListBucketResult {
     pub start_after: Option<String>,
     #[serde(rename = "ContinuationToken", skip_serializing_if = "Option::is_none")]
     pub continuation_token: Option<String>,
-    #[serde(rename = "NextContinuationToken", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "NextContinuationToken",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub next_continuation_token: Option<String>,
     #[serde(rename = "KeyCount", skip_serializing_if = "Option::is_none")]
     pub key_count: Option<usize>,
@@ -181,7 +190,10 @@ pub struct ListVersionsResult {
     pub version_id_marker: String,
     #[serde(rename = "NextKeyMarker", skip_serializing_if = "Option::is_none")]
     pub next_key_marker: Option<String>,
-    #[serde(rename = "NextVersionIdMarker", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "NextVersionIdMarker",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub next_version_id_marker: Option<&'static str>,
     #[serde(rename = "MaxKeys")]
     pub max_keys: usize,
@@ -220,15 +232,35 @@ pub struct CopyObjectResult {
 /// Checksum elements as they appear in several documents.
 #[derive(Serialize, Deserialize, Default, Debug, Clone)]
 pub struct ChecksumFields {
-    #[serde(rename = "ChecksumCRC32", skip_serializing_if = "Option::is_none", default)]
+    #[serde(
+        rename = "ChecksumCRC32",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
     pub crc32: Option<String>,
-    #[serde(rename = "ChecksumCRC32C", skip_serializing_if = "Option::is_none", default)]
+    #[serde(
+        rename = "ChecksumCRC32C",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
     pub crc32c: Option<String>,
-    #[serde(rename = "ChecksumCRC64NVME", skip_serializing_if = "Option::is_none", default)]
+    #[serde(
+        rename = "ChecksumCRC64NVME",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
     pub crc64nvme: Option<String>,
-    #[serde(rename = "ChecksumSHA1", skip_serializing_if = "Option::is_none", default)]
+    #[serde(
+        rename = "ChecksumSHA1",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
     pub sha1: Option<String>,
-    #[serde(rename = "ChecksumSHA256", skip_serializing_if = "Option::is_none", default)]
+    #[serde(
+        rename = "ChecksumSHA256",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
     pub sha256: Option<String>,
 }
 
@@ -246,7 +278,12 @@ impl ChecksumFields {
         f
     }
     pub fn any(&self) -> Option<String> {
-        self.crc32.clone().or(self.crc32c.clone()).or(self.crc64nvme.clone()).or(self.sha1.clone()).or(self.sha256.clone())
+        self.crc32
+            .clone()
+            .or(self.crc32c.clone())
+            .or(self.crc64nvme.clone())
+            .or(self.sha1.clone())
+            .or(self.sha256.clone())
     }
 }
 
@@ -318,7 +355,10 @@ pub struct ListPartsResult {
     pub upload_id: String,
     #[serde(rename = "PartNumberMarker")]
     pub part_number_marker: u32,
-    #[serde(rename = "NextPartNumberMarker", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "NextPartNumberMarker",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub next_part_number_marker: Option<u32>,
     #[serde(rename = "MaxParts")]
     pub max_parts: usize,
@@ -442,8 +482,31 @@ pub struct CompletePartXml {
     pub part_number: u32,
     #[serde(rename = "ETag")]
     pub etag: String,
-    #[serde(flatten)]
-    pub checksum: ChecksumFields,
+    // Spelled out: quick-xml does not deserialize through #[serde(flatten)].
+    #[serde(rename = "ChecksumCRC32", default)]
+    pub crc32: Option<String>,
+    #[serde(rename = "ChecksumCRC32C", default)]
+    pub crc32c: Option<String>,
+    #[serde(rename = "ChecksumCRC64NVME", default)]
+    pub crc64nvme: Option<String>,
+    #[serde(rename = "ChecksumSHA1", default)]
+    pub sha1: Option<String>,
+    #[serde(rename = "ChecksumSHA256", default)]
+    pub sha256: Option<String>,
+}
+
+impl CompletePartXml {
+    pub fn checksum(&self) -> Option<String> {
+        [
+            &self.crc32,
+            &self.crc32c,
+            &self.crc64nvme,
+            &self.sha1,
+            &self.sha256,
+        ]
+        .into_iter()
+        .find_map(|c| c.clone())
+    }
 }
 
 /// Formats a time the way S3 XML does: `2009-10-12T17:50:30.000Z`.
@@ -452,5 +515,6 @@ pub fn iso8601(t: std::time::SystemTime) -> String {
     let fmt = time::macros::format_description!(
         "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
     );
-    dt.format(&fmt).unwrap_or_else(|_| "1970-01-01T00:00:00.000Z".into())
+    dt.format(&fmt)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00.000Z".into())
 }

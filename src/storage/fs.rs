@@ -21,7 +21,7 @@ use std::time::SystemTime;
 
 use xattr::FileExt;
 
-use super::keypath::{valid_bucket_name, ObjectPath};
+use super::keypath::{ObjectPath, valid_bucket_name};
 use super::{Result, StorageError};
 
 /// The xattr that holds an object's metadata document.
@@ -152,10 +152,15 @@ impl FsBackend {
     fn check_xattrs(&self) -> Result<()> {
         let mut probe = self.new_temp()?;
         let value = b"{\"probe\":1}";
-        let res = probe.file().set_xattr(META_XATTR, value).and_then(|_| probe.file().get_xattr(META_XATTR));
+        let res = probe
+            .file()
+            .set_xattr(META_XATTR, value)
+            .and_then(|_| probe.file().get_xattr(META_XATTR));
         match res {
             Ok(Some(v)) if v == value => Ok(()),
-            Ok(_) => Err(StorageError::Io(io::Error::other("user xattr read back differs"))),
+            Ok(_) => Err(StorageError::Io(io::Error::other(
+                "user xattr read back differs",
+            ))),
             Err(e) => Err(StorageError::Io(io::Error::new(
                 e.kind(),
                 format!(
@@ -191,12 +196,17 @@ impl FsBackend {
         let mut out = Vec::new();
         for e in fs::read_dir(&self.root)? {
             let e = e?;
-            let Some(name) = e.file_name().to_str().map(str::to_owned) else { continue };
+            let Some(name) = e.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
             if !valid_bucket_name(&name) || !e.file_type()?.is_dir() {
                 continue;
             }
             let created = read_created(&e.path()).or_else(|| e.metadata().ok()?.modified().ok());
-            out.push(BucketEntry { name, created: created.unwrap_or(SystemTime::UNIX_EPOCH) });
+            out.push(BucketEntry {
+                name,
+                created: created.unwrap_or(SystemTime::UNIX_EPOCH),
+            });
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
@@ -211,11 +221,19 @@ impl FsBackend {
         let dir = self.bucket_dir(bucket);
         match fs::create_dir(&dir) {
             Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => return Err(StorageError::BucketExists),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                return Err(StorageError::BucketExists);
+            }
             Err(e) => return Err(e.into()),
         }
-        let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-        xattr::set(&dir, BUCKET_XATTR, format!("{{\"v\":1,\"created_ms\":{}}}", now.as_millis()).as_bytes())?;
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        xattr::set(
+            &dir,
+            BUCKET_XATTR,
+            format!("{{\"v\":1,\"created_ms\":{}}}", now.as_millis()).as_bytes(),
+        )?;
         fsync_dir(&self.root)?;
         Ok(())
     }
@@ -241,9 +259,18 @@ impl FsBackend {
 
     /// A new temp file in the internal area, on the same filesystem as the objects.
     pub fn new_temp(&self) -> Result<TempFile> {
-        let path = self.tmp.join(format!("put-{}", uuid::Uuid::new_v4().simple()));
-        let file = OpenOptions::new().read(true).write(true).create_new(true).open(&path)?;
-        Ok(TempFile { path, file: Some(file) })
+        let path = self
+            .tmp
+            .join(format!("put-{}", uuid::Uuid::new_v4().simple()));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        Ok(TempFile {
+            path,
+            file: Some(file),
+        })
     }
 
     fn object_fs_path(&self, bucket: &str, op: &ObjectPath) -> Result<PathBuf> {
@@ -251,7 +278,13 @@ impl FsBackend {
     }
 
     /// Atomically makes `temp` the object `op`, with `meta` as its metadata document.
-    pub fn publish(&self, bucket: &str, op: &ObjectPath, mut temp: TempFile, meta: &[u8]) -> Result<()> {
+    pub fn publish(
+        &self,
+        bucket: &str,
+        op: &ObjectPath,
+        mut temp: TempFile,
+        meta: &[u8],
+    ) -> Result<()> {
         if meta.len() > MAX_XATTR_VALUE {
             return Err(StorageError::MetadataTooLarge(meta.len()));
         }
@@ -264,23 +297,35 @@ impl FsBackend {
         }
         set_meta_fd(temp.file(), meta)?;
         temp.file().sync_all()?;
-        let parent = target.parent().expect("object path has a parent").to_path_buf();
+        let parent = target
+            .parent()
+            .expect("object path has a parent")
+            .to_path_buf();
         // A concurrent delete may prune the parent directories we just made: retry.
         let mut attempts = 0;
         loop {
             attempts += 1;
             self.make_parents(bucket, &parent)?;
             match fs::symlink_metadata(&target) {
-                Ok(m) if m.is_dir() => return Err(StorageError::KeyConflict("directory of the same name")),
+                Ok(m) if m.is_dir() => {
+                    return Err(StorageError::KeyConflict("directory of the same name"));
+                }
                 _ => {}
             }
             match fs::rename(&temp.path, &target) {
                 Ok(()) => break,
                 Err(e) if e.kind() == ErrorKind::NotFound && attempts < 5 => continue,
-                Err(e) if e.kind() == ErrorKind::IsADirectory || e.raw_os_error() == Some(libc::ENOTEMPTY) => {
-                    return Err(StorageError::KeyConflict("directory of the same name"))
+                Err(e)
+                    if e.kind() == ErrorKind::IsADirectory
+                        || e.raw_os_error() == Some(libc::ENOTEMPTY) =>
+                {
+                    return Err(StorageError::KeyConflict("directory of the same name"));
                 }
-                Err(e) if is_enotdir(&e) => return Err(StorageError::KeyConflict("object that is a parent of this key")),
+                Err(e) if is_enotdir(&e) => {
+                    return Err(StorageError::KeyConflict(
+                        "object that is a parent of this key",
+                    ));
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -303,7 +348,9 @@ impl FsBackend {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == ErrorKind::AlreadyExists || is_enotdir(&e) => {
                 let _ = bucket_dir;
-                Err(StorageError::KeyConflict("object that is a parent of this key"))
+                Err(StorageError::KeyConflict(
+                    "object that is a parent of this key",
+                ))
             }
             Err(e) => Err(e.into()),
         }
@@ -327,7 +374,13 @@ impl FsBackend {
             return Err(StorageError::NoSuchKey);
         }
         let meta = file.get_xattr(META_XATTR)?;
-        let raw = RawObject { path, meta, stored_len: md.len(), mtime: md.modified()?, is_dir: false };
+        let raw = RawObject {
+            path,
+            meta,
+            stored_len: md.len(),
+            mtime: md.modified()?,
+            is_dir: false,
+        };
         Ok((Some(file), raw))
     }
 
@@ -405,7 +458,11 @@ impl FsBackend {
         f: &mut dyn FnMut(WalkItem) -> ControlFlow<()>,
     ) -> Result<()> {
         let dir = self.existing_bucket_dir(bucket)?;
-        let ctx = WalkCtx { prefix, start_after, roll_up_slash };
+        let ctx = WalkCtx {
+            prefix,
+            start_after,
+            roll_up_slash,
+        };
         let _ = walk_dir(&dir, String::new(), &ctx, f)?;
         Ok(())
     }
@@ -413,7 +470,9 @@ impl FsBackend {
     // -------------------------------------------------------------- multipart
 
     fn upload_dir(&self, id: &str) -> Result<PathBuf> {
-        let ok = !id.is_empty() && id.len() <= 64 && id.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-');
+        let ok = !id.is_empty()
+            && id.len() <= 64
+            && id.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-');
         if !ok {
             return Err(StorageError::NoSuchUpload);
         }
@@ -442,7 +501,8 @@ impl FsBackend {
         }
         set_meta_fd(temp.file(), meta)?;
         temp.file().sync_all()?;
-        fs::rename(&temp.path, dir.join(part_name(number))).map_err(|e| not_found_to(e, StorageError::NoSuchUpload))?;
+        fs::rename(&temp.path, dir.join(part_name(number)))
+            .map_err(|e| not_found_to(e, StorageError::NoSuchUpload))?;
         temp.disarm();
         fsync_dir(&dir)?;
         Ok(())
@@ -455,7 +515,10 @@ impl FsBackend {
         for e in fs::read_dir(&dir).map_err(|e| not_found_to(e, StorageError::NoSuchUpload))? {
             let e = e?;
             let name = e.file_name();
-            let Some(n) = name.to_str().and_then(|s| s.strip_prefix("part-")).and_then(|s| s.parse::<u32>().ok())
+            let Some(n) = name
+                .to_str()
+                .and_then(|s| s.strip_prefix("part-"))
+                .and_then(|s| s.parse::<u32>().ok())
             else {
                 continue;
             };
@@ -469,7 +532,8 @@ impl FsBackend {
 
     pub fn open_part(&self, id: &str, number: u32) -> Result<File> {
         let dir = self.upload_dir(id)?;
-        File::open(dir.join(part_name(number))).map_err(|e| not_found_to(e, StorageError::NoSuchUpload))
+        File::open(dir.join(part_name(number)))
+            .map_err(|e| not_found_to(e, StorageError::NoSuchUpload))
     }
 
     pub fn remove_upload(&self, id: &str) -> Result<()> {
@@ -483,7 +547,9 @@ impl FsBackend {
         let mut out = Vec::new();
         for e in fs::read_dir(&self.uploads)? {
             let e = e?;
-            let Some(id) = e.file_name().to_str().map(str::to_owned) else { continue };
+            let Some(id) = e.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
             if let Ok(state) = fs::read(e.path().join("upload.json")) {
                 out.push((id, state));
             }
@@ -503,12 +569,15 @@ fn part_name(number: u32) -> String {
 }
 
 fn set_meta_fd(file: &File, meta: &[u8]) -> Result<()> {
-    file.set_xattr(META_XATTR, meta).map_err(map_xattr_err(meta.len()))
+    file.set_xattr(META_XATTR, meta)
+        .map_err(map_xattr_err(meta.len()))
 }
 
 fn map_xattr_err(len: usize) -> impl Fn(io::Error) -> StorageError {
     move |e| match e.raw_os_error() {
-        Some(libc::E2BIG) | Some(libc::ENOSPC) | Some(libc::ERANGE) => StorageError::MetadataTooLarge(len),
+        Some(libc::E2BIG) | Some(libc::ENOSPC) | Some(libc::ERANGE) => {
+            StorageError::MetadataTooLarge(len)
+        }
         _ => StorageError::Io(e),
     }
 }
@@ -602,7 +671,11 @@ fn walk_dir(
             continue;
         };
         let ft = e.file_type()?;
-        let is_dir = if ft.is_symlink() { e.path().is_dir() } else { ft.is_dir() };
+        let is_dir = if ft.is_symlink() {
+            e.path().is_dir()
+        } else {
+            ft.is_dir()
+        };
         if !is_dir && !ft.is_file() && !ft.is_symlink() {
             continue;
         }
@@ -631,7 +704,10 @@ fn walk_dir(
             }
             let is_marker = matches!(xattr::get(&path, META_XATTR), Ok(Some(_)));
             if is_marker && key.starts_with(ctx.prefix) && key.as_str() > ctx.start_after {
-                if let ControlFlow::Break(()) = f(WalkItem::Object { key: key.clone(), path: path.clone() }) {
+                if let ControlFlow::Break(()) = f(WalkItem::Object {
+                    key: key.clone(),
+                    path: path.clone(),
+                }) {
                     return Ok(ControlFlow::Break(()));
                 }
             }
@@ -697,14 +773,28 @@ mod tests {
         let b = FsBackend::open(d.path()).unwrap();
         b.create_bucket("bkt").unwrap();
         put(&b, "bkt", "a", b"x").unwrap();
-        assert!(matches!(put(&b, "bkt", "a/b", b"x"), Err(StorageError::KeyConflict(_))));
+        assert!(matches!(
+            put(&b, "bkt", "a/b", b"x"),
+            Err(StorageError::KeyConflict(_))
+        ));
         put(&b, "bkt", "d/e/f", b"x").unwrap();
-        assert!(matches!(put(&b, "bkt", "d/e", b"x"), Err(StorageError::KeyConflict(_))));
+        assert!(matches!(
+            put(&b, "bkt", "d/e", b"x"),
+            Err(StorageError::KeyConflict(_))
+        ));
         b.delete("bkt", &object_path("d/e/f").unwrap()).unwrap();
         assert!(!d.path().join("bkt/d").exists(), "empty parents pruned");
-        assert!(matches!(b.delete_bucket("bkt"), Err(StorageError::BucketNotEmpty)));
+        assert!(matches!(
+            b.delete_bucket("bkt"),
+            Err(StorageError::BucketNotEmpty)
+        ));
         b.delete("bkt", &object_path("a").unwrap()).unwrap();
         b.delete_bucket("bkt").unwrap();
-        assert!(fs::read_dir(d.path().join(".dg/tmp")).unwrap().next().is_none());
+        assert!(
+            fs::read_dir(d.path().join(".dg/tmp"))
+                .unwrap()
+                .next()
+                .is_none()
+        );
     }
 }

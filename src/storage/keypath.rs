@@ -115,7 +115,18 @@ mod tests {
 
     #[test]
     fn traversal_and_bad_names_refused() {
-        for k in ["", "/", "/etc/passwd", "a//b", "..", "../x", "a/../../x", "a/./b", "x\0y", "./"] {
+        for k in [
+            "",
+            "/",
+            "/etc/passwd",
+            "a//b",
+            "..",
+            "../x",
+            "a/../../x",
+            "a/./b",
+            "x\0y",
+            "./",
+        ] {
             assert!(object_path(k).is_err(), "{k:?} must be refused");
         }
         assert_eq!(object_path(&"a".repeat(256)), Err(KeyError::SegmentTooLong));
@@ -130,7 +141,17 @@ mod tests {
         for n in ["abc", "my-bucket", "a.b.c", "123"] {
             assert!(valid_bucket_name(n), "{n}");
         }
-        for n in ["ab", "ABC", "-abc", "abc-", "a..b", "192.168.1.1", ".dg", "a_b", "xn--abc"] {
+        for n in [
+            "ab",
+            "ABC",
+            "-abc",
+            "abc-",
+            "a..b",
+            "192.168.1.1",
+            ".dg",
+            "a_b",
+            "xn--abc",
+        ] {
             assert!(!valid_bucket_name(n), "{n}");
         }
     }

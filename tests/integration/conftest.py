@@ -101,7 +101,7 @@ def make_client(url, access=ACCESS_KEY, secret=SECRET_KEY, style="path", **cfg):
         aws_access_key_id=access,
         aws_secret_access_key=secret,
         region_name="us-east-1",
-        config=Config(s3={"addressing_style": style}, retries={"max_attempts": 1}, **cfg),
+        config=Config(s3={"addressing_style": style}, retries={"total_max_attempts": 1}, read_timeout=20, **cfg),
     )
 
 

@@ -61,11 +61,17 @@ def test_presigned_expiry(server, s3, bucket):
     time.sleep(2.1)
     r = requests.get(url)
     assert r.status_code == 403 and err_code(r) == "AccessDenied"
-    url = s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "e"}, ExpiresIn=604801)
+    v4 = make_client(server.url, signature_version="s3v4")
+    url = v4.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "e"}, ExpiresIn=604801)
+    assert "X-Amz-Signature" in url
     r = requests.get(url)
-    assert r.status_code in (400, 403) and err_code(r) == "AuthorizationQueryParametersError"
-    url = s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "e"}, ExpiresIn=604800)
+    assert r.status_code == 400 and err_code(r) == "AuthorizationQueryParametersError"
+    url = v4.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "e"}, ExpiresIn=604800)
     assert requests.get(url).status_code == 200
+    url = v4.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "e"}, ExpiresIn=1)
+    time.sleep(2.1)
+    r = requests.get(url)
+    assert r.status_code == 403 and err_code(r) == "AccessDenied"
 
 
 def test_sigv2_header_and_presigned(server, s3, bucket):

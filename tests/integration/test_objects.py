@@ -198,3 +198,15 @@ def test_unicode_and_special_keys(s3, bucket):
         assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == key.encode()
     listed = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]}
     assert "ümlaut/ß.bin" in listed and "q?mark" in listed
+
+
+def test_empty_put_then_put_on_same_connection(s3, bucket):
+    """Regression: an empty-body PUT sent with Expect: 100-continue is answered
+    without a 100; botocore then misreads the next response on that
+    connection unless the server closes it (client has no retries here)."""
+    for i in range(3):
+        s3.put_object(Bucket=bucket, Key=f"empty{i}", Body=b"")
+        s3.put_object(Bucket=bucket, Key=f"after{i}", Body=b"non-empty body")
+        s3.put_object(Bucket=bucket, Key=f"dir{i}/", Body=b"")
+        s3.put_object(Bucket=bucket, Key=f"dir{i}/file", Body=b"x")
+    assert s3.get_object(Bucket=bucket, Key="after2")["Body"].read() == b"non-empty body"

@@ -18,7 +18,7 @@ use futures::StreamExt;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use zeroize::Zeroizing;
 
-use super::sigv4::{hmac_sha256, sha256_hex, signature_matches, EMPTY_SHA256};
+use super::sigv4::{EMPTY_SHA256, hmac_sha256, sha256_hex, signature_matches};
 use super::{AuthError, ByteStream, PayloadMode, Trailers};
 
 /// Largest chunk accepted in a signed aws-chunked body (each signed chunk is
@@ -123,7 +123,11 @@ impl fmt::Debug for StreamingSigned {
 /// [`Trailers`] is filled in once the stream has ended successfully (an empty
 /// map when the body had no trailer). For `Unsigned` and `Sha256` the body is
 /// returned unchanged and the trailers stay empty (`get()` is `None`).
-pub fn decode_body(body: ByteStream, mode: &PayloadMode, headers: &HeaderMap) -> (ByteStream, Trailers) {
+pub fn decode_body(
+    body: ByteStream,
+    mode: &PayloadMode,
+    headers: &HeaderMap,
+) -> (ByteStream, Trailers) {
     let trailers = Trailers::default();
     let (signed, expect_trailer) = match mode {
         PayloadMode::Unsigned | PayloadMode::Sha256(_) => return (body, trailers),
@@ -135,7 +139,9 @@ pub fn decode_body(body: ByteStream, mode: &PayloadMode, headers: &HeaderMap) ->
         Some(v) => match v.to_str().ok().map(str::trim).and_then(parse_decimal) {
             Some(n) => Some(n),
             None => {
-                let e = AuthError::InvalidArgument("x-amz-decoded-content-length is not a valid length.".to_owned());
+                let e = AuthError::InvalidArgument(
+                    "x-amz-decoded-content-length is not a valid length.".to_owned(),
+                );
                 return (error_stream(e), trailers);
             }
         },
@@ -150,12 +156,17 @@ pub fn decode_body(body: ByteStream, mode: &PayloadMode, headers: &HeaderMap) ->
                     .collect::<Vec<_>>(),
             ),
             Err(_) => {
-                let e = AuthError::InvalidArgument("x-amz-trailer is not a valid header value.".to_owned());
+                let e = AuthError::InvalidArgument(
+                    "x-amz-trailer is not a valid header value.".to_owned(),
+                );
                 return (error_stream(e), trailers);
             }
         },
     };
-    let prev_signature = signed.as_ref().map(|c| c.seed_signature.clone()).unwrap_or_default();
+    let prev_signature = signed
+        .as_ref()
+        .map(|c| c.seed_signature.clone())
+        .unwrap_or_default();
     let decoder = Decoder {
         signed,
         prev_signature,
@@ -177,7 +188,10 @@ pub fn decode_body(body: ByteStream, mode: &PayloadMode, headers: &HeaderMap) ->
         finished: false,
         trailers: trailers.clone(),
     };
-    (Box::pin(futures::stream::unfold(driver, Driver::next_item)), trailers)
+    (
+        Box::pin(futures::stream::unfold(driver, Driver::next_item)),
+        trailers,
+    )
 }
 
 fn error_stream(e: AuthError) -> ByteStream {
@@ -291,7 +305,9 @@ impl Decoder {
                         return Ok(Step::NeedMore);
                     }
                     if &buf[size..size + 2] != b"\r\n" {
-                        return Err(framing("chunk data is not followed by CRLF (chunk longer than its declared size)"));
+                        return Err(framing(
+                            "chunk data is not followed by CRLF (chunk longer than its declared size)",
+                        ));
                     }
                     let data = buf.split_to(size).freeze();
                     buf.advance(2);
@@ -304,7 +320,9 @@ impl Decoder {
                     if buf.is_empty() {
                         return Ok(Step::NeedMore);
                     }
-                    let n = usize::try_from(*remaining).unwrap_or(usize::MAX).min(buf.len());
+                    let n = usize::try_from(*remaining)
+                        .unwrap_or(usize::MAX)
+                        .min(buf.len());
                     *remaining -= n as u64;
                     if *remaining == 0 {
                         self.state = State::DataCrlf;
@@ -316,7 +334,9 @@ impl Decoder {
                         return Ok(Step::NeedMore);
                     }
                     if &buf[..2] != b"\r\n" {
-                        return Err(framing("chunk data is not followed by CRLF (chunk longer than its declared size)"));
+                        return Err(framing(
+                            "chunk data is not followed by CRLF (chunk longer than its declared size)",
+                        ));
                     }
                     buf.advance(2);
                     self.state = State::ChunkHeader;
@@ -392,7 +412,8 @@ impl Decoder {
         if let Some(declared) = self.declared_len {
             if total.is_none_or(|t| t > declared) {
                 return Err(AuthError::InvalidRequest(
-                    "The aws-chunked payload is longer than x-amz-decoded-content-length.".to_owned(),
+                    "The aws-chunked payload is longer than x-amz-decoded-content-length."
+                        .to_owned(),
                 ));
             }
         }
@@ -431,17 +452,20 @@ impl Decoder {
         }
         self.trailer_bytes += line.len() + 2;
         if self.trailer_bytes > MAX_TRAILER_BYTES || self.trailers.len() >= MAX_TRAILERS {
-            return Err(AuthError::MalformedTrailerError("the trailer section is too large.".to_owned()));
+            return Err(AuthError::MalformedTrailerError(
+                "the trailer section is too large.".to_owned(),
+            ));
         }
-        let colon = line
-            .iter()
-            .position(|&b| b == b':')
-            .ok_or_else(|| AuthError::MalformedTrailerError("a trailer line has no ':'.".to_owned()))?;
+        let colon = line.iter().position(|&b| b == b':').ok_or_else(|| {
+            AuthError::MalformedTrailerError("a trailer line has no ':'.".to_owned())
+        })?;
         let name = std::str::from_utf8(&line[..colon])
             .ok()
             .map(|n| n.trim().to_ascii_lowercase())
             .and_then(|n| HeaderName::from_bytes(n.as_bytes()).ok())
-            .ok_or_else(|| AuthError::MalformedTrailerError("a trailer name is invalid.".to_owned()))?;
+            .ok_or_else(|| {
+                AuthError::MalformedTrailerError("a trailer name is invalid.".to_owned())
+            })?;
         let raw_value = line[colon + 1..].trim_ascii();
 
         if name.as_str() == TRAILER_SIGNATURE {
@@ -464,8 +488,9 @@ impl Decoder {
                 )));
             }
         }
-        let value = HeaderValue::from_bytes(raw_value)
-            .map_err(|_| AuthError::MalformedTrailerError("a trailer value is invalid.".to_owned()))?;
+        let value = HeaderValue::from_bytes(raw_value).map_err(|_| {
+            AuthError::MalformedTrailerError("a trailer value is invalid.".to_owned())
+        })?;
         self.trailer_lines.extend_from_slice(line);
         self.trailer_lines.push(b'\n');
         self.trailers.append(name, value);
@@ -479,7 +504,10 @@ impl Decoder {
             ));
         }
         if let Some(declared) = &self.declared_trailers {
-            if let Some(missing) = declared.iter().find(|d| !self.trailers.contains_key(d.as_str())) {
+            if let Some(missing) = declared
+                .iter()
+                .find(|d| !self.trailers.contains_key(d.as_str()))
+            {
                 return Err(AuthError::MalformedTrailerError(format!(
                     "the trailer {missing} announced in x-amz-trailer is missing."
                 )));
@@ -522,7 +550,8 @@ impl Driver {
                 }
                 Ok(Step::Done) if self.inner_done => {
                     self.finished = true;
-                    self.trailers.set(std::mem::take(&mut self.decoder.trailers));
+                    self.trailers
+                        .set(std::mem::take(&mut self.decoder.trailers));
                     return None;
                 }
                 Ok(step) => {

@@ -3,13 +3,17 @@
 //! uppercase hex), lenient percent-decoding, raw query-string splitting, the
 //! canonical URI and canonical query string, and the date formats.
 
-use percent_encoding::{percent_decode, percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode, percent_encode};
 use time::format_description::FormatItem;
 use time::macros::format_description;
 use time::{OffsetDateTime, PrimitiveDateTime};
 
 /// Everything but `A-Za-z0-9-._~` is encoded.
-const AWS_URI_ENCODE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+const AWS_URI_ENCODE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// ISO 8601 basic format used by SigV4: `20130524T000000Z`.
 pub(super) const AMZ_DATE_FORMAT: &[FormatItem<'static>] =
@@ -34,7 +38,10 @@ pub(super) fn uri_encode(bytes: &[u8]) -> String {
 /// S3 treats query strings).
 pub(super) fn decode(raw: &[u8], plus_as_space: bool) -> Vec<u8> {
     if plus_as_space && raw.contains(&b'+') {
-        let replaced: Vec<u8> = raw.iter().map(|&b| if b == b'+' { b' ' } else { b }).collect();
+        let replaced: Vec<u8> = raw
+            .iter()
+            .map(|&b| if b == b'+' { b' ' } else { b })
+            .collect();
         percent_decode(&replaced).collect()
     } else {
         percent_decode(raw).collect()
@@ -56,8 +63,14 @@ pub(super) fn split_query(query: &str) -> Vec<RawParam<'_>> {
         .split('&')
         .filter(|item| !item.is_empty())
         .map(|item| match item.split_once('=') {
-            Some((name, value)) => RawParam { name, value: Some(value) },
-            None => RawParam { name: item, value: None },
+            Some((name, value)) => RawParam {
+                name,
+                value: Some(value),
+            },
+            None => RawParam {
+                name: item,
+                value: None,
+            },
         })
         .collect()
 }
@@ -118,9 +131,8 @@ pub(super) fn canonical_uri(raw_path: &str, normalize: bool) -> String {
                 s => kept.push(s),
             }
         }
-        let trailing_slash = raw_path.ends_with('/')
-            || raw_path.ends_with("/.")
-            || raw_path.ends_with("/..");
+        let trailing_slash =
+            raw_path.ends_with('/') || raw_path.ends_with("/.") || raw_path.ends_with("/..");
         for seg in &kept {
             out.push('/');
             uri_encode_into(&mut out, &decode(seg.as_bytes(), false));
@@ -150,12 +162,16 @@ pub(super) fn parse_amz_date(s: &str) -> Option<OffsetDateTime> {
     if s.len() != 16 {
         return None;
     }
-    PrimitiveDateTime::parse(s, AMZ_DATE_FORMAT).ok().map(|p| p.assume_utc())
+    PrimitiveDateTime::parse(s, AMZ_DATE_FORMAT)
+        .ok()
+        .map(|p| p.assume_utc())
 }
 
 /// Formats a time as a SigV4 `YYYYMMDDTHHMMSSZ` timestamp.
 pub(super) fn format_amz_date(t: OffsetDateTime) -> Option<String> {
-    t.to_offset(time::UtcOffset::UTC).format(AMZ_DATE_FORMAT).ok()
+    t.to_offset(time::UtcOffset::UTC)
+        .format(AMZ_DATE_FORMAT)
+        .ok()
 }
 
 /// Parses an HTTP `Date`-style header: IMF-fixdate / RFC 850 / asctime (what
@@ -183,7 +199,10 @@ mod tests {
     #[test]
     fn canonical_uri_s3_encodes_once() {
         assert_eq!(canonical_uri("/test$file.text", false), "/test%24file.text");
-        assert_eq!(canonical_uri("/test%24file.text", false), "/test%24file.text");
+        assert_eq!(
+            canonical_uri("/test%24file.text", false),
+            "/test%24file.text"
+        );
         assert_eq!(canonical_uri("/bucket/my%20key", false), "/bucket/my%20key");
         assert_eq!(canonical_uri("/bucket/a+b", false), "/bucket/a%2Bb");
         assert_eq!(canonical_uri("/bucket/a%2Fb", false), "/bucket/a%2Fb");
@@ -207,9 +226,15 @@ mod tests {
 
     #[test]
     fn canonical_query_rules() {
-        assert_eq!(canonical_query("Param2=value2&Param1=value1", None), "Param1=value1&Param2=value2");
+        assert_eq!(
+            canonical_query("Param2=value2&Param1=value1", None),
+            "Param1=value1&Param2=value2"
+        );
         assert_eq!(canonical_query("lifecycle", None), "lifecycle=");
-        assert_eq!(canonical_query("b=2&a=x+y&a=%2B&c=", None), "a=%2B&a=x%20y&b=2&c=");
+        assert_eq!(
+            canonical_query("b=2&a=x+y&a=%2B&c=", None),
+            "a=%2B&a=x%20y&b=2&c="
+        );
         assert_eq!(
             canonical_query("X-Amz-Signature=abc&X-Amz-Date=1", Some("X-Amz-Signature")),
             "X-Amz-Date=1"

@@ -13,71 +13,75 @@ use thiserror::Error;
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[non_exhaustive]
 pub enum AuthError {
-    /// 403. Generic refusal: expired or not-yet-valid presigned URL, missing
+    /// HTTP 403: Generic refusal: expired or not-yet-valid presigned URL, missing
     /// date, headers present but not signed, ...
     #[error("{0}")]
     AccessDenied(String),
 
-    /// 403. The signature (request, chunk or trailer) is wrong.
-    #[error("The request signature we calculated does not match the signature you provided. Check your key and signing method.")]
+    /// HTTP 403: The signature (request, chunk or trailer) is wrong.
+    #[error(
+        "The request signature we calculated does not match the signature you provided. Check your key and signing method."
+    )]
     SignatureDoesNotMatch,
 
-    /// 403. The access key id is not known to the credential store.
+    /// HTTP 403: The access key id is not known to the credential store.
     #[error("The AWS Access Key Id you provided does not exist in our records.")]
     InvalidAccessKeyId,
 
-    /// 403. Header-authenticated request whose date is more than 15 minutes
+    /// HTTP 403: Header-authenticated request whose date is more than 15 minutes
     /// away from the server clock.
     #[error("The difference between the request time and the current time is too large.")]
     RequestTimeTooSkewed,
 
-    /// 400. The SigV4 `Authorization` header cannot be parsed or its
+    /// HTTP 400: The SigV4 `Authorization` header cannot be parsed or its
     /// credential scope is invalid.
     #[error("The authorization header is malformed; {0}")]
     AuthorizationHeaderMalformed(String),
 
-    /// 400. The presigned (query string) SigV4 parameters are missing or invalid.
+    /// HTTP 400: The presigned (query string) SigV4 parameters are missing or invalid.
     #[error("{0}")]
     AuthorizationQueryParametersError(String),
 
-    /// 400. A header S3 requires for this kind of authentication is missing
+    /// HTTP 400: A header S3 requires for this kind of authentication is missing
     /// (e.g. `x-amz-content-sha256` on header-signed SigV4).
     #[error("Your request was missing a required header: {0}")]
     MissingSecurityHeader(String),
 
-    /// 400. The request is invalid in a way S3 reports as `InvalidRequest`
+    /// HTTP 400: The request is invalid in a way S3 reports as `InvalidRequest`
     /// (e.g. malformed aws-chunked framing, payload longer than declared).
     #[error("{0}")]
     InvalidRequest(String),
 
-    /// 400. An argument is invalid (unsupported authorization type, bad
+    /// HTTP 400: An argument is invalid (unsupported authorization type, bad
     /// `x-amz-content-sha256` value, more than one auth mechanism, ...).
     #[error("{0}")]
     InvalidArgument(String),
 
-    /// 400. The body's SHA-256 does not match `x-amz-content-sha256`.
+    /// HTTP 400: The body's SHA-256 does not match `x-amz-content-sha256`.
     #[error("The provided 'x-amz-content-sha256' header does not match what was computed.")]
     XAmzContentSHA256Mismatch,
 
-    /// 400. The (decoded) body is shorter than declared, or the aws-chunked
+    /// HTTP 400: The (decoded) body is shorter than declared, or the aws-chunked
     /// stream ended before its final chunk.
     #[error("You did not provide the number of bytes specified by the Content-Length HTTP header.")]
     IncompleteBody,
 
-    /// 400. A digest header (e.g. `Content-MD5`) is not a valid digest. Not
+    /// HTTP 400: A digest header (e.g. `Content-MD5`) is not a valid digest. Not
     /// produced by this module; provided so callers can report digest syntax
     /// errors with the same error type.
     #[error("The Content-MD5 you specified is not valid.")]
     InvalidDigest,
 
-    /// 400. An aws-chunked chunk-size line is invalid: not hex, too long, or
+    /// HTTP 400: An aws-chunked chunk-size line is invalid: not hex, too long, or
     /// announcing a chunk larger than this server accepts.
     #[error("Invalid chunk size: {0}")]
     InvalidChunkSizeError(String),
 
-    /// 400. The aws-chunked trailer section is malformed, incomplete, or does
+    /// HTTP 400: The aws-chunked trailer section is malformed, incomplete, or does
     /// not match the trailers announced in `x-amz-trailer`.
-    #[error("The request contained trailing data that was not well-formed or did not conform to our published schema. {0}")]
+    #[error(
+        "The request contained trailing data that was not well-formed or did not conform to our published schema. {0}"
+    )]
     MalformedTrailerError(String),
 }
 

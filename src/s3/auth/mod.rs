@@ -27,7 +27,7 @@ use std::sync::{Arc, OnceLock};
 
 use subtle::ConstantTimeEq;
 
-pub use self::chunked::{decode_body, StreamingSigned, MAX_CHUNK_SIZE};
+pub use self::chunked::{MAX_CHUNK_SIZE, StreamingSigned, decode_body};
 pub use self::error::AuthError;
 pub use self::secret::{CredentialStore, SecretKey};
 
@@ -95,7 +95,10 @@ impl PayloadMode {
     /// [`decode_body`]; its length is `x-amz-decoded-content-length`, not
     /// `Content-Length`).
     pub fn is_aws_chunked(&self) -> bool {
-        matches!(self, PayloadMode::StreamingSigned(_) | PayloadMode::StreamingUnsignedTrailer)
+        matches!(
+            self,
+            PayloadMode::StreamingSigned(_) | PayloadMode::StreamingUnsignedTrailer
+        )
     }
 }
 
@@ -125,12 +128,36 @@ impl Trailers {
 ///   `x-amz-content-sha256`; request time within 15 minutes of `now`).
 /// * `X-Amz-Algorithm` & co. in the query: presigned SigV4 (`X-Amz-Expires`
 ///   in 1..=604800; expired => `AccessDenied`).
-/// * `Authorization: AWS AKID:signature`: header SigV2 (path-style resource).
+/// * `Authorization: AWS AKID:signature`: header SigV2 (path-style resource;
+///   see [`authenticate_virtual_hosted`]).
 /// * `AWSAccessKeyId`, `Signature`, `Expires` in the query: presigned SigV2.
 /// * none of these: [`AuthOutcome::Anonymous`].
 ///
 /// Every signature comparison is constant-time.
-pub fn authenticate(req: &AuthRequest<'_>, creds: &dyn CredentialStore) -> Result<AuthOutcome, AuthError> {
+pub fn authenticate(
+    req: &AuthRequest<'_>,
+    creds: &dyn CredentialStore,
+) -> Result<AuthOutcome, AuthError> {
+    authenticate_impl(req, creds, None)
+}
+
+/// [`authenticate`] for a virtual-hosted-style request, whose bucket the
+/// caller took from the Host header (`req.path` is then the key part,
+/// e.g. `/photos/puppy.jpg`). Only SigV2 differs: its signed resource is
+/// `/bucket` + path. SigV4 signs the path as sent either way.
+pub fn authenticate_virtual_hosted(
+    req: &AuthRequest<'_>,
+    bucket: &str,
+    creds: &dyn CredentialStore,
+) -> Result<AuthOutcome, AuthError> {
+    authenticate_impl(req, creds, Some(bucket))
+}
+
+fn authenticate_impl(
+    req: &AuthRequest<'_>,
+    creds: &dyn CredentialStore,
+    v2_bucket: Option<&str>,
+) -> Result<AuthOutcome, AuthError> {
     let auth_header = req.headers.get(http::header::AUTHORIZATION);
     let v4_query = sigv4::has_presign_params(req.query);
     let v2_query = sigv2::has_query_params(req.query);
@@ -150,15 +177,17 @@ pub fn authenticate(req: &AuthRequest<'_>, creds: &dyn CredentialStore) -> Resul
             return sigv4::verify_header(req, value, creds);
         }
         if let Some(rest) = value.strip_prefix("AWS ") {
-            return sigv2::verify_header(req, rest, creds);
+            return sigv2::verify_header(req, rest, creds, v2_bucket);
         }
-        return Err(AuthError::InvalidArgument("Unsupported Authorization Type".to_owned()));
+        return Err(AuthError::InvalidArgument(
+            "Unsupported Authorization Type".to_owned(),
+        ));
     }
     if v4_query {
         return sigv4::verify_presigned(req, creds);
     }
     if v2_query {
-        return sigv2::verify_query(req, creds);
+        return sigv2::verify_query(req, creds, v2_bucket);
     }
     Ok(AuthOutcome::Anonymous)
 }

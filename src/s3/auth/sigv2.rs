@@ -5,8 +5,10 @@
 //! (`Authorization: AWS AKID:signature`) and query-string
 //! (`AWSAccessKeyId`/`Signature`/`Expires`) requests.
 //!
-//! Requests are taken as path-style: the canonicalized resource is the raw
-//! request path (`/bucket/key`), exactly as received.
+//! The canonicalized resource is the raw request path exactly as received
+//! (`/bucket/key` for path-style requests); for virtual-hosted-style requests
+//! the caller passes the bucket taken from the Host header and the resource
+//! is `/bucket` + path.
 
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
@@ -65,7 +67,10 @@ pub const SUB_RESOURCES: &[&str] = &[
 const MISSING_DATE: &str = "AWS authentication requires a valid Date or x-amz-date header";
 
 fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> &'h [u8] {
-    headers.get(name).map(|v| v.as_bytes().trim_ascii()).unwrap_or(b"")
+    headers
+        .get(name)
+        .map(|v| v.as_bytes().trim_ascii())
+        .unwrap_or(b"")
 }
 
 /// `CanonicalizedAmzHeaders`: every `x-amz-*` header, lowercased, sorted by
@@ -94,7 +99,11 @@ fn canonicalized_amz_headers(headers: &HeaderMap, out: &mut Vec<u8>) {
 /// `CanonicalizedResource`: the raw path, then the sub-resources present in
 /// the query, sorted by name, values percent-decoded (`+` kept).
 fn canonicalized_resource(path: &str, query: &str, out: &mut Vec<u8>) {
-    out.extend_from_slice(if path.is_empty() { b"/" } else { path.as_bytes() });
+    out.extend_from_slice(if path.is_empty() {
+        b"/"
+    } else {
+        path.as_bytes()
+    });
     let mut subs: Vec<(&str, Option<Vec<u8>>)> = split_query(query)
         .into_iter()
         .filter(|p| SUB_RESOURCES.contains(&p.name))
@@ -113,7 +122,13 @@ fn canonicalized_resource(path: &str, query: &str, out: &mut Vec<u8>) {
 
 /// The SigV2 string to sign. `date` is the `Date` header value (empty when
 /// `x-amz-date` is present) for header auth, or the `Expires` value for query auth.
-pub fn string_to_sign(method: &str, path: &str, query: &str, headers: &HeaderMap, date: &str) -> Vec<u8> {
+pub fn string_to_sign(
+    method: &str,
+    path: &str,
+    query: &str,
+    headers: &HeaderMap,
+    date: &str,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(128);
     out.extend_from_slice(method.as_bytes());
     out.push(b'\n');
@@ -150,14 +165,31 @@ fn check(secret: &str, sts: &[u8], provided: &[u8]) -> Result<(), AuthError> {
     }
 }
 
+/// The resource path that is signed: the raw path, prefixed with `/bucket`
+/// for a virtual-hosted-style request.
+fn resource_path(path: &str, bucket: Option<&str>) -> String {
+    match bucket {
+        Some(b) if path.is_empty() => format!("/{b}/"),
+        Some(b) => format!("/{b}{path}"),
+        None => path.to_owned(),
+    }
+}
+
 /// Verifies `Authorization: AWS <rest>` where `rest` is `AKID:signature`.
-pub(super) fn verify_header(req: &AuthRequest<'_>, rest: &str, creds: &dyn CredentialStore) -> Result<AuthOutcome, AuthError> {
+pub(super) fn verify_header(
+    req: &AuthRequest<'_>,
+    rest: &str,
+    creds: &dyn CredentialStore,
+    bucket: Option<&str>,
+) -> Result<AuthOutcome, AuthError> {
     let (akid, signature) = rest
         .trim()
         .split_once(':')
         .filter(|(a, s)| !a.is_empty() && !s.is_empty())
         .ok_or_else(|| {
-            AuthError::InvalidArgument("AWS authorization header is invalid. Expected AwsAccessKeyId:signature".to_owned())
+            AuthError::InvalidArgument(
+                "AWS authorization header is invalid. Expected AwsAccessKeyId:signature".to_owned(),
+            )
         })?;
 
     let amz_date = req.headers.get("x-amz-date");
@@ -165,14 +197,28 @@ pub(super) fn verify_header(req: &AuthRequest<'_>, rest: &str, creds: &dyn Crede
     let date_str = date_header
         .and_then(|v| v.to_str().ok())
         .ok_or_else(|| AuthError::AccessDenied(MISSING_DATE.to_owned()))?;
-    let ts = parse_http_date(date_str).ok_or_else(|| AuthError::AccessDenied(MISSING_DATE.to_owned()))?;
+    let ts = parse_http_date(date_str)
+        .ok_or_else(|| AuthError::AccessDenied(MISSING_DATE.to_owned()))?;
     if (req.now - ts).abs() > MAX_SKEW {
         return Err(AuthError::RequestTimeTooSkewed);
     }
-    let date_line = if amz_date.is_some() { "" } else { date_str.trim() };
+    let date_line = if amz_date.is_some() {
+        ""
+    } else {
+        date_str.trim()
+    };
 
-    let secret = creds.secret_for(akid).ok_or(AuthError::InvalidAccessKeyId)?;
-    let sts = string_to_sign(req.method.as_str(), req.path, req.query, req.headers, date_line);
+    let secret = creds
+        .secret_for(akid)
+        .ok_or(AuthError::InvalidAccessKeyId)?;
+    let path = resource_path(req.path, bucket);
+    let sts = string_to_sign(
+        req.method.as_str(),
+        &path,
+        req.query,
+        req.headers,
+        date_line,
+    );
     check(secret.expose(), &sts, signature.as_bytes())?;
     Ok(AuthOutcome::Authenticated {
         access_key_id: akid.to_owned(),
@@ -188,25 +234,35 @@ pub(super) fn has_query_params(query: &str) -> bool {
 }
 
 /// Verifies a presigned SigV2 request (`AWSAccessKeyId`, `Signature`, `Expires`).
-pub(super) fn verify_query(req: &AuthRequest<'_>, creds: &dyn CredentialStore) -> Result<AuthOutcome, AuthError> {
-    let missing =
-        || AuthError::AccessDenied("Query-string authentication requires the Signature, Expires and AWSAccessKeyId parameters".to_owned());
+pub(super) fn verify_query(
+    req: &AuthRequest<'_>,
+    creds: &dyn CredentialStore,
+    bucket: Option<&str>,
+) -> Result<AuthOutcome, AuthError> {
+    let missing = || {
+        AuthError::AccessDenied("Query-string authentication requires the Signature, Expires and AWSAccessKeyId parameters".to_owned())
+    };
     let params = split_query(req.query);
     let get = |name: &str| -> Result<Vec<u8>, AuthError> {
         let mut found = params.iter().filter(|p| p.name == name);
         let first = found.next().ok_or_else(missing)?;
         if found.next().is_some() {
-            return Err(AuthError::InvalidArgument(format!("The {name} parameter must be given only once.")));
+            return Err(AuthError::InvalidArgument(format!(
+                "The {name} parameter must be given only once."
+            )));
         }
         Ok(decode(first.value.unwrap_or("").as_bytes(), false))
     };
-    let akid = String::from_utf8(get("AWSAccessKeyId")?).map_err(|_| AuthError::InvalidAccessKeyId)?;
+    let akid =
+        String::from_utf8(get("AWSAccessKeyId")?).map_err(|_| AuthError::InvalidAccessKeyId)?;
     let signature = get("Signature")?;
     let expires_raw = get("Expires")?;
     let expires_str = std::str::from_utf8(&expires_raw)
         .ok()
         .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-        .ok_or_else(|| AuthError::AccessDenied("Invalid date (should be seconds since epoch)".to_owned()))?;
+        .ok_or_else(|| {
+            AuthError::AccessDenied("Invalid date (should be seconds since epoch)".to_owned())
+        })?;
     // Too many digits to be an i64: so far in the future it never expires.
     let expires = expires_str.parse::<i64>().unwrap_or(i64::MAX);
     if akid.is_empty() || signature.is_empty() {
@@ -215,8 +271,17 @@ pub(super) fn verify_query(req: &AuthRequest<'_>, creds: &dyn CredentialStore) -
     if req.now.unix_timestamp() > expires {
         return Err(AuthError::AccessDenied("Request has expired".to_owned()));
     }
-    let secret = creds.secret_for(&akid).ok_or(AuthError::InvalidAccessKeyId)?;
-    let sts = string_to_sign(req.method.as_str(), req.path, req.query, req.headers, expires_str);
+    let secret = creds
+        .secret_for(&akid)
+        .ok_or(AuthError::InvalidAccessKeyId)?;
+    let path = resource_path(req.path, bucket);
+    let sts = string_to_sign(
+        req.method.as_str(),
+        &path,
+        req.query,
+        req.headers,
+        expires_str,
+    );
     check(secret.expose(), &sts, &signature)?;
     Ok(AuthOutcome::Authenticated {
         access_key_id: akid,

@@ -13,7 +13,9 @@ use time::{Duration, OffsetDateTime};
 use zeroize::Zeroizing;
 
 use super::chunked::StreamingSigned;
-use super::encoding::{canonical_query, canonical_uri, decoded_query, format_amz_date, parse_amz_date, parse_http_date};
+use super::encoding::{
+    canonical_query, canonical_uri, decoded_query, format_amz_date, parse_amz_date, parse_http_date,
+};
 use super::{AuthError, AuthOutcome, AuthRequest, CredentialStore, PayloadMode};
 
 /// The only SigV4 algorithm S3 accepts (SigV4a is not supported).
@@ -138,7 +140,10 @@ pub fn canonical_request(input: &CanonicalRequestInput<'_>) -> Vec<u8> {
 
 /// `AWS4-HMAC-SHA256\n<amz_date>\n<scope>\n<hex sha256(canonical request)>`.
 pub fn string_to_sign(amz_date: &str, scope: &str, canonical_request: &[u8]) -> String {
-    format!("{ALGORITHM}\n{amz_date}\n{scope}\n{}", sha256_hex(canonical_request))
+    format!(
+        "{ALGORITHM}\n{amz_date}\n{scope}\n{}",
+        sha256_hex(canonical_request)
+    )
 }
 
 /// `<date>/<region>/<service>/aws4_request`.
@@ -219,13 +224,19 @@ fn parse_credential(value: &str) -> Result<Credential, String> {
         return Err(EXPECTED.to_owned());
     }
     if date.len() != 8 || !date.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!("incorrect date format \"{date}\". This date in the credential must be in the format \"yyyyMMdd\"."));
+        return Err(format!(
+            "incorrect date format \"{date}\". This date in the credential must be in the format \"yyyyMMdd\"."
+        ));
     }
     if service != "s3" {
-        return Err(format!("incorrect service \"{service}\". This endpoint belongs to \"s3\"."));
+        return Err(format!(
+            "incorrect service \"{service}\". This endpoint belongs to \"s3\"."
+        ));
     }
     if terminal != "aws4_request" {
-        return Err(format!("incorrect terminal \"{terminal}\". This endpoint uses \"aws4_request\"."));
+        return Err(format!(
+            "incorrect terminal \"{terminal}\". This endpoint uses \"aws4_request\"."
+        ));
     }
     Ok(Credential {
         access_key_id,
@@ -241,7 +252,10 @@ fn parse_signed_headers(value: &str) -> Option<Vec<String>> {
         return None;
     }
     let names: Vec<String> = value.split(';').map(|s| s.to_ascii_lowercase()).collect();
-    if names.iter().any(|n| n.is_empty() || http::HeaderName::from_bytes(n.as_bytes()).is_err()) {
+    if names
+        .iter()
+        .any(|n| n.is_empty() || http::HeaderName::from_bytes(n.as_bytes()).is_err())
+    {
         return None;
     }
     Some(names)
@@ -272,12 +286,18 @@ fn check_amz_headers_signed(headers: &HeaderMap, signed: &[String]) -> Result<()
 /// string that goes into the string to sign.
 fn request_time(headers: &HeaderMap) -> Result<(String, OffsetDateTime), AuthError> {
     if let Some(v) = headers.get("x-amz-date") {
-        let s = v.to_str().map_err(|_| AuthError::access_denied(MISSING_DATE))?.trim();
+        let s = v
+            .to_str()
+            .map_err(|_| AuthError::access_denied(MISSING_DATE))?
+            .trim();
         let t = parse_amz_date(s).ok_or_else(|| AuthError::access_denied(MISSING_DATE))?;
         return Ok((s.to_owned(), t));
     }
     if let Some(v) = headers.get(http::header::DATE) {
-        let s = v.to_str().map_err(|_| AuthError::access_denied(MISSING_DATE))?.trim();
+        let s = v
+            .to_str()
+            .map_err(|_| AuthError::access_denied(MISSING_DATE))?
+            .trim();
         let t = parse_amz_date(s)
             .or_else(|| parse_http_date(s))
             .ok_or_else(|| AuthError::access_denied(MISSING_DATE))?;
@@ -329,24 +349,32 @@ fn parse_authorization(value: &str) -> Result<AuthorizationV4<'_>, AuthError> {
     let rest = value
         .strip_prefix(ALGORITHM)
         .filter(|r| r.starts_with([' ', '\t']))
-        .ok_or_else(|| malformed("the authorization header requires the AWS4-HMAC-SHA256 algorithm."))?;
+        .ok_or_else(|| {
+            malformed("the authorization header requires the AWS4-HMAC-SHA256 algorithm.")
+        })?;
     let (mut credential, mut signed_headers, mut signature) = (None, None, None);
     for item in rest.split(',') {
         let item = item.trim_matches([' ', '\t']);
         if item.is_empty() {
             continue;
         }
-        let (k, v) = item
-            .split_once('=')
-            .ok_or_else(|| malformed("the authorization header components must be Key=Value pairs."))?;
+        let (k, v) = item.split_once('=').ok_or_else(|| {
+            malformed("the authorization header components must be Key=Value pairs.")
+        })?;
         let slot = match k.trim() {
             "Credential" => &mut credential,
             "SignedHeaders" => &mut signed_headers,
             "Signature" => &mut signature,
-            _ => return Err(malformed("the authorization header contains an unknown component.")),
+            _ => {
+                return Err(malformed(
+                    "the authorization header contains an unknown component.",
+                ));
+            }
         };
         if slot.replace(v.trim()).is_some() {
-            return Err(malformed("the authorization header contains a duplicated component."));
+            return Err(malformed(
+                "the authorization header contains a duplicated component.",
+            ));
         }
     }
     match (credential, signed_headers, signature) {
@@ -368,9 +396,12 @@ pub(super) fn verify_header(
     creds: &dyn CredentialStore,
 ) -> Result<AuthOutcome, AuthError> {
     let auth = parse_authorization(auth_value)?;
-    let cred = parse_credential(auth.credential).map_err(AuthError::AuthorizationHeaderMalformed)?;
+    let cred =
+        parse_credential(auth.credential).map_err(AuthError::AuthorizationHeaderMalformed)?;
     let signed = parse_signed_headers(auth.signed_headers).ok_or_else(|| {
-        AuthError::AuthorizationHeaderMalformed("the SignedHeaders component is invalid.".to_owned())
+        AuthError::AuthorizationHeaderMalformed(
+            "the SignedHeaders component is invalid.".to_owned(),
+        )
     })?;
 
     let (amz_date, ts) = request_time(req.headers)?;
@@ -386,9 +417,17 @@ pub(super) fn verify_header(
     let content_sha = match req.headers.get("x-amz-content-sha256") {
         Some(v) => v
             .to_str()
-            .map_err(|_| AuthError::InvalidArgument("x-amz-content-sha256 is not a valid header value.".to_owned()))?
+            .map_err(|_| {
+                AuthError::InvalidArgument(
+                    "x-amz-content-sha256 is not a valid header value.".to_owned(),
+                )
+            })?
             .trim(),
-        None => return Err(AuthError::MissingSecurityHeader("x-amz-content-sha256".to_owned())),
+        None => {
+            return Err(AuthError::MissingSecurityHeader(
+                "x-amz-content-sha256".to_owned(),
+            ));
+        }
     };
     let kind = classify_payload(content_sha)?;
 
@@ -399,7 +438,9 @@ pub(super) fn verify_header(
     }
     check_amz_headers_signed(req.headers, &signed)?;
 
-    let secret = creds.secret_for(&cred.access_key_id).ok_or(AuthError::InvalidAccessKeyId)?;
+    let secret = creds
+        .secret_for(&cred.access_key_id)
+        .ok_or(AuthError::InvalidAccessKeyId)?;
     let key = signing_key(secret.expose(), &cred.date, &cred.region, &cred.service);
     let scope = cred.scope();
     let signed_refs: Vec<&str> = signed.iter().map(String::as_str).collect();
@@ -423,13 +464,9 @@ pub(super) fn verify_header(
         PayloadKind::Unsigned => PayloadMode::Unsigned,
         PayloadKind::Sha256(d) => PayloadMode::Sha256(d),
         PayloadKind::StreamingUnsignedTrailer => PayloadMode::StreamingUnsignedTrailer,
-        PayloadKind::StreamingSigned { trailer } => PayloadMode::StreamingSigned(StreamingSigned::new(
-            key,
-            hex::encode(computed),
-            scope,
-            amz_date,
-            trailer,
-        )),
+        PayloadKind::StreamingSigned { trailer } => PayloadMode::StreamingSigned(
+            StreamingSigned::new(key, hex::encode(computed), scope, amz_date, trailer),
+        ),
     };
     Ok(AuthOutcome::Authenticated {
         access_key_id: cred.access_key_id,
@@ -448,17 +485,27 @@ const PRESIGN_PARAMS: [&str; 6] = [
 ];
 
 /// Verifies a presigned (query-string) SigV4 request.
-pub(super) fn verify_presigned(req: &AuthRequest<'_>, creds: &dyn CredentialStore) -> Result<AuthOutcome, AuthError> {
+pub(super) fn verify_presigned(
+    req: &AuthRequest<'_>,
+    creds: &dyn CredentialStore,
+) -> Result<AuthOutcome, AuthError> {
     let qerr = |m: &str| AuthError::AuthorizationQueryParametersError(m.to_owned());
     let params = decoded_query(req.query);
     let get = |name: &str| -> Result<Option<String>, AuthError> {
-        let mut found = params.iter().filter(|(k, _)| k.as_slice() == name.as_bytes());
+        let mut found = params
+            .iter()
+            .filter(|(k, _)| k.as_slice() == name.as_bytes());
         let first = found.next();
         if found.next().is_some() {
-            return Err(qerr(&format!("The {name} parameter must be given only once.")));
+            return Err(qerr(&format!(
+                "The {name} parameter must be given only once."
+            )));
         }
         first
-            .map(|(_, v)| String::from_utf8(v.clone()).map_err(|_| qerr(&format!("The {name} parameter is not valid UTF-8."))))
+            .map(|(_, v)| {
+                String::from_utf8(v.clone())
+                    .map_err(|_| qerr(&format!("The {name} parameter is not valid UTF-8.")))
+            })
             .transpose()
     };
     let mut values: [String; 6] = Default::default();
@@ -470,15 +517,26 @@ pub(super) fn verify_presigned(req: &AuthRequest<'_>, creds: &dyn CredentialStor
             )
         })?;
     }
-    let [algorithm, credential, signature, date, signed_headers, expires] = values;
+    let [
+        algorithm,
+        credential,
+        signature,
+        date,
+        signed_headers,
+        expires,
+    ] = values;
 
     if algorithm != ALGORITHM {
         return Err(qerr("X-Amz-Algorithm only supports \"AWS4-HMAC-SHA256\""));
     }
-    let cred = parse_credential(&credential)
-        .map_err(|m| qerr(&format!("Error parsing the X-Amz-Credential parameter; {m}")))?;
-    let ts = parse_amz_date(&date)
-        .ok_or_else(|| qerr("X-Amz-Date must be in the ISO8601 Long Format \"yyyyMMdd'T'HHmmss'Z'\""))?;
+    let cred = parse_credential(&credential).map_err(|m| {
+        qerr(&format!(
+            "Error parsing the X-Amz-Credential parameter; {m}"
+        ))
+    })?;
+    let ts = parse_amz_date(&date).ok_or_else(|| {
+        qerr("X-Amz-Date must be in the ISO8601 Long Format \"yyyyMMdd'T'HHmmss'Z'\"")
+    })?;
     if date.get(..8) != Some(cred.date.as_str()) {
         return Err(qerr(
             "Error parsing the X-Amz-Credential parameter; Invalid credential date. Date is not the same as X-Amz-Date.",
@@ -494,9 +552,12 @@ pub(super) fn verify_presigned(req: &AuthRequest<'_>, creds: &dyn CredentialStor
         return Err(qerr("X-Amz-Expires must be a positive number of seconds"));
     }
     if expires_secs > MAX_PRESIGN_EXPIRES {
-        return Err(qerr("X-Amz-Expires must be less than a week (in seconds) that is 604800"));
+        return Err(qerr(
+            "X-Amz-Expires must be less than a week (in seconds) that is 604800",
+        ));
     }
-    let signed = parse_signed_headers(&signed_headers).ok_or_else(|| qerr("X-Amz-SignedHeaders is invalid."))?;
+    let signed = parse_signed_headers(&signed_headers)
+        .ok_or_else(|| qerr("X-Amz-SignedHeaders is invalid."))?;
 
     if ts - req.now > MAX_SKEW {
         return Err(AuthError::access_denied("Request is not valid yet"));
@@ -518,12 +579,14 @@ pub(super) fn verify_presigned(req: &AuthRequest<'_>, creds: &dyn CredentialStor
             _ => {
                 return Err(qerr(
                     "X-Amz-Content-Sha256 of a presigned request must be UNSIGNED-PAYLOAD or a sha256 value.",
-                ))
+                ));
             }
         },
     };
 
-    let secret = creds.secret_for(&cred.access_key_id).ok_or(AuthError::InvalidAccessKeyId)?;
+    let secret = creds
+        .secret_for(&cred.access_key_id)
+        .ok_or(AuthError::InvalidAccessKeyId)?;
     let key = signing_key(secret.expose(), &cred.date, &cred.region, &cred.service);
     let signed_refs: Vec<&str> = signed.iter().map(String::as_str).collect();
     let creq = canonical_request(&CanonicalRequestInput {
@@ -549,7 +612,10 @@ pub(super) fn verify_presigned(req: &AuthRequest<'_>, creds: &dyn CredentialStor
 
 /// Whether the raw query carries any presigned-SigV4 parameter.
 pub(super) fn has_presign_params(query: &str) -> bool {
-    super::encoding::split_query(query)
-        .iter()
-        .any(|p| matches!(p.name, "X-Amz-Algorithm" | "X-Amz-Credential" | "X-Amz-Signature"))
+    super::encoding::split_query(query).iter().any(|p| {
+        matches!(
+            p.name,
+            "X-Amz-Algorithm" | "X-Amz-Credential" | "X-Amz-Signature"
+        )
+    })
 }

@@ -1,0 +1,372 @@
+//! The repository benchmark: starts the release server on 127.0.0.1 with a
+//! data directory on this disk, and measures in one run
+//!  - the disk itself (write + fsync, read) with a 1 GiB file,
+//!  - PUT and GET of a 1 GiB object through the server,
+//!  - 4 KiB PUT and GET operations per second at 1 and 16 concurrent clients,
+//!  - the server's peak RSS across a large (default 5 GiB) PUT and GET.
+//!
+//! Run: `cargo build --release && cargo bench --bench s3bench`
+//! Options (after `--`): `--big-mib N` (1024), `--huge-mib N` (5120), `--secs N` (5), `--dir D`.
+//! Results are recorded in docs/benchmarks.md.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use deltaglider_proxy::s3::auth::sigv4::{CanonicalRequestInput, compute_signature};
+use http::{HeaderMap, HeaderValue, Method, Request};
+use http_body_util::{BodyExt, Empty, Full, StreamBody, combinators::BoxBody};
+use hyper::body::Frame;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+const AK: &str = "benchadmin";
+const SK: &str = "bench-secret-key-0123456789";
+const MIB: u64 = 1024 * 1024;
+
+type Body = BoxBody<Bytes, std::io::Error>;
+
+struct Opts {
+    big_mib: u64,
+    huge_mib: u64,
+    secs: u64,
+    dir: PathBuf,
+}
+
+fn opts() -> Opts {
+    let mut o = Opts {
+        big_mib: 1024,
+        huge_mib: 5120,
+        secs: 5,
+        dir: PathBuf::from("target/bench-data"),
+    };
+    let args: Vec<String> = std::env::args().collect();
+    let mut i = 1;
+    while i < args.len() {
+        let v = args.get(i + 1).cloned().unwrap_or_default();
+        match args[i].as_str() {
+            "--big-mib" => o.big_mib = v.parse().expect("--big-mib N"),
+            "--huge-mib" => o.huge_mib = v.parse().expect("--huge-mib N"),
+            "--secs" => o.secs = v.parse().expect("--secs N"),
+            "--dir" => o.dir = PathBuf::from(v),
+            _ => {
+                i += 1;
+                continue;
+            }
+        }
+        i += 2;
+    }
+    o
+}
+
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Server {
+    fn start(bin: &Path, data: &Path) -> Server {
+        let mut child = Command::new(bin)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data)
+            .env("DGP_ACCESS_KEY_ID", AK)
+            .env("DGP_SECRET_ACCESS_KEY", SK)
+            .env("DGP_LOG_LEVEL", "deltaglider_proxy=info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start server (did you run `cargo build --release`?)");
+        let stderr = child.stderr.take().unwrap();
+        let mut lines = BufReader::new(stderr).lines();
+        let addr = loop {
+            let line = lines.next().expect("server exited").unwrap();
+            if let Some(i) = line.find("addr=") {
+                break line[i + 5..].split_whitespace().next().unwrap().to_owned();
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        Server { child, addr }
+    }
+
+    fn peak_rss_mib(&self) -> f64 {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        let kb: f64 = s
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        kb / 1024.0
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[derive(Clone)]
+struct S3 {
+    client: Client<HttpConnector, Body>,
+    addr: String,
+}
+
+impl S3 {
+    fn signed(&self, method: Method, path: &str, len: Option<u64>, body: Body) -> Request<Body> {
+        let now = time::OffsetDateTime::now_utc();
+        let fmt = time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
+        let amz_date = now.format(&fmt).unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert("host", HeaderValue::from_str(&self.addr).unwrap());
+        headers.insert("x-amz-date", HeaderValue::from_str(&amz_date).unwrap());
+        headers.insert(
+            "x-amz-content-sha256",
+            HeaderValue::from_static("UNSIGNED-PAYLOAD"),
+        );
+        let signed = ["host", "x-amz-content-sha256", "x-amz-date"];
+        let input = CanonicalRequestInput {
+            method: method.as_str(),
+            path,
+            query: "",
+            headers: &headers,
+            signed_headers: &signed,
+            payload_hash: "UNSIGNED-PAYLOAD",
+            normalize_path: false,
+            exclude_param: None,
+        };
+        let sig = compute_signature(SK, &amz_date, "us-east-1", "s3", &input).signature;
+        let auth = format!(
+            "AWS4-HMAC-SHA256 Credential={AK}/{}/us-east-1/s3/aws4_request, SignedHeaders={}, Signature={sig}",
+            &amz_date[..8],
+            signed.join(";")
+        );
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.addr));
+        for (k, v) in &headers {
+            req = req.header(k, v);
+        }
+        if let Some(n) = len {
+            req = req.header("content-length", n);
+        }
+        req.header("authorization", auth).body(body).unwrap()
+    }
+
+    async fn send(&self, req: Request<Body>) -> (u16, u64) {
+        let resp = self.client.request(req).await.expect("request");
+        let status = resp.status().as_u16();
+        let mut body = resp.into_body();
+        let mut n = 0u64;
+        while let Some(f) = body.frame().await {
+            if let Ok(d) = f.expect("body").into_data() {
+                n += d.len() as u64;
+            }
+        }
+        (status, n)
+    }
+
+    async fn put_stream(&self, path: &str, size: u64, block: Bytes) -> (u16, u64) {
+        let stream = futures::stream::unfold(0u64, move |sent| {
+            let block = block.clone();
+            async move {
+                if sent >= size {
+                    return None;
+                }
+                let n = (size - sent).min(block.len() as u64) as usize;
+                Some((
+                    Ok::<_, std::io::Error>(Frame::data(block.slice(..n))),
+                    sent + n as u64,
+                ))
+            }
+        });
+        let body = BoxBody::new(StreamBody::new(stream));
+        self.send(self.signed(Method::PUT, path, Some(size), body))
+            .await
+    }
+
+    async fn put_small(&self, path: &str, data: Bytes) -> u16 {
+        let len = data.len() as u64;
+        let body = BoxBody::new(Full::new(data).map_err(|e| match e {}));
+        self.send(self.signed(Method::PUT, path, Some(len), body))
+            .await
+            .0
+    }
+
+    async fn get(&self, path: &str) -> (u16, u64) {
+        let body = BoxBody::new(Empty::new().map_err(|e| match e {}));
+        self.send(self.signed(Method::GET, path, None, body)).await
+    }
+}
+
+fn rate(bytes: u64, d: Duration) -> f64 {
+    bytes as f64 / MIB as f64 / d.as_secs_f64()
+}
+
+fn random_block() -> Bytes {
+    let mut b = vec![0u8; MIB as usize];
+    let mut x: u64 = 0x9E3779B97F4A7C15;
+    for chunk in b.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+    }
+    Bytes::from(b)
+}
+
+fn disk_baseline(dir: &Path, size: u64, block: &Bytes) -> (f64, f64, f64) {
+    let p = dir.join("raw.bin");
+    let t = Instant::now();
+    let mut f = std::fs::File::create(&p).unwrap();
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(block.len() as u64) as usize;
+        f.write_all(&block[..n]).unwrap();
+        left -= n as u64;
+    }
+    f.sync_all().unwrap();
+    let write = rate(size, t.elapsed());
+    let t = Instant::now();
+    let mut f = std::fs::File::open(&p).unwrap();
+    let mut buf = vec![0u8; MIB as usize];
+    let mut total = 0u64;
+    loop {
+        let n = f.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+    }
+    let read = rate(total, t.elapsed());
+    let t = Instant::now();
+    let status = Command::new("cp")
+        .arg(&p)
+        .arg(dir.join("raw-copy.bin"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    Command::new("sync").status().unwrap();
+    let cp = rate(size, t.elapsed());
+    let _ = std::fs::remove_file(&p);
+    let _ = std::fs::remove_file(dir.join("raw-copy.bin"));
+    (write, read, cp)
+}
+
+async fn small_ops(s3: &S3, conc: usize, secs: u64, put: bool) -> f64 {
+    let done = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let data = Bytes::from(vec![7u8; 4096]);
+    let mut tasks = Vec::new();
+    for w in 0..conc {
+        let (s3, done, data) = (s3.clone(), done.clone(), data.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut i = 0u64;
+            while Instant::now() < deadline {
+                let path = format!("/bench/small/{w}/{}", i % 200);
+                let ok = if put {
+                    s3.put_small(&path, data.clone()).await == 200
+                } else {
+                    s3.get(&path).await.0 == 200
+                };
+                assert!(ok, "small op failed");
+                i += 1;
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    let t = Instant::now();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    done.load(Ordering::Relaxed) as f64 / t.elapsed().as_secs_f64()
+}
+
+#[tokio::main]
+async fn main() {
+    let o = opts();
+    let bin = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/deltaglider_proxy");
+    let _ = std::fs::remove_dir_all(&o.dir);
+    std::fs::create_dir_all(&o.dir).unwrap();
+    let block = random_block();
+    println!(
+        "deltaglider_proxy benchmark  (data dir {}, {} cores)",
+        o.dir.display(),
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
+    );
+
+    let (dw, dr, dcp) = disk_baseline(&o.dir, o.big_mib * MIB, &block);
+    println!(
+        "disk  write+fsync {:>8.0} MiB/s   read {:>8.0} MiB/s   cp+sync {:>8.0} MiB/s   ({} MiB file)",
+        dw, dr, dcp, o.big_mib
+    );
+
+    let server = Server::start(&bin, &o.dir.join("data"));
+    let mut conn = HttpConnector::new();
+    conn.set_nodelay(true);
+    let s3 = S3 {
+        client: Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(64)
+            .build(conn),
+        addr: server.addr.clone(),
+    };
+    let body = BoxBody::new(Empty::new().map_err(|e| match e {}));
+    assert_eq!(
+        s3.send(s3.signed(Method::PUT, "/bench", None, body))
+            .await
+            .0,
+        200
+    );
+
+    let size = o.big_mib * MIB;
+    let t = Instant::now();
+    let (st, _) = s3.put_stream("/bench/big.bin", size, block.clone()).await;
+    assert_eq!(st, 200);
+    let put = rate(size, t.elapsed());
+    let t = Instant::now();
+    let (st, n) = s3.get("/bench/big.bin").await;
+    assert_eq!((st, n), (200, size));
+    let get = rate(size, t.elapsed());
+    println!(
+        "S3    PUT         {:>8.0} MiB/s   GET  {:>8.0} MiB/s   ({} MiB object; GET = {:.0}% of disk read, PUT = {:.0}% of disk write)",
+        put,
+        get,
+        o.big_mib,
+        100.0 * get / dr,
+        100.0 * put / dw
+    );
+
+    for conc in [1usize, 16] {
+        let p = small_ops(&s3, conc, o.secs, true).await;
+        let g = small_ops(&s3, conc, o.secs, false).await;
+        println!("4 KiB ops  concurrency {conc:>2}:  PUT {p:>8.0} ops/s   GET {g:>8.0} ops/s");
+    }
+
+    let huge = o.huge_mib * MIB;
+    let t = Instant::now();
+    let (st, _) = s3.put_stream("/bench/huge.bin", huge, block.clone()).await;
+    assert_eq!(st, 200);
+    let hput = rate(huge, t.elapsed());
+    let t = Instant::now();
+    let (st, n) = s3.get("/bench/huge.bin").await;
+    assert_eq!((st, n), (200, huge));
+    let hget = rate(huge, t.elapsed());
+    println!(
+        "S3    PUT         {:>8.0} MiB/s   GET  {:>8.0} MiB/s   ({} MiB object)",
+        hput, hget, o.huge_mib
+    );
+    println!(
+        "server peak RSS over the whole run: {:.1} MiB",
+        server.peak_rss_mib()
+    );
+    drop(server);
+    let _ = std::fs::remove_dir_all(&o.dir);
+}
