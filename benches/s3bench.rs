@@ -221,7 +221,30 @@ fn random_block() -> Bytes {
     Bytes::from(b)
 }
 
-fn disk_baseline(dir: &Path, size: u64, block: &Bytes) -> (f64, f64, f64) {
+/// Empties the page cache so reads come from the disk (root only). Returns
+/// false where that is not permitted; reads are then hot-cache reads.
+fn drop_caches() -> bool {
+    let _ = Command::new("sync").status();
+    std::fs::write("/proc/sys/vm/drop_caches", "3\n").is_ok()
+}
+
+fn read_file(p: &Path) -> f64 {
+    let t = Instant::now();
+    let mut f = std::fs::File::open(p).unwrap();
+    let mut buf = vec![0u8; MIB as usize];
+    let mut total = 0u64;
+    loop {
+        let n = f.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+    }
+    rate(total, t.elapsed())
+}
+
+/// Disk write+fsync, cold read, hot read and cp+sync of one file.
+fn disk_baseline(dir: &Path, size: u64, block: &Bytes) -> (f64, f64, f64, f64) {
     let p = dir.join("raw.bin");
     let t = Instant::now();
     let mut f = std::fs::File::create(&p).unwrap();
@@ -233,18 +256,9 @@ fn disk_baseline(dir: &Path, size: u64, block: &Bytes) -> (f64, f64, f64) {
     }
     f.sync_all().unwrap();
     let write = rate(size, t.elapsed());
-    let t = Instant::now();
-    let mut f = std::fs::File::open(&p).unwrap();
-    let mut buf = vec![0u8; MIB as usize];
-    let mut total = 0u64;
-    loop {
-        let n = f.read(&mut buf).unwrap();
-        if n == 0 {
-            break;
-        }
-        total += n as u64;
-    }
-    let read = rate(total, t.elapsed());
+    drop_caches();
+    let cold = read_file(&p);
+    let hot = read_file(&p);
     let t = Instant::now();
     let status = Command::new("cp")
         .arg(&p)
@@ -256,7 +270,7 @@ fn disk_baseline(dir: &Path, size: u64, block: &Bytes) -> (f64, f64, f64) {
     let cp = rate(size, t.elapsed());
     let _ = std::fs::remove_file(&p);
     let _ = std::fs::remove_file(dir.join("raw-copy.bin"));
-    (write, read, cp)
+    (write, cold, hot, cp)
 }
 
 async fn small_ops(s3: &S3, conc: usize, secs: u64, put: bool) -> f64 {

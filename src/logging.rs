@@ -1,7 +1,14 @@
-//! Logging setup: tracing to stderr, in a journald-friendly shape (no
-//! colours, no timestamps of our own) when systemd started us.
+//! Logging: `tracing` events go to the systemd journal (with priorities and
+//! the event's fields) when systemd connected our stderr to it, and to
+//! stderr otherwise (terminals, tests, containers, no journald socket).
 
-use tracing_subscriber::EnvFilter;
+use std::fmt::Write as _;
+
+use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 /// Installs the global subscriber. `filter` is a tracing filter string such as
 /// `deltaglider_proxy=info`.
@@ -10,17 +17,77 @@ pub fn init(filter: &str) {
         eprintln!("warning: invalid log filter {filter:?} ({e}); using deltaglider_proxy=info");
         EnvFilter::new("deltaglider_proxy=info")
     });
-    let under_systemd = std::env::var_os("JOURNAL_STREAM").is_some();
-    let builder = tracing_subscriber::fmt()
+    if systemd_journal_logger::connected_to_journal() {
+        match systemd_journal_logger::JournalLog::new() {
+            Ok(journal) => {
+                let journal = journal.with_syslog_identifier("deltaglider_proxy".into());
+                let _ = tracing_subscriber::registry()
+                    .with(env_filter)
+                    .with(JournalLayer { journal })
+                    .try_init();
+                return;
+            }
+            Err(e) => eprintln!("warning: cannot connect to the journal ({e}); logging to stderr"),
+        }
+    }
+    let _ = tracing_subscriber::fmt()
         .with_env_filter(env_filter)
         .with_writer(std::io::stderr)
-        .with_target(false);
-    let res = if under_systemd {
-        builder.with_ansi(false).without_time().try_init()
-    } else {
-        builder
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .try_init()
-    };
-    let _ = res;
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+/// Sends each event as one journal entry: MESSAGE is the message followed by
+/// its fields (`key=value`), PRIORITY follows the level.
+struct JournalLayer {
+    journal: systemd_journal_logger::JournalLog,
+}
+
+#[derive(Default)]
+struct Text {
+    message: String,
+    fields: String,
+}
+
+impl Visit for Text {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            let _ = write!(self.message, "{value:?}");
+        } else {
+            let _ = write!(self.fields, " {}={value:?}", field.name());
+        }
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.message.push_str(value);
+        } else {
+            let _ = write!(self.fields, " {}={value}", field.name());
+        }
+    }
+}
+
+impl<S: Subscriber> Layer<S> for JournalLayer {
+    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        let meta = event.metadata();
+        let mut text = Text::default();
+        event.record(&mut text);
+        let level = match *meta.level() {
+            Level::ERROR => log::Level::Error,
+            Level::WARN => log::Level::Warn,
+            Level::INFO => log::Level::Info,
+            Level::DEBUG => log::Level::Debug,
+            Level::TRACE => log::Level::Trace,
+        };
+        let _ = self.journal.journal_send(
+            &log::Record::builder()
+                .level(level)
+                .target(meta.target())
+                .module_path(meta.module_path())
+                .file(meta.file())
+                .line(meta.line())
+                .args(format_args!("{}{}", text.message, text.fields))
+                .build(),
+        );
+    }
 }
