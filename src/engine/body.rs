@@ -30,11 +30,11 @@ pub fn file_stream(mut file: File, offset: u64, len: u64) -> ByteStream {
             std::num::NonZeroU64::new(len),
             rustix::fs::Advice::Sequential,
         );
-        if offset > 0 {
-            if let Err(e) = file.seek(SeekFrom::Start(offset)) {
-                let _ = tx.blocking_send(Err(e));
-                return;
-            }
+        if offset > 0
+            && let Err(e) = file.seek(SeekFrom::Start(offset))
+        {
+            let _ = tx.blocking_send(Err(e));
+            return;
         }
         let mut left = len;
         while left > 0 {

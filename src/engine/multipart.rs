@@ -133,14 +133,14 @@ impl ObjectStore {
         let (b, id) = (self.backend.clone(), id.to_owned());
         blocking(move || {
             let mut out = Vec::new();
-            for (number, doc, _len, mtime) in b.list_parts(&id)? {
-                let Ok(meta) = serde_json::from_slice::<PartMeta>(&doc) else {
+            for p in b.list_parts(&id)? {
+                let Ok(meta) = serde_json::from_slice::<PartMeta>(&p.meta) else {
                     continue;
                 };
                 out.push(PartInfo {
-                    number,
+                    number: p.number,
                     meta,
-                    mtime,
+                    mtime: p.mtime,
                 });
             }
             Ok(out)
@@ -194,13 +194,13 @@ impl ObjectStore {
                     w.number
                 )));
             }
-            if let (Some(given), Some(have)) = (&w.checksum, &p.meta.checksum) {
-                if given != have {
-                    return Err(EngineError::InvalidPart(format!(
-                        "part {}: checksum does not match",
-                        w.number
-                    )));
-                }
+            if let (Some(given), Some(have)) = (&w.checksum, &p.meta.checksum)
+                && given != have
+            {
+                return Err(EngineError::InvalidPart(format!(
+                    "part {}: checksum does not match",
+                    w.number
+                )));
             }
             if i + 1 < wanted.len() && p.meta.size < MIN_PART_SIZE {
                 return Err(EngineError::EntityTooSmall(w.number));

@@ -201,20 +201,20 @@ pub fn check_conditions(
         if !etag_matches(list, etag) {
             return Err(S3Error::precondition_failed());
         }
-    } else if let Some(d) = get(h, &name("if-unmodified-since")).and_then(parse_date) {
-        if secs(mtime) > secs(d) {
-            return Err(S3Error::precondition_failed());
-        }
+    } else if let Some(d) = get(h, &name("if-unmodified-since")).and_then(parse_date)
+        && secs(mtime) > secs(d)
+    {
+        return Err(S3Error::precondition_failed());
     }
     let if_none = get(h, &name("if-none-match"));
     if let Some(list) = if_none {
         if etag_matches(list, etag) {
             return Err(not_modified);
         }
-    } else if let Some(d) = get(h, &name("if-modified-since")).and_then(parse_date) {
-        if secs(mtime) <= secs(d) {
-            return Err(not_modified);
-        }
+    } else if let Some(d) = get(h, &name("if-modified-since")).and_then(parse_date)
+        && secs(mtime) <= secs(d)
+    {
+        return Err(not_modified);
     }
     Ok(())
 }

@@ -101,10 +101,10 @@ impl Ctx {
             }
             buf.extend_from_slice(&chunk);
         }
-        if let PayloadMode::Sha256(want) = &self.payload {
-            if sha2::Sha256::digest(&buf).as_slice() != want {
-                return Err(sha256_mismatch());
-            }
+        if let PayloadMode::Sha256(want) = &self.payload
+            && sha2::Sha256::digest(&buf).as_slice() != want
+        {
+            return Err(sha256_mismatch());
         }
         Ok(Bytes::from(buf))
     }
@@ -259,15 +259,15 @@ async fn handle_inner(
         Err(e) => return Err(S3Error::from_auth(&e)),
     };
 
-    if let Some(b) = &bucket {
-        if !crate::storage::keypath::valid_bucket_name(b) {
-            return Err(S3Error::new(
-                "InvalidBucketName",
-                400,
-                "The specified bucket is not valid.",
-            )
-            .with("BucketName", b));
-        }
+    if let Some(b) = &bucket
+        && !crate::storage::keypath::valid_bucket_name(b)
+    {
+        return Err(S3Error::new(
+            "InvalidBucketName",
+            400,
+            "The specified bucket is not valid.",
+        )
+        .with("BucketName", b));
     }
     let endpoint = router::route(
         &parts.method,

@@ -129,10 +129,10 @@ pub async fn upload_part(mut ctx: Ctx) -> Result<Response, S3Error> {
         "etag",
         HeaderValue::from_str(&format!("\"{}\"", pm.etag)).expect("hex"),
     );
-    if let (Some(alg), Some(v)) = (state.checksum_algorithm(), &pm.checksum) {
-        if let Ok(v) = HeaderValue::from_str(v) {
-            h.insert(alg.header(), v);
-        }
+    if let (Some(alg), Some(v)) = (state.checksum_algorithm(), &pm.checksum)
+        && let Ok(v) = HeaderValue::from_str(v)
+    {
+        h.insert(alg.header(), v);
     }
     Ok(resp)
 }

@@ -90,10 +90,10 @@ fn content_md5(h: &HeaderMap) -> Result<Option<[u8; 16]>, S3Error> {
 
 /// Checks a small body (an XML document) against Content-MD5.
 pub(super) fn verify_content_md5(h: &HeaderMap, body: &[u8]) -> Result<(), S3Error> {
-    if let Some(want) = content_md5(h)? {
-        if md5::Md5::digest(body).as_slice() != want {
-            return Err(S3Error::bad_digest());
-        }
+    if let Some(want) = content_md5(h)?
+        && md5::Md5::digest(body).as_slice() != want
+    {
+        return Err(S3Error::bad_digest());
     }
     Ok(())
 }
@@ -105,14 +105,14 @@ pub(super) async fn receive_body(ctx: &mut Ctx, store: &ObjectStore) -> Result<S
     let md5 = content_md5(&ctx.headers)?;
     let declared = get(&ctx.headers, "x-amz-decoded-content-length")
         .or_else(|| get(&ctx.headers, "content-length"));
-    if let Some(n) = declared.and_then(|v| v.parse::<u64>().ok()) {
-        if n > MAX_PUT_SIZE {
-            return Err(S3Error::new(
-                "EntityTooLarge",
-                400,
-                "Your proposed upload exceeds the maximum allowed object size.",
-            ));
-        }
+    if let Some(n) = declared.and_then(|v| v.parse::<u64>().ok())
+        && n > MAX_PUT_SIZE
+    {
+        return Err(S3Error::new(
+            "EntityTooLarge",
+            400,
+            "Your proposed upload exceeds the maximum allowed object size.",
+        ));
     }
     let opts = StageOptions {
         sha256: matches!(ctx.payload, PayloadMode::Sha256(_)),
@@ -124,10 +124,10 @@ pub(super) async fn receive_body(ctx: &mut Ctx, store: &ObjectStore) -> Result<S
         .stage(stream, opts)
         .await
         .map_err(|e| S3Error::from_engine(e, &bucket, &key))?;
-    if let PayloadMode::Sha256(expected) = &ctx.payload {
-        if staged.sha256.as_ref() != Some(expected) {
-            return Err(sha256_mismatch());
-        }
+    if let PayloadMode::Sha256(expected) = &ctx.payload
+        && staged.sha256.as_ref() != Some(expected)
+    {
+        return Err(sha256_mismatch());
     }
     if staged.size > MAX_PUT_SIZE {
         return Err(S3Error::new(
@@ -136,10 +136,10 @@ pub(super) async fn receive_body(ctx: &mut Ctx, store: &ObjectStore) -> Result<S
             "Your proposed upload exceeds the maximum allowed object size.",
         ));
     }
-    if let Some(m) = md5 {
-        if m != staged.md5 {
-            return Err(S3Error::bad_digest());
-        }
+    if let Some(m) = md5
+        && m != staged.md5
+    {
+        return Err(S3Error::bad_digest());
     }
     if let Some((alg, expected)) = want {
         let expected = match expected {
@@ -166,17 +166,17 @@ pub(super) async fn receive_body(ctx: &mut Ctx, store: &ObjectStore) -> Result<S
             Expected::None => None,
         };
         let got = staged.checksum.as_ref().map(|(_, v)| v);
-        if let Some(exp) = expected {
-            if got != Some(&exp) {
-                return Err(S3Error::new(
-                    "BadDigest",
-                    400,
-                    format!(
-                        "The {} you specified did not match the calculated checksum.",
-                        alg.name()
-                    ),
-                ));
-            }
+        if let Some(exp) = expected
+            && got != Some(&exp)
+        {
+            return Err(S3Error::new(
+                "BadDigest",
+                400,
+                format!(
+                    "The {} you specified did not match the calculated checksum.",
+                    alg.name()
+                ),
+            ));
         }
     }
     Ok(staged)
@@ -264,19 +264,23 @@ const RESPONSE_OVERRIDES: &[(&str, &str)] = &[
     ("response-content-encoding", "content-encoding"),
 ];
 
+/// Buckets are unversioned: every object is version `null`, any other id is unknown.
+fn only_null_version(ctx: &Ctx) -> Result<(), S3Error> {
+    match ctx.q("versionId") {
+        Some(v) if v != "null" => Err(S3Error::new(
+            "NoSuchVersion",
+            404,
+            "The specified version does not exist.",
+        )
+        .with("Key", ctx.key())),
+        _ => Ok(()),
+    }
+}
+
 pub async fn get_object(ctx: Ctx, head: bool) -> Result<Response, S3Error> {
     ctx.authorize(Action::ReadObject, ctx.key())?;
     let (store, real) = ctx.st.gateway.route(ctx.bucket());
-    if let Some(v) = ctx.q("versionId") {
-        if v != "null" {
-            return Err(S3Error::new(
-                "NoSuchVersion",
-                404,
-                "The specified version does not exist.",
-            )
-            .with("Key", ctx.key()));
-        }
-    }
+    only_null_version(&ctx)?;
     let obj = store
         .open(&real, ctx.key())
         .await
@@ -307,10 +311,9 @@ pub async fn get_object(ctx: Ctx, head: bool) -> Result<Response, S3Error> {
         .header("x-amz-checksum-mode")
         .is_some_and(|m| m.eq_ignore_ascii_case("enabled"))
         && range.is_none()
+        && let Some(c) = &meta.checksum
     {
-        if let Some(c) = &meta.checksum {
-            checksum_header(h, c);
-        }
+        checksum_header(h, c);
     }
     if !matches!(ctx.identity, crate::gateway::Identity::Anonymous) {
         for (q, hname) in RESPONSE_OVERRIDES {
@@ -325,16 +328,7 @@ pub async fn get_object(ctx: Ctx, head: bool) -> Result<Response, S3Error> {
 pub async fn delete_object(ctx: Ctx) -> Result<Response, S3Error> {
     ctx.authorize(Action::Write, ctx.key())?;
     let (store, real) = ctx.st.gateway.route(ctx.bucket());
-    if let Some(v) = ctx.q("versionId") {
-        if v != "null" {
-            return Err(S3Error::new(
-                "NoSuchVersion",
-                404,
-                "The specified version does not exist.",
-            )
-            .with("Key", ctx.key()));
-        }
-    }
+    only_null_version(&ctx)?;
     store
         .delete(&real, ctx.key())
         .await
@@ -403,14 +397,13 @@ pub(super) fn copy_source(ctx: &Ctx) -> Result<(String, String), S3Error> {
     if let Some(v) = form_urlencoded::parse(query.as_bytes())
         .find(|(k, _)| k == "versionId")
         .map(|(_, v)| v)
+        && v != "null"
     {
-        if v != "null" {
-            return Err(S3Error::new(
-                "NoSuchVersion",
-                404,
-                "The specified version does not exist.",
-            ));
-        }
+        return Err(S3Error::new(
+            "NoSuchVersion",
+            404,
+            "The specified version does not exist.",
+        ));
     }
     let decoded = percent_encoding::percent_decode_str(path)
         .decode_utf8()

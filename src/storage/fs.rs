@@ -51,6 +51,14 @@ pub struct BucketEntry {
     pub created: SystemTime,
 }
 
+/// A multipart part on disk: its number and its metadata document.
+#[derive(Debug, Clone)]
+pub struct StoredPart {
+    pub number: u32,
+    pub meta: Vec<u8>,
+    pub mtime: SystemTime,
+}
+
 /// One step of a sorted walk over a bucket.
 #[derive(Debug)]
 pub enum WalkItem {
@@ -368,7 +376,7 @@ impl FsBackend {
         if op.is_dir {
             return Ok((None, stat_path(&path, true)?));
         }
-        let file = File::open(&path).map_err(|e| map_open_err(e))?;
+        let file = File::open(&path).map_err(map_open_err)?;
         let md = file.metadata()?;
         if md.is_dir() {
             return Err(StorageError::NoSuchKey);
@@ -508,8 +516,8 @@ impl FsBackend {
         Ok(())
     }
 
-    /// All parts of an upload, in part-number order: (number, metadata, length).
-    pub fn list_parts(&self, id: &str) -> Result<Vec<(u32, Vec<u8>, u64, SystemTime)>> {
+    /// All parts of an upload, in part-number order.
+    pub fn list_parts(&self, id: &str) -> Result<Vec<StoredPart>> {
         let dir = self.upload_dir(id)?;
         let mut parts = Vec::new();
         for e in fs::read_dir(&dir).map_err(|e| not_found_to(e, StorageError::NoSuchUpload))? {
@@ -524,9 +532,13 @@ impl FsBackend {
             };
             let md = e.metadata()?;
             let meta = xattr::get(e.path(), META_XATTR)?.unwrap_or_default();
-            parts.push((n, meta, md.len(), md.modified()?));
+            parts.push(StoredPart {
+                number: n,
+                meta,
+                mtime: md.modified()?,
+            });
         }
-        parts.sort_by_key(|p| p.0);
+        parts.sort_by_key(|p| p.number);
         Ok(parts)
     }
 
@@ -695,29 +707,32 @@ fn walk_dir(
                 continue;
             }
             if ctx.roll_up_slash && key.len() > ctx.prefix.len() && key.starts_with(ctx.prefix) {
-                if key.as_str() > ctx.start_after {
-                    if let ControlFlow::Break(()) = f(WalkItem::Prefix(key)) {
-                        return Ok(ControlFlow::Break(()));
-                    }
+                if key.as_str() > ctx.start_after
+                    && let ControlFlow::Break(()) = f(WalkItem::Prefix(key))
+                {
+                    return Ok(ControlFlow::Break(()));
                 }
                 continue;
             }
             let is_marker = matches!(xattr::get(&path, META_XATTR), Ok(Some(_)));
-            if is_marker && key.starts_with(ctx.prefix) && key.as_str() > ctx.start_after {
-                if let ControlFlow::Break(()) = f(WalkItem::Object {
+            if is_marker
+                && key.starts_with(ctx.prefix)
+                && key.as_str() > ctx.start_after
+                && let ControlFlow::Break(()) = f(WalkItem::Object {
                     key: key.clone(),
                     path: path.clone(),
-                }) {
-                    return Ok(ControlFlow::Break(()));
-                }
+                })
+            {
+                return Ok(ControlFlow::Break(()));
             }
             if let ControlFlow::Break(()) = walk_dir(&path, key, ctx, f)? {
                 return Ok(ControlFlow::Break(()));
             }
-        } else if key.starts_with(ctx.prefix) && key.as_str() > ctx.start_after {
-            if let ControlFlow::Break(()) = f(WalkItem::Object { key, path }) {
-                return Ok(ControlFlow::Break(()));
-            }
+        } else if key.starts_with(ctx.prefix)
+            && key.as_str() > ctx.start_after
+            && let ControlFlow::Break(()) = f(WalkItem::Object { key, path })
+        {
+            return Ok(ControlFlow::Break(()));
         }
     }
     Ok(ControlFlow::Continue(()))

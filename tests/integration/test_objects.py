@@ -210,3 +210,16 @@ def test_empty_put_then_put_on_same_connection(s3, bucket):
         s3.put_object(Bucket=bucket, Key=f"dir{i}/", Body=b"")
         s3.put_object(Bucket=bucket, Key=f"dir{i}/file", Body=b"x")
     assert s3.get_object(Bucket=bucket, Key="after2")["Body"].read() == b"non-empty body"
+
+
+def test_metadata_document_too_large_for_xattr_is_refused_whole(server, s3, bucket):
+    """User metadata under S3's 2 KiB limit plus long standard headers can
+    still exceed what ext4 holds in one xattr (4032 bytes): refused before
+    anything is published, and an existing version stays."""
+    s3.put_object(Bucket=bucket, Key="doc", Body=b"old")
+    with pytest.raises(ClientError) as e:
+        s3.put_object(Bucket=bucket, Key="doc", Body=b"new", Metadata={"a": "x" * 2000},
+                      ContentDisposition="attachment; filename=" + "y" * 2500)
+    assert code(e) == "MetadataTooLarge"
+    assert s3.get_object(Bucket=bucket, Key="doc")["Body"].read() == b"old"
+    assert os.listdir(server.data_dir / ".dg" / "tmp") == []

@@ -399,23 +399,22 @@ impl Decoder {
             if self.signed.is_some() {
                 self.verify_chunk(&[], &signature)?;
             }
-            if let Some(declared) = self.declared_len {
-                if self.decoded_total != declared {
-                    return Err(AuthError::IncompleteBody);
-                }
+            if let Some(declared) = self.declared_len
+                && self.decoded_total != declared
+            {
+                return Err(AuthError::IncompleteBody);
             }
             self.state = State::Trailers;
             return Ok(());
         }
 
         let total = self.decoded_total.checked_add(size);
-        if let Some(declared) = self.declared_len {
-            if total.is_none_or(|t| t > declared) {
-                return Err(AuthError::InvalidRequest(
-                    "The aws-chunked payload is longer than x-amz-decoded-content-length."
-                        .to_owned(),
-                ));
-            }
+        if let Some(declared) = self.declared_len
+            && total.is_none_or(|t| t > declared)
+        {
+            return Err(AuthError::InvalidRequest(
+                "The aws-chunked payload is longer than x-amz-decoded-content-length.".to_owned(),
+            ));
         }
         self.decoded_total = total.ok_or_else(|| framing("payload length overflows"))?;
         self.state = match self.signed {
@@ -481,12 +480,12 @@ impl Decoder {
             return Ok(());
         }
 
-        if let Some(declared) = &self.declared_trailers {
-            if !declared.iter().any(|d| d == name.as_str()) {
-                return Err(AuthError::MalformedTrailerError(format!(
-                    "the trailer {name} was not announced in x-amz-trailer."
-                )));
-            }
+        if let Some(declared) = &self.declared_trailers
+            && !declared.iter().any(|d| d == name.as_str())
+        {
+            return Err(AuthError::MalformedTrailerError(format!(
+                "the trailer {name} was not announced in x-amz-trailer."
+            )));
         }
         let value = HeaderValue::from_bytes(raw_value).map_err(|_| {
             AuthError::MalformedTrailerError("a trailer value is invalid.".to_owned())
@@ -503,15 +502,14 @@ impl Decoder {
                 "the trailer section lacks x-amz-trailer-signature.".to_owned(),
             ));
         }
-        if let Some(declared) = &self.declared_trailers {
-            if let Some(missing) = declared
+        if let Some(declared) = &self.declared_trailers
+            && let Some(missing) = declared
                 .iter()
                 .find(|d| !self.trailers.contains_key(d.as_str()))
-            {
-                return Err(AuthError::MalformedTrailerError(format!(
-                    "the trailer {missing} announced in x-amz-trailer is missing."
-                )));
-            }
+        {
+            return Err(AuthError::MalformedTrailerError(format!(
+                "the trailer {missing} announced in x-amz-trailer is missing."
+            )));
         }
         Ok(())
     }
