@@ -15,8 +15,15 @@ use axum::routing::get;
 use axum::serve::ListenerExt;
 use http::Request;
 
-use crate::config::{BackendKind, EncryptionMode, Settings};
+use std::path::Path;
+
+use crate::config::{
+    BackendKeys, BackendKind, BackendSettings, EncryptionKey, EncryptionMode, KeySource,
+    ResolvedKeys, Settings,
+};
 use crate::engine::ObjectStore;
+use crate::engine::crypto::{Kek, KeyId};
+use crate::engine::encryption::{Encryption, KeyringNotice, NamedKey, open_keyring};
 use crate::gateway::{BucketRoute, Gateway};
 use crate::s3::S3State;
 use crate::s3::auth::{CredentialStore, SecretKey};
@@ -43,17 +50,83 @@ impl CredentialStore for NoCredentials {
     }
 }
 
+fn key_source_name(src: Option<&KeySource>) -> String {
+    match src {
+        Some(KeySource::Env { var }) => var.clone(),
+        Some(KeySource::File { path }) => path.display().to_string(),
+        None => "-".into(),
+    }
+}
+
+fn named_key(key: Option<&EncryptionKey>, id: Option<&String>) -> anyhow::Result<Option<NamedKey>> {
+    let Some(key) = key else { return Ok(None) };
+    let kek = Kek::from_bytes(*key.expose());
+    let id = match id {
+        Some(id) => KeyId::new(id).map_err(|e| anyhow::anyhow!("invalid key id {id:?}: {e}"))?,
+        None => KeyId::derive(&kek),
+    };
+    Ok(Some(NamedKey { id, kek }))
+}
+
+/// The keys of one backend, checked against its key check records.
+fn backend_encryption(
+    b: &BackendSettings,
+    keys: Option<&BackendKeys>,
+    internal: &Path,
+) -> anyhow::Result<Encryption> {
+    let (current, legacy) = match keys {
+        Some(k) => (
+            named_key(k.key.as_ref(), k.key_id.as_ref())?,
+            named_key(k.legacy_key.as_ref(), k.legacy_key_id.as_ref())?,
+        ),
+        None => (None, None),
+    };
+    if b.encryption.mode == EncryptionMode::Aes256GcmProxy && current.is_none() {
+        bail!(
+            "backend '{}' is configured for aes256-gcm-proxy but no key was given",
+            b.name
+        );
+    }
+    let enc = Encryption { current, legacy };
+    let notices = open_keyring(
+        &b.name,
+        &internal.join("keys"),
+        &enc,
+        &key_source_name(b.encryption.key_source.as_ref()),
+        &key_source_name(b.encryption.legacy_key_source.as_ref()),
+    )?;
+    for n in notices {
+        match n {
+            KeyringNotice::FirstEnabled(id) => tracing::warn!(
+                backend = %b.name,
+                key_id = %id,
+                "NOTICE: encryption at rest enabled for the first time on this backend. STORE THE KEY ({}) OFF-BOX NOW (password manager, vault, sealed envelope): without it the encrypted objects are unrecoverable",
+                key_source_name(b.encryption.key_source.as_ref())
+            ),
+            KeyringNotice::NewKeyId(id) => {
+                tracing::warn!(backend = %b.name, key_id = %id, "new encryption key id recorded; store this key off-box")
+            }
+        }
+    }
+    if let Some(k) = &enc.current {
+        tracing::info!(backend = %b.name, key_id = %k.id, "encryption at rest: aes256-gcm-proxy");
+    }
+    Ok(enc)
+}
+
 /// Opens every backend and builds the gateway.
-pub async fn build_gateway(settings: &Settings, open_access: bool) -> anyhow::Result<Gateway> {
+pub async fn build_gateway(
+    settings: &Settings,
+    keys: &ResolvedKeys,
+    open_access: bool,
+) -> anyhow::Result<Gateway> {
     let mut stores = BTreeMap::new();
     for b in &settings.backends {
-        if b.encryption.mode != EncryptionMode::None {
-            bail!(
-                "backend '{}' is configured with encryption mode {:?}, which this version does not implement yet; \
-                 refusing to start rather than store plaintext on a backend configured to encrypt",
-                b.name,
-                b.encryption.mode
-            );
+        if matches!(
+            b.encryption.mode,
+            EncryptionMode::SseS3 | EncryptionMode::SseKms
+        ) {
+            bail!("backend '{}': native SSE modes are S3-only", b.name);
         }
         match &b.kind {
             BackendKind::Filesystem { path } => {
@@ -67,10 +140,11 @@ pub async fn build_gateway(settings: &Settings, open_access: bool) -> anyhow::Re
                             path.display()
                         )
                     })?;
+                let enc = backend_encryption(b, keys.get(&b.name), &fs.internal_dir())?;
                 tracing::info!(backend = %b.name, root = %fs.root().display(), "filesystem backend ready");
                 stores.insert(
                     b.name.clone(),
-                    Arc::new(ObjectStore::new(b.name.clone(), Arc::new(fs))),
+                    Arc::new(ObjectStore::new(b.name.clone(), Arc::new(fs), enc)),
                 );
             }
             BackendKind::S3 { .. } => bail!(
@@ -163,8 +237,15 @@ pub async fn run(settings: Settings, open_access: bool) -> anyhow::Result<()> {
              --open-access or set DGP_OPEN_ACCESS=true"
         ),
     };
-    let gateway =
-        Arc::new(build_gateway(&settings, open_access && settings.credentials.is_none()).await?);
+    let keys = crate::config::resolve_encryption_keys(&settings, &|n| std::env::var(n).ok())?;
+    let gateway = Arc::new(
+        build_gateway(
+            &settings,
+            &keys,
+            open_access && settings.credentials.is_none(),
+        )
+        .await?,
+    );
     let state = Arc::new(S3State {
         gateway,
         credentials,

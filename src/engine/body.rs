@@ -83,3 +83,15 @@ pub fn once(data: Bytes) -> ByteStream {
 pub fn empty() -> ByteStream {
     Box::pin(futures::stream::empty())
 }
+
+/// Logs the first error of a body stream with the object's key: damage found
+/// after the status line was sent ends the connection, and this line is what
+/// tells the operator why.
+pub fn log_errors(stream: ByteStream, key: String) -> ByteStream {
+    use futures::StreamExt;
+    Box::pin(stream.inspect(move |item| {
+        if let Err(e) = item {
+            tracing::error!(key = %key, error = %e, "object body failed mid-stream (damaged or tampered data); connection aborted");
+        }
+    }))
+}

@@ -10,6 +10,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+/// The `dg-encrypted` marker value of DGE1 bodies.
+pub const ENCRYPTED_MARKER: &str = "aes-256-gcm-dge1";
+
 /// The schema version this build writes.
 pub const META_VERSION: u32 = 1;
 
@@ -59,6 +62,27 @@ pub struct ObjectMeta {
     /// Number of parts for a multipart object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parts: Option<u32>,
+    /// Encryption marker: `aes-256-gcm-dge1` when the body is a DGE1 body.
+    #[serde(
+        rename = "dg-encrypted",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub encrypted: Option<String>,
+    /// The id of the key (KEK) that wraps this object's data key.
+    #[serde(
+        rename = "dg-encryption-key-id",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub key_id: Option<String>,
+    /// The object's data key wrapped by the KEK (base64, 60 bytes).
+    #[serde(
+        rename = "dg-wrapped-key",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub wrapped_key: Option<String>,
     /// Fields from a newer schema version, preserved on rewrite.
     #[serde(flatten)]
     pub extra: BTreeMap<String, serde_json::Value>,
@@ -81,6 +105,9 @@ impl ObjectMeta {
             checksum: None,
             sha256: None,
             parts: None,
+            encrypted: None,
+            key_id: None,
+            wrapped_key: None,
             extra: BTreeMap::new(),
         }
     }

@@ -8,6 +8,8 @@
 
 pub mod body;
 pub mod checksum;
+pub mod crypto;
+pub mod encryption;
 pub mod list;
 pub mod meta;
 pub mod multipart;
@@ -41,6 +43,20 @@ pub enum EngineError {
     InvalidPartOrder,
     #[error("part {0} is smaller than the 5 MiB minimum")]
     EntityTooSmall(u32),
+    /// The object is encrypted with a key id this backend has no key for.
+    #[error("object {key} is encrypted with key id '{key_id}', which is not configured")]
+    KeyUnavailable { key: String, key_id: String },
+    /// The file is a DGE1 body but its metadata has no encryption marker.
+    #[error(
+        "object {0}: the file is ciphertext (DGE1) but its metadata has no encryption marker; refusing to serve it as plaintext"
+    )]
+    UnmarkedCiphertext(String),
+    /// Decryption failed: wrong key, damaged or moved file.
+    #[error("object {key}: {err}")]
+    Crypto {
+        key: String,
+        err: crypto::CryptoError,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, EngineError>;
@@ -60,18 +76,43 @@ pub struct ObjectInfo {
     pub unmanaged: bool,
 }
 
+enum OpenBody {
+    Empty,
+    Plain(std::fs::File),
+    Encrypted(Box<crypto::Decryptor<std::fs::File>>),
+}
+
 /// An object opened for reading: a consistent snapshot of one version.
 pub struct OpenObject {
     pub info: ObjectInfo,
-    file: Option<std::fs::File>,
+    body: OpenBody,
 }
 
 impl OpenObject {
-    /// The bytes `[start, start+len)` of the logical body.
-    pub fn into_stream(self, start: u64, len: u64) -> ByteStream {
-        match self.file {
-            Some(f) if len > 0 => body::file_stream(f, start, len),
-            _ => body::empty(),
+    /// The bytes `[start, start+len)` of the logical body. For an encrypted
+    /// object the first chunk the range needs is authenticated before this
+    /// returns, so a wrong key or a damaged start is an error here, before
+    /// any status line; damage found later ends the stream with an error.
+    pub async fn into_stream(self, start: u64, len: u64) -> Result<ByteStream> {
+        if len == 0 {
+            return Ok(body::empty());
+        }
+        match self.body {
+            OpenBody::Empty => Ok(body::empty()),
+            OpenBody::Plain(f) => Ok(body::file_stream(f, start, len)),
+            OpenBody::Encrypted(mut d) => {
+                let key = self.info.key.clone();
+                let d = blocking(move || {
+                    d.verify_first(start)
+                        .map_err(|err| EngineError::Crypto { key, err })?;
+                    Ok(d)
+                })
+                .await?;
+                Ok(body::log_errors(
+                    crypto::range_stream(*d, start, len),
+                    self.info.key,
+                ))
+            }
         }
     }
 }
@@ -81,6 +122,7 @@ impl OpenObject {
 pub struct ObjectStore {
     pub name: String,
     backend: Arc<FsBackend>,
+    enc: Arc<encryption::Encryption>,
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
@@ -132,8 +174,16 @@ fn parse_key(key: &str) -> Result<ObjectPath> {
 }
 
 impl ObjectStore {
-    pub fn new(name: String, backend: Arc<FsBackend>) -> Self {
-        ObjectStore { name, backend }
+    pub fn new(name: String, backend: Arc<FsBackend>, enc: encryption::Encryption) -> Self {
+        ObjectStore {
+            name,
+            backend,
+            enc: Arc::new(enc),
+        }
+    }
+
+    pub fn encryption(&self) -> &encryption::Encryption {
+        &self.enc
     }
 
     pub fn backend(&self) -> &Arc<FsBackend> {
@@ -186,7 +236,44 @@ impl ObjectStore {
 
     /// Streams a body into the backend's temp area with its digests.
     pub async fn stage(&self, body: ByteStream, opts: StageOptions) -> Result<Staged> {
-        put::stage(self.backend.clone(), body, opts).await
+        let dek = self.enc.encrypts().then(crypto::Dek::generate);
+        put::stage(self.backend.clone(), body, opts, dek).await
+    }
+
+    /// Stamps `meta` with the encryption marker and the data key wrapped for
+    /// this object's identity (bucket and key on this backend).
+    fn seal_meta(&self, bucket: &str, key: &str, dek: &crypto::Dek, meta: &mut ObjectMeta) {
+        let named = self
+            .enc
+            .current
+            .as_ref()
+            .expect("a data key exists only when the backend encrypts");
+        let identity = crypto::ObjectIdentity { bucket, key };
+        let wrapped = crypto::wrap_dek(&named.kek, &named.id, identity, dek);
+        meta.encrypted = Some(meta::ENCRYPTED_MARKER.to_owned());
+        meta.key_id = Some(named.id.as_str().to_owned());
+        meta.wrapped_key = Some(wrapped.to_base64());
+    }
+
+    /// The data key of an encrypted object, unwrapped with the key its id names.
+    fn unwrap_meta(&self, bucket: &str, key: &str, meta: &ObjectMeta) -> Result<crypto::Dek> {
+        let key_id = meta.key_id.clone().unwrap_or_default();
+        let kek = self
+            .enc
+            .kek_for(&key_id)
+            .ok_or_else(|| EngineError::KeyUnavailable {
+                key: key.to_owned(),
+                key_id: key_id.clone(),
+            })?;
+        let crypto_err = |err| EngineError::Crypto {
+            key: key.to_owned(),
+            err,
+        };
+        let wrapped = crypto::WrappedDek::from_base64(meta.wrapped_key.as_deref().unwrap_or(""))
+            .map_err(crypto_err)?;
+        let id = crypto::KeyId::new(&key_id).map_err(crypto_err)?;
+        crypto::unwrap_dek(kek, &id, crypto::ObjectIdentity { bucket, key }, &wrapped)
+            .map_err(crypto_err)
     }
 
     /// Makes a staged body the object `key`, with `meta` (size and ETag are
@@ -195,11 +282,17 @@ impl ObjectStore {
         &self,
         bucket: &str,
         key: &str,
-        staged: Staged,
+        mut staged: Staged,
         mut meta: ObjectMeta,
     ) -> Result<ObjectMeta> {
         let op = parse_key(key)?;
         meta.size = staged.size;
+        meta.encrypted = None;
+        meta.key_id = None;
+        meta.wrapped_key = None;
+        if let Some(dek) = staged.dek.take() {
+            self.seal_meta(bucket, key, &dek, &mut meta);
+        }
         let (b, bucket) = (self.backend.clone(), bucket.to_owned());
         let doc = meta.encode();
         blocking(move || Ok(b.publish(&bucket, &op, staged.temp, &doc)?)).await?;
@@ -212,12 +305,46 @@ impl ObjectStore {
         blocking(move || info_from_raw(&key, &b.stat(&bucket, &op)?)).await
     }
 
-    pub async fn open(&self, bucket: &str, key: &str) -> Result<OpenObject> {
+    pub async fn open(self: &Arc<Self>, bucket: &str, key: &str) -> Result<OpenObject> {
         let op = parse_key(key)?;
-        let (b, bucket, key) = (self.backend.clone(), bucket.to_owned(), key.to_owned());
+        let (this, bucket, key) = (self.clone(), bucket.to_owned(), key.to_owned());
         blocking(move || {
-            let (file, raw) = b.open_object(&bucket, &op)?;
+            let (file, raw) = this.backend.open_object(&bucket, &op)?;
             let info = info_from_raw(&key, &raw)?;
+            let Some(mut file) = file else {
+                return Ok(OpenObject {
+                    info,
+                    body: OpenBody::Empty,
+                });
+            };
+            if info.meta.encrypted.is_some() {
+                let dek = this.unwrap_meta(&bucket, &key, &info.meta)?;
+                let d = crypto::Decryptor::open(file, &dek, raw.stored_len).map_err(|err| {
+                    EngineError::Crypto {
+                        key: key.clone(),
+                        err,
+                    }
+                })?;
+                if d.plaintext_len() != info.meta.size {
+                    return Err(EngineError::Crypto {
+                        key,
+                        err: crypto::CryptoError::InvalidLength,
+                    });
+                }
+                return Ok(OpenObject {
+                    info,
+                    body: OpenBody::Encrypted(Box::new(d)),
+                });
+            }
+            // Mixed mode: no marker means plaintext, served as stored, unless
+            // the body is in fact ciphertext whose marker was lost.
+            let mut magic = [0u8; 4];
+            if raw.stored_len >= 4 && std::io::Read::read_exact(&mut file, &mut magic).is_ok() {
+                if crypto::looks_encrypted(&magic) {
+                    return Err(EngineError::UnmarkedCiphertext(key));
+                }
+                std::io::Seek::rewind(&mut file)?;
+            }
             if info.meta.size != raw.stored_len {
                 return Err(EngineError::Storage(StorageError::Io(io::Error::other(
                     format!(
@@ -226,16 +353,41 @@ impl ObjectStore {
                     ),
                 ))));
             }
-            Ok(OpenObject { info, file })
+            Ok(OpenObject {
+                info,
+                body: OpenBody::Plain(file),
+            })
         })
         .await
     }
 
-    /// Rewrites the metadata of an existing object in place (CopyObject onto itself).
-    pub async fn replace_meta(&self, bucket: &str, key: &str, meta: &ObjectMeta) -> Result<()> {
+    /// Replaces the client-visible metadata (content type, headers, user
+    /// metadata, time) of an existing object in place (CopyObject onto
+    /// itself); size, ETag, checksums and encryption fields stay.
+    pub async fn replace_meta(
+        &self,
+        bucket: &str,
+        key: &str,
+        new: &ObjectMeta,
+    ) -> Result<ObjectMeta> {
         let op = parse_key(key)?;
-        let (b, bucket, doc) = (self.backend.clone(), bucket.to_owned(), meta.encode());
-        blocking(move || Ok(b.set_meta(&bucket, &op, &doc)?)).await
+        let (b, bucket, keyc, new) = (
+            self.backend.clone(),
+            bucket.to_owned(),
+            key.to_owned(),
+            new.clone(),
+        );
+        blocking(move || {
+            let raw = b.stat(&bucket, &op)?;
+            let mut meta = info_from_raw(&keyc, &raw)?.meta;
+            meta.content_type = new.content_type;
+            meta.headers = new.headers;
+            meta.user = new.user;
+            meta.mtime_ms = new.mtime_ms;
+            b.set_meta(&bucket, &op, &meta.encode())?;
+            Ok(meta)
+        })
+        .await
     }
 
     pub async fn delete(&self, bucket: &str, key: &str) -> Result<()> {

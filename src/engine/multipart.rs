@@ -10,6 +10,10 @@ use serde::{Deserialize, Serialize};
 
 use super::checksum::{ChecksumAlgorithm, b64, unb64};
 use super::meta::{ObjectMeta, StoredChecksum, to_ms};
+use std::sync::Arc;
+
+use super::crypto::{self, Dek};
+use super::put::BodyWriter;
 use super::{EngineError, ObjectStore, Result, Staged, blocking, parse_key};
 use crate::storage::StorageError;
 
@@ -54,7 +58,18 @@ pub struct PartMeta {
     pub size: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checksum: Option<String>,
+    /// Key id and wrapped data key when the part file is a DGE1 body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wrapped_key: Option<String>,
 }
+
+/// The identity a part's data key is bound to.
+fn part_identity(id: &str, number: u32) -> String {
+    format!("{id}/part-{number}")
+}
+const PART_BUCKET: &str = ".dg-multipart";
 
 #[derive(Debug, Clone)]
 pub struct PartInfo {
@@ -112,9 +127,15 @@ impl ObjectStore {
         .await
     }
 
-    pub async fn upload_part(&self, id: &str, number: u32, staged: Staged) -> Result<PartMeta> {
+    pub async fn upload_part(&self, id: &str, number: u32, mut staged: Staged) -> Result<PartMeta> {
         let state = self.upload_state(id).await?;
+        let mut sealed = ObjectMeta::new(0, String::new(), SystemTime::now());
+        if let Some(dek) = staged.dek.take() {
+            self.seal_meta(PART_BUCKET, &part_identity(id, number), &dek, &mut sealed);
+        }
         let pm = PartMeta {
+            key_id: sealed.key_id,
+            wrapped_key: sealed.wrapped_key,
             etag: hex::encode(staged.md5),
             size: staged.size,
             checksum: staged
@@ -169,8 +190,66 @@ impl ObjectStore {
         .await
     }
 
+    /// Feeds one part's plaintext into `out`, decrypting it if it is sealed.
+    fn copy_part_plaintext(&self, id: &str, p: &PartInfo, out: &mut BodyWriter<'_>) -> Result<()> {
+        let part = self.backend.open_part(id, p.number)?;
+        let stored_len = part.metadata()?.len();
+        let ident = part_identity(id, p.number);
+        let crypto_err = |err| EngineError::Crypto {
+            key: ident.clone(),
+            err,
+        };
+        let mut failed: Option<EngineError> = None;
+        let mut sink = |b: bytes::Bytes| match out.write(&b) {
+            Ok(()) => std::ops::ControlFlow::Continue(()),
+            Err(e) => {
+                failed = Some(e);
+                std::ops::ControlFlow::Break(())
+            }
+        };
+        if p.meta.wrapped_key.is_some() {
+            let mut pm = ObjectMeta::new(p.meta.size, String::new(), SystemTime::now());
+            pm.key_id = p.meta.key_id.clone();
+            pm.wrapped_key = p.meta.wrapped_key.clone();
+            let dek = self.unwrap_meta(PART_BUCKET, &ident, &pm)?;
+            let mut d = crypto::Decryptor::open(part, &dek, stored_len).map_err(crypto_err)?;
+            if d.plaintext_len() != p.meta.size {
+                return Err(crypto_err(crypto::CryptoError::InvalidLength));
+            }
+            d.read_range(0, p.meta.size, &mut sink)
+                .map_err(crypto_err)?;
+        } else {
+            let mut part = part;
+            let mut buf = vec![0u8; 1024 * 1024];
+            let mut left = p.meta.size;
+            while left > 0 {
+                let want = left.min(buf.len() as u64) as usize;
+                let n = std::io::Read::read(&mut part, &mut buf[..want])?;
+                if n == 0 {
+                    return Err(io::Error::other(format!(
+                        "part {} changed size on disk",
+                        p.number
+                    ))
+                    .into());
+                }
+                left -= n as u64;
+                if sink(bytes::Bytes::copy_from_slice(&buf[..n])).is_break() {
+                    break;
+                }
+            }
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
     /// Assembles the named parts into the object and removes the upload.
-    pub async fn complete_upload(&self, id: &str, wanted: Vec<CompletePart>) -> Result<ObjectMeta> {
+    pub async fn complete_upload(
+        self: &Arc<Self>,
+        id: &str,
+        wanted: Vec<CompletePart>,
+    ) -> Result<ObjectMeta> {
         let state = self.upload_state(id).await?;
         let op = parse_key(&state.key)?;
         let stored = self.list_parts(id).await?;
@@ -221,29 +300,44 @@ impl ObjectStore {
         meta.size = chosen.iter().map(|p| p.meta.size).sum();
         meta.checksum = multipart_checksum(&state, &chosen);
 
-        let b = self.backend.clone();
-        let (idc, bucket, doc_meta) = (id.to_owned(), state.bucket.clone(), meta.clone());
+        let this = self.clone();
+        let (idc, bucket) = (id.to_owned(), state.bucket.clone());
         blocking(move || {
+            let b = &this.backend;
+            let dek = this.enc.encrypts().then(Dek::generate);
             let mut temp = b.new_temp()?;
-            for p in &chosen {
-                let mut part = b.open_part(&idc, p.number)?;
-                // std::io::copy uses copy_file_range between files: no bytes through user space.
-                let copied = io::copy(&mut part, temp.file())?;
-                if copied != p.meta.size {
-                    return Err(io::Error::other(format!(
-                        "part {} changed size on disk",
-                        p.number
-                    ))
-                    .into());
+            let plain_copy = dek.is_none() && chosen.iter().all(|p| p.meta.wrapped_key.is_none());
+            if plain_copy {
+                for p in &chosen {
+                    let mut part = b.open_part(&idc, p.number)?;
+                    // std::io::copy uses copy_file_range between files: no bytes through user space.
+                    let copied = io::copy(&mut part, temp.file())?;
+                    if copied != p.meta.size {
+                        return Err(io::Error::other(format!(
+                            "part {} changed size on disk",
+                            p.number
+                        ))
+                        .into());
+                    }
                 }
+                temp.file().flush()?;
+            } else {
+                // Encrypted parts are sealed one by one (each with its own data
+                // key): decrypt them in order and seal the object as one body.
+                let mut out = BodyWriter::new(temp.file(), dek.as_ref())?;
+                for p in &chosen {
+                    this.copy_part_plaintext(&idc, p, &mut out)?;
+                }
+                out.finish()?;
             }
-            temp.file().flush()?;
-            b.publish(&bucket, &op, temp, &doc_meta.encode())?;
+            if let Some(dek) = &dek {
+                this.seal_meta(&bucket, &state.key, dek, &mut meta);
+            }
+            b.publish(&bucket, &op, temp, &meta.encode())?;
             b.remove_upload(&idc)?;
-            Ok(())
+            Ok(meta)
         })
-        .await?;
-        Ok(meta)
+        .await
     }
 }
 

@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use super::EngineError;
 use super::body::ByteStream;
 use super::checksum::ChecksumAlgorithm;
+use super::crypto::{self, Dek, SealingWriter};
 use crate::storage::FsBackend;
 use crate::storage::fs::TempFile;
 
@@ -34,6 +35,9 @@ pub struct StageOptions {
 /// A body written to a temp file, with its digests, not yet visible.
 pub struct Staged {
     pub(super) temp: TempFile,
+    /// The data key the body was encrypted with (wrapped at commit, when the
+    /// object's identity is known).
+    pub(super) dek: Option<Dek>,
     pub size: u64,
     pub md5: [u8; 16],
     pub sha256: Option<[u8; 32]>,
@@ -57,9 +61,10 @@ impl Digests {
     }
 }
 
-fn finish_into(staged_temp: TempFile, size: u64, d: Digests) -> Staged {
+fn finish_into(staged_temp: TempFile, dek: Option<Dek>, size: u64, d: Digests) -> Staged {
     Staged {
         temp: staged_temp,
+        dek,
         size,
         md5: d.md5.map(|h| h.finalize().into()).unwrap_or_default(),
         sha256: d.sha256.map(|h| h.finalize().into()),
@@ -67,11 +72,13 @@ fn finish_into(staged_temp: TempFile, size: u64, d: Digests) -> Staged {
     }
 }
 
-/// Streams `body` into a temp file of `backend`, computing the digests.
+/// Streams `body` into a temp file of `backend`, computing the digests of
+/// the plaintext; with `dek`, the file receives the DGE1 encryption of it.
 pub async fn stage(
     backend: Arc<FsBackend>,
     mut body: ByteStream,
     opts: StageOptions,
+    dek: Option<Dek>,
 ) -> Result<Staged, EngineError> {
     // Read up to one block: small bodies never leave this task's thread pool hop.
     let mut first = BytesMut::new();
@@ -89,12 +96,12 @@ pub async fn stage(
         let data = first.freeze();
         return tokio::task::spawn_blocking(move || -> Result<Staged, EngineError> {
             let mut temp = backend.new_temp()?;
-            temp.file()
-                .write_all(&data)
-                .map_err(|e| EngineError::Storage(e.into()))?;
+            let mut out = BodyWriter::new(temp.file(), dek.as_ref())?;
+            out.write(&data)?;
+            out.finish()?;
             let mut d = Digests::new(&opts);
             update_all(&mut d, &data);
-            Ok(finish_into(temp, data.len() as u64, d))
+            Ok(finish_into(temp, dek, data.len() as u64, d))
         })
         .await
         .map_err(join_err)?;
@@ -107,7 +114,7 @@ pub async fn stage(
             .map_err(join_err)??
     };
     let (w_tx, w_rx) = mpsc::channel::<Bytes>(STAGE_DEPTH);
-    let writer = tokio::task::spawn_blocking(move || write_stage(temp, w_rx));
+    let writer = tokio::task::spawn_blocking(move || write_stage(temp, dek, w_rx));
     let mut hash_txs = Vec::new();
     let mut hash_tasks = Vec::new();
     // MD5 runs alone (it is the slowest); SHA-256 and the checksum share a second thread.
@@ -175,8 +182,8 @@ pub async fn stage(
     if let Some(e) = body_err {
         return Err(EngineError::Body(e));
     }
-    let temp = write_result?;
-    Ok(finish_into(temp, size, digests))
+    let (temp, dek) = write_result?;
+    Ok(finish_into(temp, dek, size, digests))
 }
 
 fn update_all(d: &mut Digests, data: &[u8]) {
@@ -191,13 +198,49 @@ fn update_all(d: &mut Digests, data: &[u8]) {
     }
 }
 
-fn write_stage(mut temp: TempFile, mut rx: mpsc::Receiver<Bytes>) -> Result<TempFile, EngineError> {
+fn write_stage(
+    mut temp: TempFile,
+    dek: Option<Dek>,
+    mut rx: mpsc::Receiver<Bytes>,
+) -> Result<(TempFile, Option<Dek>), EngineError> {
+    let mut out = BodyWriter::new(temp.file(), dek.as_ref())?;
     while let Some(b) = rx.blocking_recv() {
-        temp.file()
-            .write_all(&b)
-            .map_err(|e| EngineError::Storage(e.into()))?;
+        out.write(&b)?;
     }
-    Ok(temp)
+    out.finish()?;
+    Ok((temp, dek))
+}
+
+/// The writer stage's sink: plaintext straight to the file, or through the
+/// DGE1 sealing writer when the backend encrypts.
+pub(super) enum BodyWriter<'a> {
+    Plain(&'a mut std::fs::File),
+    Sealed(SealingWriter<&'a mut std::fs::File>),
+}
+
+impl<'a> BodyWriter<'a> {
+    pub(super) fn new(file: &'a mut std::fs::File, dek: Option<&Dek>) -> Result<Self, EngineError> {
+        Ok(match dek {
+            None => BodyWriter::Plain(file),
+            Some(dek) => BodyWriter::Sealed(
+                SealingWriter::new(file, dek, crypto::DEFAULT_CHUNK_EXP)
+                    .map_err(|e| EngineError::from(io::Error::from(e)))?,
+            ),
+        })
+    }
+    pub(super) fn write(&mut self, data: &[u8]) -> Result<(), EngineError> {
+        match self {
+            BodyWriter::Plain(f) => f.write_all(data)?,
+            BodyWriter::Sealed(w) => w.write_plain(data)?,
+        }
+        Ok(())
+    }
+    pub(super) fn finish(self) -> Result<(), EngineError> {
+        if let BodyWriter::Sealed(w) = self {
+            w.finish()?;
+        }
+        Ok(())
+    }
 }
 
 pub(super) fn join_err(e: tokio::task::JoinError) -> EngineError {

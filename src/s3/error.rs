@@ -119,6 +119,18 @@ impl S3Error {
                 400,
                 "The list of parts was not in ascending order.",
             ),
+            EngineError::KeyUnavailable { key, key_id } => {
+                tracing::error!(key = %key, key_id = %key_id, "object is encrypted with a key id that is not configured (set legacy_key/legacy_key_id?)");
+                Self::internal()
+            }
+            EngineError::UnmarkedCiphertext(key) => {
+                tracing::error!(key = %key, "{}", EngineError::UnmarkedCiphertext(key.clone()));
+                Self::internal()
+            }
+            EngineError::Crypto { key, err } => {
+                tracing::error!(key = %key, error = %err, "cannot decrypt object: wrong key, damaged file, or a file moved on disk");
+                Self::internal()
+            }
             EngineError::EntityTooSmall(n) => Self::new(
                 "EntityTooSmall",
                 400,

@@ -179,9 +179,13 @@ pub async fn upload_part_copy(ctx: Ctx) -> Result<Response, S3Error> {
             (a, b - a + 1)
         }
     };
+    let body = src
+        .into_stream(start, len)
+        .await
+        .map_err(|e| S3Error::from_engine(e, &src_bucket, &src_key))?;
     let staged = store
         .stage(
-            src.into_stream(start, len),
+            body,
             StageOptions {
                 sha256: false,
                 checksum: state.checksum_algorithm(),

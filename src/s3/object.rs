@@ -295,7 +295,11 @@ pub async fn get_object(ctx: Ctx, head: bool) -> Result<Response, S3Error> {
     let body = if head {
         Body::empty()
     } else {
-        Body::from_stream(obj.into_stream(start, len))
+        let stream = obj
+            .into_stream(start, len)
+            .await
+            .map_err(|e| S3Error::from_engine(e, ctx.bucket(), ctx.key()))?;
+        Body::from_stream(stream)
     };
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
@@ -477,16 +481,10 @@ pub async fn copy_object(ctx: Ctx) -> Result<Response, S3Error> {
             ));
         }
         drop(src);
-        meta.size = src_meta.size;
-        meta.etag = src_meta.etag.clone();
-        meta.checksum = src_meta.checksum.clone();
-        meta.sha256 = src_meta.sha256.clone();
-        meta.parts = src_meta.parts;
         dst_store
             .replace_meta(&dst_real, ctx.key(), &meta)
             .await
-            .map_err(|e| S3Error::from_engine(e, ctx.bucket(), ctx.key()))?;
-        meta
+            .map_err(|e| S3Error::from_engine(e, ctx.bucket(), ctx.key()))?
     } else {
         let alg = get(&ctx.headers, "x-amz-checksum-algorithm")
             .and_then(ChecksumAlgorithm::parse)
@@ -497,9 +495,13 @@ pub async fn copy_object(ctx: Ctx) -> Result<Response, S3Error> {
                     .and_then(|c| ChecksumAlgorithm::parse(&c.alg))
             });
         let size = src_meta.size;
+        let body = src
+            .into_stream(0, size)
+            .await
+            .map_err(|e| S3Error::from_engine(e, &src_bucket, &src_key))?;
         let staged = dst_store
             .stage(
-                src.into_stream(0, size),
+                body,
                 StageOptions {
                     sha256: src_meta.sha256.is_some(),
                     checksum: alg,

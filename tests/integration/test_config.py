@@ -100,21 +100,3 @@ def test_routing_alias_and_public_prefix(tmp_path):
         assert "--data-dir" in srv.output() or "data dir" in srv.output().lower()
     finally:
         srv.stop()
-
-
-def test_encryption_configured_refuses_plaintext_start(tmp_path):
-    cfg = tmp_path / "dgp.yaml"
-    cfg.write_text(textwrap.dedent(f"""\
-        storage:
-          backend:
-            type: filesystem
-            path: {tmp_path / 'data'}
-          backend_encryption:
-            mode: aes256-gcm-proxy
-            key: "${{env:DGP_ENCRYPTION_KEY}}"
-    """))
-    srv = Server(tmp_path / "unused", config=cfg, env={"DGP_ENCRYPTION_KEY": "11" * 32})
-    with pytest.raises(RuntimeError) as e:
-        srv.start(timeout=10)
-    assert "encrypt" in str(e.value)
-    assert not (tmp_path / "data").exists(), "nothing was written to the backend"

@@ -1,0 +1,196 @@
+//! Encryption at rest for one backend: which key (KEK) wraps new objects'
+//! data keys, which keys can unwrap existing ones, and the startup checks
+//! that refuse a wrong key or a silent switch to plaintext.
+//!
+//! Key check records live in `<internal>/keys/<key-id>.json`: a MAC of a
+//! fixed label under the KEK (no key material), written the first time a key
+//! id is used. See `docs/encryption.md`.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::crypto::{self, Kek, KeyId};
+
+/// A key with its id.
+pub struct NamedKey {
+    pub id: KeyId,
+    pub kek: Kek,
+}
+
+/// The keys of one backend.
+#[derive(Default)]
+pub struct Encryption {
+    /// The key that encrypts new objects; `None` writes plaintext (mode `none`).
+    pub current: Option<NamedKey>,
+    /// An older key that still decrypts objects stamped with its id.
+    pub legacy: Option<NamedKey>,
+}
+
+impl std::fmt::Debug for Encryption {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Encryption")
+            .field(
+                "current",
+                &self.current.as_ref().map(|k| k.id.as_str().to_owned()),
+            )
+            .field(
+                "legacy",
+                &self.legacy.as_ref().map(|k| k.id.as_str().to_owned()),
+            )
+            .finish()
+    }
+}
+
+impl Encryption {
+    pub fn none() -> Self {
+        Encryption::default()
+    }
+
+    /// The KEK for objects stamped with `id`, if configured.
+    pub fn kek_for(&self, id: &str) -> Option<&Kek> {
+        [&self.current, &self.legacy]
+            .into_iter()
+            .flatten()
+            .find(|k| k.id.as_str() == id)
+            .map(|k| &k.kek)
+    }
+
+    pub fn encrypts(&self) -> bool {
+        self.current.is_some()
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct CheckRecord {
+    v: u32,
+    key_id: String,
+    /// hex HMAC-SHA256(KEK, "deltaglider key check v1")
+    check: String,
+    created_ms: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyringError {
+    #[error(
+        "key mismatch on backend '{backend}': the key given for key id '{key_id}' ({source_name}) is not the key this backend's objects were encrypted with; use the original key (or restore it from your off-box copy)"
+    )]
+    Mismatch {
+        backend: String,
+        key_id: String,
+        source_name: String,
+    },
+    #[error(
+        "cannot disable encryption on backend '{backend}': it holds objects encrypted with key id(s) {ids}; configure the key (mode aes256-gcm-proxy), or keep it as legacy_key/legacy_key_id while `deltaglider_proxy encryption reencrypt` rewrites the objects as plaintext"
+    )]
+    CannotDisable { backend: String, ids: String },
+    #[error(
+        "backend '{backend}' holds objects encrypted with key id(s) {ids} which are not configured; set legacy_key and legacy_key_id for the previous key, or use the original key"
+    )]
+    UnknownKeys { backend: String, ids: String },
+    #[error("key check records under {0}: {1}")]
+    Io(PathBuf, std::io::Error),
+}
+
+/// What happened at startup, for the log.
+pub enum KeyringNotice {
+    /// Encryption was enabled for the first time: the operator must store the key off-box.
+    FirstEnabled(String),
+    /// A new key id was recorded (rotation).
+    NewKeyId(String),
+}
+
+fn read_records(dir: &Path) -> Result<Vec<CheckRecord>, KeyringError> {
+    let mut out = Vec::new();
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(KeyringError::Io(dir.to_owned(), e)),
+    };
+    for e in rd {
+        let e = e.map_err(|e| KeyringError::Io(dir.to_owned(), e))?;
+        if e.path().extension().is_some_and(|x| x == "json") {
+            let raw = std::fs::read(e.path()).map_err(|err| KeyringError::Io(e.path(), err))?;
+            if let Ok(r) = serde_json::from_slice::<CheckRecord>(&raw) {
+                out.push(r);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn record_file(dir: &Path, id: &KeyId) -> PathBuf {
+    // Key ids are [A-Za-z0-9._-] (validated by config) or derived hex.
+    dir.join(format!("{}.json", id.as_str()))
+}
+
+/// Checks `enc` against the backend's key check records in `keys_dir` and
+/// records a key id used for the first time. `source` names where each key
+/// came from (an environment variable or file), for messages.
+pub fn open_keyring(
+    backend: &str,
+    keys_dir: &Path,
+    enc: &Encryption,
+    current_source: &str,
+    legacy_source: &str,
+) -> Result<Vec<KeyringNotice>, KeyringError> {
+    let records = read_records(keys_dir)?;
+    let mut notices = Vec::new();
+    for (key, source) in [(&enc.current, current_source), (&enc.legacy, legacy_source)] {
+        let Some(k) = key else { continue };
+        if let Some(r) = records.iter().find(|r| r.key_id == k.id.as_str()) {
+            let ok = hex::decode(&r.check).is_ok_and(|c| crypto::verify_key_check(&k.kek, &c));
+            if !ok {
+                return Err(KeyringError::Mismatch {
+                    backend: backend.into(),
+                    key_id: k.id.as_str().into(),
+                    source_name: source.into(),
+                });
+            }
+        }
+    }
+    let configured = |id: &str| enc.kek_for(id).is_some();
+    let unknown: Vec<&str> = records
+        .iter()
+        .map(|r| r.key_id.as_str())
+        .filter(|id| !configured(id))
+        .collect();
+    if !unknown.is_empty() {
+        let ids = unknown.join(", ");
+        return Err(if enc.current.is_none() {
+            KeyringError::CannotDisable {
+                backend: backend.into(),
+                ids,
+            }
+        } else {
+            KeyringError::UnknownKeys {
+                backend: backend.into(),
+                ids,
+            }
+        });
+    }
+    if let Some(k) = &enc.current {
+        if !records.iter().any(|r| r.key_id == k.id.as_str()) {
+            std::fs::create_dir_all(keys_dir)
+                .map_err(|e| KeyringError::Io(keys_dir.to_owned(), e))?;
+            let rec = CheckRecord {
+                v: 1,
+                key_id: k.id.as_str().into(),
+                check: hex::encode(crypto::key_check(&k.kek)),
+                created_ms: super::meta::to_ms(std::time::SystemTime::now()),
+            };
+            let path = record_file(keys_dir, &k.id);
+            crate::storage::fs::write_atomic(
+                &path,
+                &serde_json::to_vec_pretty(&rec).expect("record serializes"),
+            )
+            .map_err(|e| KeyringError::Io(path.clone(), e))?;
+            notices.push(if records.is_empty() {
+                KeyringNotice::FirstEnabled(k.id.as_str().into())
+            } else {
+                KeyringNotice::NewKeyId(k.id.as_str().into())
+            });
+        }
+    }
+    Ok(notices)
+}

@@ -1,0 +1,238 @@
+"""Encryption at rest on the filesystem backend, through the real server:
+what lands on disk, mixed mode, key safety at startup, tampering."""
+
+import json
+import os
+import random
+import secrets
+import shutil
+import textwrap
+
+import pytest
+from botocore.exceptions import ClientError
+
+from conftest import Server, random_bytes
+
+KEY = secrets.token_hex(32)
+OTHER_KEY = secrets.token_hex(32)
+MiB = 1024 * 1024
+
+
+def enc_config(tmp, data, key_id="local-2026-06", mode="aes256-gcm-proxy", legacy=False):
+    lines = [
+        "storage:",
+        "  backend:",
+        "    type: filesystem",
+        f"    path: {data}",
+        "  backend_encryption:",
+        f"    mode: {mode}",
+    ]
+    if mode != "none":
+        lines.append('    key: "${env:DGP_ENCRYPTION_KEY}"')
+        lines.append(f"    key_id: {key_id}")
+    if legacy:
+        lines.append('    legacy_key: "${env:DGP_OLD_KEY}"')
+        lines.append(f"    legacy_key_id: {legacy}")
+    cfg = tmp / f"dgp-{secrets.token_hex(4)}.yaml"
+    cfg.write_text("\n".join(lines) + "\n")
+    return cfg
+
+
+def start(tmp, data, key=KEY, **kw):
+    env = {"DGP_ENCRYPTION_KEY": key} if key else {"DGP_ENCRYPTION_KEY": None}
+    env.update(kw.pop("env", {}))
+    return Server(tmp / "unused", config=enc_config(tmp, data, **kw), env=env).start()
+
+
+def meta(path):
+    return json.loads(os.getxattr(path, "user.dg.metadata"))
+
+
+@pytest.fixture(scope="module")
+def enc(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("enc")
+    srv = start(tmp, tmp / "data")
+    srv.client().create_bucket(Bucket="db-archive")
+    yield srv
+    srv.stop()
+
+
+@pytest.mark.parametrize("size", [0, 1, 65535, 65536, 65537, 3 * MiB + 5])
+def test_roundtrip_and_ciphertext_on_disk(enc, size):
+    s3 = enc.client()
+    data = random_bytes(size)
+    s3.put_object(Bucket="db-archive", Key=f"nightly/{size}.sql", Body=data)
+    assert s3.get_object(Bucket="db-archive", Key=f"nightly/{size}.sql")["Body"].read() == data
+    path = enc.data_dir.parent / "data" / "db-archive" / "nightly" / f"{size}.sql"
+    raw = path.read_bytes()
+    assert raw[:4] == b"DGE1"
+    m = meta(path)
+    assert m["dg-encrypted"].startswith("aes-256-gcm")
+    assert m["dg-encryption-key-id"] == "local-2026-06"
+    assert m["size"] == size
+    assert KEY not in json.dumps(m)
+    h = s3.head_object(Bucket="db-archive", Key=f"nightly/{size}.sql")
+    assert h["ContentLength"] == size
+    listed = s3.list_objects_v2(Bucket="db-archive", Prefix=f"nightly/{size}.")["Contents"]
+    assert listed[0]["Size"] == size
+
+
+def test_no_plaintext_window_on_disk(enc):
+    s3 = enc.client()
+    data = random_bytes(200_000)
+    s3.put_object(Bucket="db-archive", Key="windows.bin", Body=data)
+    raw = (enc.data_dir.parent / "data" / "db-archive" / "windows.bin").read_bytes()
+    windows = {raw[i:i + 16] for i in range(len(raw) - 15)}
+    assert not any(data[i:i + 16] in windows for i in range(0, len(data) - 15))
+
+
+def test_range_reads(enc):
+    s3 = enc.client()
+    data = random_bytes(1 * MiB + 12345)
+    s3.put_object(Bucket="db-archive", Key="ranged", Body=data)
+    rnd = random.Random(7)
+    for _ in range(25):
+        a = rnd.randrange(len(data))
+        b = min(len(data) - 1, a + rnd.randrange(200_000))
+        got = s3.get_object(Bucket="db-archive", Key="ranged", Range=f"bytes={a}-{b}")["Body"].read()
+        assert got == data[a:b + 1]
+    assert s3.get_object(Bucket="db-archive", Key="ranged", Range="bytes=-10")["Body"].read() == data[-10:]
+
+
+def test_multipart_and_copy_encrypted(enc):
+    s3 = enc.client()
+    parts = [random_bytes(5 * MiB), random_bytes(777)]
+    uid = s3.create_multipart_upload(Bucket="db-archive", Key="mp.bin")["UploadId"]
+    etags = [s3.upload_part(Bucket="db-archive", Key="mp.bin", UploadId=uid, PartNumber=i, Body=p)["ETag"]
+             for i, p in enumerate(parts, 1)]
+    updir = enc.data_dir.parent / "data" / ".dg" / "multipart" / uid
+    for f in updir.glob("part-*"):
+        assert f.read_bytes()[:4] == b"DGE1", "parts are encrypted at rest too"
+    s3.complete_multipart_upload(Bucket="db-archive", Key="mp.bin", UploadId=uid, MultipartUpload={
+        "Parts": [{"PartNumber": i, "ETag": e} for i, e in enumerate(etags, 1)]})
+    path = enc.data_dir.parent / "data" / "db-archive" / "mp.bin"
+    assert path.read_bytes()[:4] == b"DGE1"
+    assert s3.get_object(Bucket="db-archive", Key="mp.bin")["Body"].read() == b"".join(parts)
+    s3.copy_object(Bucket="db-archive", Key="mp-copy.bin", CopySource="db-archive/mp.bin")
+    assert s3.get_object(Bucket="db-archive", Key="mp-copy.bin")["Body"].read() == b"".join(parts)
+    assert meta(path)["dg-wrapped-key"] != meta(path.with_name("mp-copy.bin"))["dg-wrapped-key"]
+    s3.copy_object(Bucket="db-archive", Key="mp.bin", CopySource="db-archive/mp.bin", MetadataDirective="REPLACE", Metadata={"x": "1"})
+    assert s3.get_object(Bucket="db-archive", Key="mp.bin")["Body"].read() == b"".join(parts)
+
+
+def get_fails(s3, key):
+    """True when a GET errors (status or aborted body) instead of returning bytes."""
+    try:
+        s3.get_object(Bucket="db-archive", Key=key)["Body"].read()
+    except ClientError as e:
+        assert e.response["ResponseMetadata"]["HTTPStatusCode"] == 500
+        return True
+    except Exception:  # noqa: BLE001 - an aborted body (IncompleteRead, ResponseStreamingError)
+        return True
+    return False
+
+
+@pytest.mark.parametrize("damage", ["header", "middle", "last-tag", "truncate-1", "truncate-chunk", "append", "append-chunk", "swap-chunks"])
+def test_tampering_is_an_error(enc, damage):
+    s3 = enc.client()
+    key = f"tamper-{damage}"
+    data = random_bytes(4 * 65536 + 100)
+    s3.put_object(Bucket="db-archive", Key=key, Body=data)
+    path = enc.data_dir.parent / "data" / "db-archive" / key
+    raw = bytearray(path.read_bytes())
+    chunk = 65536 + 16
+    if damage == "header":
+        raw[10] ^= 1
+    elif damage == "middle":
+        raw[24 + chunk * 2 + 100] ^= 1
+    elif damage == "last-tag":
+        raw[-1] ^= 1
+    elif damage == "truncate-1":
+        raw = raw[:-1]
+    elif damage == "truncate-chunk":
+        raw = raw[:24 + chunk * 4]
+    elif damage == "append":
+        raw += b"x"
+    elif damage == "append-chunk":
+        raw += raw[24:24 + chunk]
+    elif damage == "swap-chunks":
+        a, b = 24, 24 + chunk
+        raw[a:a + chunk], raw[b:b + chunk] = raw[b:b + chunk], raw[a:a + chunk]
+    xattr = os.getxattr(path, "user.dg.metadata")
+    path.write_bytes(bytes(raw))
+    os.setxattr(path, "user.dg.metadata", xattr)
+    assert get_fails(s3, key)
+
+
+def test_swapped_files_are_detected(enc):
+    s3 = enc.client()
+    s3.put_object(Bucket="db-archive", Key="swap-a", Body=b"A" * 1000)
+    s3.put_object(Bucket="db-archive", Key="swap-b", Body=b"B" * 1000)
+    d = enc.data_dir.parent / "data" / "db-archive"
+    (d / "swap-a").rename(d / "tmp-swap")
+    (d / "swap-b").rename(d / "swap-a")
+    (d / "tmp-swap").rename(d / "swap-b")
+    assert get_fails(s3, "swap-a")
+    assert get_fails(s3, "swap-b")
+    shutil.rmtree(d / "tmp-swap", ignore_errors=True)
+
+
+def test_unmarked_ciphertext_is_refused(enc):
+    s3 = enc.client()
+    s3.put_object(Bucket="db-archive", Key="marked", Body=b"secret stuff" * 100)
+    d = enc.data_dir.parent / "data" / "db-archive"
+    os.removexattr(d / "marked", "user.dg.metadata")
+    assert get_fails(s3, "marked")
+
+
+def test_mixed_mode_and_startup_safety(tmp_path):
+    data = tmp_path / "data"
+    # 1. plaintext era: an object through S3 and a file placed by hand
+    plain = Server(tmp_path / "unused", config=enc_config(tmp_path, data, mode="none")).start()
+    s3 = plain.client()
+    s3.create_bucket(Bucket="mixed")
+    s3.put_object(Bucket="mixed", Key="old.txt", Body=b"written before encryption")
+    plain.stop()
+    (data / "mixed" / "placed.txt").write_bytes(b"placed by hand")
+
+    # 2. encryption on: old objects still read, new ones are encrypted; first-enable notice
+    srv = start(tmp_path, data)
+    assert "OFF-BOX" in srv.output()
+    s3 = srv.client()
+    assert s3.get_object(Bucket="mixed", Key="old.txt")["Body"].read() == b"written before encryption"
+    assert s3.get_object(Bucket="mixed", Key="placed.txt")["Body"].read() == b"placed by hand"
+    s3.put_object(Bucket="mixed", Key="new.txt", Body=b"written encrypted")
+    assert (data / "mixed" / "new.txt").read_bytes()[:4] == b"DGE1"
+    assert (data / "mixed" / "old.txt").read_bytes() == b"written before encryption"
+    srv.stop()
+    assert KEY not in srv.output()
+
+    # 3. a wrong key refuses to start
+    with pytest.raises(RuntimeError) as e:
+        start(tmp_path, data, key=OTHER_KEY)
+    assert "key mismatch" in str(e.value) and OTHER_KEY not in str(e.value)
+    # 4. no key refuses to start, naming the variable
+    with pytest.raises(RuntimeError) as e:
+        start(tmp_path, data, key=None)
+    assert "DGP_ENCRYPTION_KEY" in str(e.value)
+    # 5. turning encryption off refuses to start
+    with pytest.raises(RuntimeError) as e:
+        Server(tmp_path / "unused", config=enc_config(tmp_path, data, mode="none"), env={"DGP_ENCRYPTION_KEY": None}).start()
+    assert "cannot disable encryption" in str(e.value)
+    # 6. a malformed key is an error naming the variable, not the value
+    with pytest.raises(RuntimeError) as e:
+        start(tmp_path, data, key="zz" * 32)
+    assert "DGP_ENCRYPTION_KEY" in str(e.value) and "zz" * 32 not in str(e.value)
+
+    # 7. rotation by configuration: a new key id with the old key as legacy
+    srv = start(tmp_path, data, key=OTHER_KEY, key_id="local-2026-12", legacy="local-2026-06", env={"DGP_OLD_KEY": KEY})
+    s3 = srv.client()
+    assert s3.get_object(Bucket="mixed", Key="new.txt")["Body"].read() == b"written encrypted"
+    s3.put_object(Bucket="mixed", Key="newer.txt", Body=b"under the new key")
+    assert meta(data / "mixed" / "newer.txt")["dg-encryption-key-id"] == "local-2026-12"
+    assert meta(data / "mixed" / "new.txt")["dg-encryption-key-id"] == "local-2026-06"
+    srv.stop()
+    # without the legacy key, the old key id is unknown: refuse rather than fail later
+    with pytest.raises(RuntimeError) as e:
+        start(tmp_path, data, key=OTHER_KEY, key_id="local-2026-12")
+    assert "local-2026-06" in str(e.value)
