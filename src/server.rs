@@ -258,6 +258,10 @@ pub async fn run(settings: Settings, open_access: bool) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
     let signal = shutdown_signal()?;
     tracing::info!(addr = %local, version = env!("CARGO_PKG_VERSION"), "deltaglider_proxy listening");
+    // systemd Type=notify: the listener and every backend are up.
+    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+        tracing::warn!(error = %e, "could not send READY=1 to systemd");
+    }
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
@@ -265,6 +269,7 @@ pub async fn run(settings: Settings, open_access: bool) -> anyhow::Result<()> {
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let server = axum::serve(listener, app(state)).with_graceful_shutdown(async move {
         signal.await;
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
         let _ = tx.send(());
     });
     tokio::select! {

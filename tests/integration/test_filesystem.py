@@ -184,3 +184,19 @@ def test_sigterm_exits_cleanly(tmp_path):
     srv = Server(tmp_path / "d").start()
     assert srv.stop(signal.SIGTERM) == 0
     assert "stopped" in srv.output()
+
+
+def test_sd_notify_ready_and_stopping(tmp_path):
+    """Type=notify: READY=1 once listening, STOPPING=1 on SIGTERM, over the
+    NOTIFY_SOCKET datagram protocol systemd uses."""
+    sock_path = str(tmp_path / "notify.sock")
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    s.bind(sock_path)
+    s.settimeout(10)
+    srv = Server(tmp_path / "d", env={"NOTIFY_SOCKET": sock_path}).start()
+    try:
+        assert b"READY=1" in s.recv(4096)
+    finally:
+        srv.stop()
+    assert b"STOPPING=1" in s.recv(4096)
+    s.close()
