@@ -9,6 +9,7 @@ pub mod config;
 pub mod engine;
 pub mod gateway;
 pub mod logging;
+pub mod ops;
 pub mod s3;
 pub mod server;
 pub mod storage;

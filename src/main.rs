@@ -24,6 +24,50 @@ enum Command {
     /// Configuration file tools.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Encryption at rest: status, audit, key rotation, export.
+    Encryption(EncryptionArgs),
+}
+
+#[derive(clap::Args)]
+struct EncryptionArgs {
+    /// YAML configuration file (the same as for `serve`).
+    #[arg(long, env = "DGP_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// Root of the embedded default filesystem backend (default ./data).
+    #[arg(long, env = "DGP_DATA_DIR", global = true)]
+    data_dir: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text, global = true)]
+    format: Format,
+    #[command(subcommand)]
+    command: EncryptionCommand,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum EncryptionCommand {
+    /// Enabled state, mode, key ids in use with object counts (never key material).
+    Status,
+    /// Read-only check of every object's encryption marker, key and header.
+    Audit {
+        /// Decrypt every chunk of every object, not only the first.
+        #[arg(long)]
+        deep: bool,
+    },
+    /// Rewrap every object's data key under the current key (the old key as legacy_key).
+    RotateKek,
+    /// Decrypt a bucket to plaintext files (disaster recovery); DIR must not exist.
+    Export {
+        #[arg(long)]
+        bucket: String,
+        #[arg(long)]
+        target: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -60,6 +104,41 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Config(ConfigCommand::Lint { file }) => lint(&file),
         Command::Serve(args) => serve(args),
+        Command::Encryption(args) => encryption(args),
+    }
+}
+
+fn encryption(args: EncryptionArgs) -> ExitCode {
+    let overrides = deltaglider_proxy::config::Overrides {
+        listen_addr: None,
+        data_dir: args.data_dir,
+        access_key_id: None,
+        secret_access_key: None,
+        log_level: Some("deltaglider_proxy=warn".into()),
+    };
+    let settings =
+        match deltaglider_proxy::config::load(args.config.as_deref(), &overrides, &env_lookup) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+    deltaglider_proxy::logging::init(&settings.log_level);
+    let json = args.format == Format::Json;
+    use deltaglider_proxy::ops;
+    let res = match args.command {
+        EncryptionCommand::Status => ops::status(&settings, json),
+        EncryptionCommand::Audit { deep } => ops::audit(&settings, deep, json),
+        EncryptionCommand::RotateKek => ops::rotate_kek(&settings, json),
+        EncryptionCommand::Export { bucket, target } => ops::export(&settings, &bucket, &target),
+    };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -73,6 +73,7 @@ fn backend_encryption(
     b: &BackendSettings,
     keys: Option<&BackendKeys>,
     internal: &Path,
+    serving: bool,
 ) -> anyhow::Result<Encryption> {
     let (current, legacy) = match keys {
         Some(k) => (
@@ -94,6 +95,7 @@ fn backend_encryption(
         &enc,
         &key_source_name(b.encryption.key_source.as_ref()),
         &key_source_name(b.encryption.legacy_key_source.as_ref()),
+        serving,
     )?;
     for n in notices {
         match n {
@@ -114,12 +116,14 @@ fn backend_encryption(
     Ok(enc)
 }
 
-/// Opens every backend and builds the gateway.
-pub async fn build_gateway(
+/// Opens every backend with its keys. `serving`: the server itself (removes
+/// temp files left by a crash, records a new key id); otherwise an operator
+/// command that may run next to a live server and changes nothing.
+pub fn open_stores(
     settings: &Settings,
     keys: &ResolvedKeys,
-    open_access: bool,
-) -> anyhow::Result<Gateway> {
+    serving: bool,
+) -> anyhow::Result<BTreeMap<String, Arc<ObjectStore>>> {
     let mut stores = BTreeMap::new();
     for b in &settings.backends {
         if matches!(
@@ -130,18 +134,22 @@ pub async fn build_gateway(
         }
         match &b.kind {
             BackendKind::Filesystem { path } => {
-                let p = path.clone();
-                let fs = tokio::task::spawn_blocking(move || FsBackend::open(&p))
-                    .await?
-                    .with_context(|| {
-                        format!(
-                            "opening filesystem backend '{}' at {}",
-                            b.name,
-                            path.display()
-                        )
-                    })?;
-                let enc = backend_encryption(b, keys.get(&b.name), &fs.internal_dir())?;
-                tracing::info!(backend = %b.name, root = %fs.root().display(), "filesystem backend ready");
+                let fs = if serving {
+                    FsBackend::open(path)
+                } else {
+                    FsBackend::open_shared(path)
+                }
+                .with_context(|| {
+                    format!(
+                        "opening filesystem backend '{}' at {}",
+                        b.name,
+                        path.display()
+                    )
+                })?;
+                let enc = backend_encryption(b, keys.get(&b.name), &fs.internal_dir(), serving)?;
+                if serving {
+                    tracing::info!(backend = %b.name, root = %fs.root().display(), "filesystem backend ready");
+                }
                 stores.insert(
                     b.name.clone(),
                     Arc::new(ObjectStore::new(b.name.clone(), Arc::new(fs), enc)),
@@ -153,6 +161,16 @@ pub async fn build_gateway(
             ),
         }
     }
+    Ok(stores)
+}
+
+/// Opens every backend and builds the gateway.
+pub async fn build_gateway(
+    settings: &Settings,
+    keys: &ResolvedKeys,
+    open_access: bool,
+) -> anyhow::Result<Gateway> {
+    let stores = open_stores(settings, keys, true)?;
     let routes = settings
         .buckets
         .iter()

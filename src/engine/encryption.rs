@@ -133,6 +133,7 @@ pub fn open_keyring(
     enc: &Encryption,
     current_source: &str,
     legacy_source: &str,
+    record: bool,
 ) -> Result<Vec<KeyringNotice>, KeyringError> {
     let records = read_records(keys_dir)?;
     let mut notices = Vec::new();
@@ -169,7 +170,7 @@ pub fn open_keyring(
             }
         });
     }
-    if let Some(k) = &enc.current {
+    if let Some(k) = enc.current.as_ref().filter(|_| record) {
         if !records.iter().any(|r| r.key_id == k.id.as_str()) {
             std::fs::create_dir_all(keys_dir)
                 .map_err(|e| KeyringError::Io(keys_dir.to_owned(), e))?;
@@ -193,4 +194,22 @@ pub fn open_keyring(
         }
     }
     Ok(notices)
+}
+
+/// After a completed rotation: moves the check records of every key id but
+/// `keep` to `keys/retired/`, so the old key is no longer required at startup.
+pub fn retire_other_keys(keys_dir: &Path, keep: &KeyId) -> Result<Vec<String>, KeyringError> {
+    let mut retired = Vec::new();
+    let dest = keys_dir.join("retired");
+    for r in read_records(keys_dir)? {
+        if r.key_id == keep.as_str() {
+            continue;
+        }
+        std::fs::create_dir_all(&dest).map_err(|e| KeyringError::Io(dest.clone(), e))?;
+        let from = keys_dir.join(format!("{}.json", r.key_id));
+        std::fs::rename(&from, dest.join(format!("{}.json", r.key_id)))
+            .map_err(|e| KeyringError::Io(from.clone(), e))?;
+        retired.push(r.key_id);
+    }
+    Ok(retired)
 }

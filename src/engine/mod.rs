@@ -11,6 +11,7 @@ pub mod checksum;
 pub mod crypto;
 pub mod encryption;
 pub mod list;
+pub mod maintenance;
 pub mod meta;
 pub mod multipart;
 pub mod put;

@@ -121,6 +121,14 @@ impl FsBackend {
     /// Opens (creating if needed) a backend root: checks that the filesystem
     /// stores user xattrs and removes temp files a crash left behind.
     pub fn open(root: &Path) -> Result<Self> {
+        let backend = Self::open_shared(root)?;
+        backend.clean_tmp()?;
+        Ok(backend)
+    }
+
+    /// Opens a backend root for an operator command that may run next to the
+    /// server: the same checks, but temp files (in-flight uploads) are left alone.
+    pub fn open_shared(root: &Path) -> Result<Self> {
         fs::create_dir_all(root)?;
         let root = root.canonicalize()?;
         let internal = root.join(INTERNAL_DIR);
@@ -129,7 +137,6 @@ impl FsBackend {
         fs::create_dir_all(&tmp)?;
         fs::create_dir_all(&uploads)?;
         let backend = FsBackend { root, tmp, uploads };
-        backend.clean_tmp()?;
         backend.check_xattrs()?;
         Ok(backend)
     }
@@ -552,6 +559,27 @@ impl FsBackend {
         let dir = self.upload_dir(id)?;
         fs::remove_dir_all(&dir).map_err(|e| not_found_to(e, StorageError::NoSuchUpload))?;
         Ok(())
+    }
+
+    /// The files of every part of every upload in progress.
+    pub fn all_part_files(&self) -> Result<Vec<PathBuf>> {
+        let mut out = Vec::new();
+        for u in fs::read_dir(&self.uploads)? {
+            let u = u?;
+            if !u.file_type()?.is_dir() {
+                continue;
+            }
+            for p in fs::read_dir(u.path())? {
+                let p = p?;
+                if p.file_name()
+                    .to_str()
+                    .is_some_and(|n| n.starts_with("part-"))
+                {
+                    out.push(p.path());
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Every upload in progress: (id, state document, initiated time).

@@ -1,0 +1,211 @@
+//! Operator commands that work on a backend directly, with the same config
+//! and environment as `serve`: `encryption status | audit | rotate-kek |
+//! export`. They are safe to run next to a live server (they never remove
+//! temp files or uploads), and print text, or JSON with `--format json`.
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+
+use crate::config::{EncryptionMode, Settings};
+use crate::engine::encryption::retire_other_keys;
+use crate::engine::maintenance::{Census, Finding};
+use crate::server::open_stores;
+
+#[derive(Serialize)]
+struct BackendStatus {
+    backend: String,
+    mode: String,
+    current_key_id: Option<String>,
+    legacy_key_id: Option<String>,
+    #[serde(flatten)]
+    census: Census,
+}
+
+fn mode_name(m: &EncryptionMode) -> &'static str {
+    match m {
+        EncryptionMode::None => "none",
+        EncryptionMode::Aes256GcmProxy => "aes256-gcm-proxy",
+        EncryptionMode::SseS3 => "sse-s3",
+        EncryptionMode::SseKms => "sse-kms",
+    }
+}
+
+fn open(
+    settings: &Settings,
+) -> anyhow::Result<std::collections::BTreeMap<String, std::sync::Arc<crate::engine::ObjectStore>>>
+{
+    let keys = crate::config::resolve_encryption_keys(settings, &|n| std::env::var(n).ok())?;
+    open_stores(settings, &keys, false)
+}
+
+/// `encryption status`: enabled state, mode, key ids in use with object
+/// counts, plaintext and undecryptable counts. Never key material.
+pub fn status(settings: &Settings, json: bool) -> anyhow::Result<()> {
+    let stores = open(settings)?;
+    let mut out = Vec::new();
+    for b in &settings.backends {
+        let store = &stores[&b.name];
+        let census = store.census()?;
+        out.push(BackendStatus {
+            backend: b.name.clone(),
+            mode: mode_name(&b.encryption.mode).into(),
+            current_key_id: store
+                .encryption()
+                .current
+                .as_ref()
+                .map(|k| k.id.as_str().to_owned()),
+            legacy_key_id: store
+                .encryption()
+                .legacy
+                .as_ref()
+                .map(|k| k.id.as_str().to_owned()),
+            census,
+        });
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "backends": out }))?
+        );
+        return Ok(());
+    }
+    for s in &out {
+        println!("backend {}: encryption {}", s.backend, s.mode);
+        if let Some(id) = &s.current_key_id {
+            println!("  current key id: {id}");
+        }
+        if let Some(id) = &s.legacy_key_id {
+            println!("  legacy key id:  {id}");
+        }
+        let c = &s.census;
+        println!(
+            "  objects: {} ({} encrypted, {} plaintext, {} undecryptable)",
+            c.objects, c.encrypted, c.plaintext, c.undecryptable
+        );
+        for (id, n) in &c.key_ids {
+            println!("  key id {id}: {n} objects");
+        }
+    }
+    Ok(())
+}
+
+fn print_findings(findings: &[Finding], json: bool, what: &str) -> anyhow::Result<()> {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "problems": findings }))?
+        );
+    } else {
+        for f in findings {
+            println!("{}/{}: {}", f.bucket, f.key, f.problem);
+        }
+        println!("{what}: {} problem(s)", findings.len());
+    }
+    Ok(())
+}
+
+/// `encryption audit`: read-only; checks every object's marker, envelope and
+/// header (`--deep`: every chunk). Fails when it finds a problem.
+pub fn audit(settings: &Settings, deep: bool, json: bool) -> anyhow::Result<()> {
+    let stores = open(settings)?;
+    let mut all = Vec::new();
+    for b in &settings.backends {
+        all.extend(stores[&b.name].audit(deep)?);
+    }
+    print_findings(&all, json, "audit")?;
+    if !all.is_empty() {
+        bail!("the audit found {} problem(s)", all.len());
+    }
+    Ok(())
+}
+
+/// `encryption rotate-kek`: with the new key configured as the key (new
+/// key_id) and the old one as legacy_key/legacy_key_id, rewraps every data
+/// key under the new key. Bodies are untouched. When nothing is left under
+/// other key ids, their check records are retired and the legacy key is no
+/// longer needed.
+pub fn rotate_kek(settings: &Settings, json: bool) -> anyhow::Result<()> {
+    let stores = open(settings)?;
+    let mut failures = Vec::new();
+    let mut report = Vec::new();
+    for b in &settings.backends {
+        let store = &stores[&b.name];
+        let Some(current) = &store.encryption().current else {
+            continue;
+        };
+        let t = Instant::now();
+        let (n, failed) = store.rotate_kek()?;
+        let pending_parts = store.parts_under_old_keys()?;
+        let secs = t.elapsed().as_secs_f64();
+        let mut retired = Vec::new();
+        if failed.is_empty() && pending_parts == 0 {
+            retired = retire_other_keys(&store.backend().internal_dir().join("keys"), &current.id)?;
+        }
+        if !json {
+            println!(
+                "backend {}: rewrapped {n} data keys under key id {} in {secs:.2} s ({:.0} objects/s)",
+                b.name,
+                current.id,
+                n as f64 / secs.max(1e-9)
+            );
+            if pending_parts > 0 {
+                println!(
+                    "  {pending_parts} multipart part(s) still use an old key id: complete or abort those uploads, then run again"
+                );
+            }
+            if !retired.is_empty() {
+                println!(
+                    "  retired key id(s): {} (the legacy key is no longer needed)",
+                    retired.join(", ")
+                );
+            }
+        }
+        report.push(serde_json::json!({"backend": b.name, "rewrapped": n, "seconds": secs, "failed": failed.len(),
+            "pending_parts": pending_parts, "retired_key_ids": retired}));
+        failures.extend(failed);
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "backends": report, "problems": failures })
+            )?
+        );
+    } else if !failures.is_empty() {
+        print_findings(&failures, false, "rotate-kek")?;
+    }
+    if !failures.is_empty() {
+        bail!("{} object(s) could not be rewrapped", failures.len());
+    }
+    Ok(())
+}
+
+/// `encryption export --bucket B --target DIR`: plaintext copies of every
+/// object of a bucket, for disaster recovery. DIR must not exist.
+pub fn export(settings: &Settings, bucket: &str, target: &Path) -> anyhow::Result<()> {
+    if target.exists() {
+        bail!(
+            "{} already exists: export writes into a new directory only",
+            target.display()
+        );
+    }
+    let stores = open(settings)?;
+    let (backend, real) = match settings.buckets.get(bucket) {
+        Some(b) => (b.backend.clone(), b.real_name.clone()),
+        None => (settings.default_backend.clone(), bucket.to_owned()),
+    };
+    let store = stores
+        .get(&backend)
+        .context("bucket routes to an unknown backend")?;
+    if !store.backend().bucket_exists(&real) {
+        bail!("no such bucket: {bucket}");
+    }
+    let n = store
+        .export(&real, target)
+        .with_context(|| format!("exporting {bucket}"))?;
+    println!("exported {n} objects of {bucket} to {}", target.display());
+    Ok(())
+}
