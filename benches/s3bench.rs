@@ -6,7 +6,12 @@
 //!  - the server's peak RSS across a large (default 5 GiB) PUT and GET.
 //!
 //! Run: `cargo build --release && cargo bench --bench s3bench`
-//! Options (after `--`): `--big-mib N` (1024), `--huge-mib N` (5120), `--secs N` (5), `--dir D`.
+//!  - encryption: AES-GCM per core, encrypted vs plaintext PUT/GET, a 1 MiB
+//!    range at the end of a large encrypted object, rotate-kek over many
+//!    objects, storage overhead.
+//!
+//! Options (after `--`): `--big-mib N` (1024), `--huge-mib N` (5120),
+//! `--range-mib N` (4096), `--rotate-objects N` (100000), `--secs N` (5), `--dir D`.
 //! Results are recorded in docs/benchmarks.md.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -34,6 +39,8 @@ type Body = BoxBody<Bytes, std::io::Error>;
 struct Opts {
     big_mib: u64,
     huge_mib: u64,
+    range_mib: u64,
+    rotate_objects: u64,
     secs: u64,
     dir: PathBuf,
 }
@@ -42,6 +49,8 @@ fn opts() -> Opts {
     let mut o = Opts {
         big_mib: 1024,
         huge_mib: 5120,
+        range_mib: 4096,
+        rotate_objects: 100_000,
         secs: 5,
         dir: PathBuf::from("target/bench-data"),
     };
@@ -52,6 +61,8 @@ fn opts() -> Opts {
         match args[i].as_str() {
             "--big-mib" => o.big_mib = v.parse().expect("--big-mib N"),
             "--huge-mib" => o.huge_mib = v.parse().expect("--huge-mib N"),
+            "--range-mib" => o.range_mib = v.parse().expect("--range-mib N"),
+            "--rotate-objects" => o.rotate_objects = v.parse().expect("--rotate-objects N"),
             "--secs" => o.secs = v.parse().expect("--secs N"),
             "--dir" => o.dir = PathBuf::from(v),
             _ => {
@@ -71,9 +82,19 @@ struct Server {
 
 impl Server {
     fn start(bin: &Path, data: &Path) -> Server {
-        let mut child = Command::new(bin)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data)
+        Self::start_with(bin, data, None, &[])
+    }
+
+    /// With `config`: a YAML config file (its storage section wins over --data-dir).
+    fn start_with(bin: &Path, data: &Path, config: Option<&Path>, envs: &[(&str, &str)]) -> Server {
+        let mut cmd = Command::new(bin);
+        cmd.envs(envs.iter().copied());
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data);
+        if let Some(c) = config {
+            cmd.arg("--config").arg(c);
+        }
+        let mut child = cmd
             .env("DGP_ACCESS_KEY_ID", AK)
             .env("DGP_SECRET_ACCESS_KEY", SK)
             .env("DGP_LOG_LEVEL", "deltaglider_proxy=info")
@@ -406,6 +427,206 @@ async fn main() {
         "server peak RSS over the whole run: {:.1} MiB",
         server.peak_rss_mib()
     );
+
+    encryption_bench(&o, &bin, &s3, &block).await;
     drop(server);
     let _ = std::fs::remove_dir_all(&o.dir);
+}
+
+const KEY_A: &str = "1111111111111111111111111111111111111111111111111111111111111111";
+const KEY_B: &str = "2222222222222222222222222222222222222222222222222222222222222222";
+
+fn enc_config(dir: &Path, data: &Path, key_id: &str, legacy: bool) -> PathBuf {
+    let mut y = format!(
+        "storage:\n  backend:\n    type: filesystem\n    path: {}\n  backend_encryption:\n    mode: aes256-gcm-proxy\n    key: \"${{env:DGP_ENCRYPTION_KEY}}\"\n    key_id: {key_id}\n",
+        data.display()
+    );
+    if legacy {
+        y.push_str("    legacy_key: \"${env:DGP_OLD_KEY}\"\n    legacy_key_id: bench-a\n");
+    }
+    let p = dir.join(format!("enc-{key_id}-{legacy}.yaml"));
+    std::fs::write(&p, y).unwrap();
+    p
+}
+
+async fn timed_get(s3: &S3, path: &str, want: u64, range: Option<&str>) -> (f64, Duration) {
+    let body = BoxBody::new(Empty::new().map_err(|e| match e {}));
+    let mut req = s3.signed(Method::GET, path, None, body);
+    if let Some(r) = range {
+        req.headers_mut()
+            .insert("range", HeaderValue::from_str(r).unwrap());
+    }
+    let t = Instant::now();
+    let (st, n) = s3.send(req).await;
+    assert!(st == 200 || st == 206, "GET {path}: {st}");
+    assert_eq!(n, want);
+    (rate(n, t.elapsed()), t.elapsed())
+}
+
+/// Encrypted versus plaintext in the same run, AES-GCM per core, a range
+/// read at the end of a large encrypted object, rotate-kek over many objects,
+/// and the storage overhead per object.
+async fn encryption_bench(o: &Opts, bin: &Path, plain: &S3, block: &Bytes) {
+    use deltaglider_proxy::engine::crypto::{self, Dek};
+    println!("-- encryption (aes256-gcm-proxy) --");
+    // Raw AES-256-GCM, one core, through the writer the PUT path uses.
+    let dek = Dek::generate();
+    let n = 256 * MIB;
+    let t = Instant::now();
+    let mut w =
+        crypto::SealingWriter::new(std::io::sink(), &dek, crypto::DEFAULT_CHUNK_EXP).unwrap();
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(block.len() as u64) as usize;
+        w.write_plain(&block[..k]).unwrap();
+        left -= k as u64;
+    }
+    w.finish().unwrap();
+    println!(
+        "AES-256-GCM seal, one core: {:.0} MiB/s",
+        rate(n, t.elapsed())
+    );
+
+    let data = o.dir.join("enc-data");
+    let server = Server::start_with(
+        bin,
+        &o.dir.join("unused"),
+        Some(&enc_config(&o.dir, &data, "bench-a", false)),
+        &[("DGP_ENCRYPTION_KEY", KEY_A)],
+    );
+    let mut conn = HttpConnector::new();
+    conn.set_nodelay(true);
+    let s3 = S3 {
+        client: Client::builder(TokioExecutor::new()).build(conn),
+        addr: server.addr.clone(),
+    };
+    let body = BoxBody::new(Empty::new().map_err(|e| match e {}));
+    assert_eq!(
+        s3.send(s3.signed(Method::PUT, "/enc", None, body)).await.0,
+        200
+    );
+
+    let size = o.big_mib * MIB;
+    let mut res = Vec::new();
+    for (name, c, path) in [
+        ("plaintext", plain, "/bench/e-big.bin"),
+        ("encrypted", &s3, "/enc/big.bin"),
+    ] {
+        let t = Instant::now();
+        assert_eq!(c.put_stream(path, size, block.clone()).await.0, 200);
+        let put = rate(size, t.elapsed());
+        let (get, _) = timed_get(c, path, size, None).await;
+        res.push((name, put, get));
+    }
+    for (name, put, get) in &res {
+        println!(
+            "{name:>9}: PUT {put:>7.0} MiB/s   GET {get:>7.0} MiB/s   ({} MiB, hot cache)",
+            o.big_mib
+        );
+    }
+    println!(
+        "encrypted/plaintext: PUT {:.0}%   GET {:.0}%",
+        100.0 * res[1].1 / res[0].1,
+        100.0 * res[1].2 / res[0].2
+    );
+
+    // 1 MiB at the end of a large object, encrypted vs plaintext (cold cache).
+    let big = o.range_mib * MIB;
+    assert_eq!(
+        plain
+            .put_stream("/bench/r-big.bin", big, block.clone())
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        s3.put_stream("/enc/r-big.bin", big, block.clone()).await.0,
+        200
+    );
+    let range = format!("bytes={}-{}", big - MIB, big - 1);
+    drop_caches();
+    let (_, tp) = timed_get(plain, "/bench/r-big.bin", MIB, Some(&range)).await;
+    drop_caches();
+    let (_, te) = timed_get(&s3, "/enc/r-big.bin", MIB, Some(&range)).await;
+    println!(
+        "1 MiB range at the end of a {} MiB object (cold): plaintext {:.2} ms, encrypted {:.2} ms ({:.2}x)",
+        o.range_mib,
+        tp.as_secs_f64() * 1e3,
+        te.as_secs_f64() * 1e3,
+        te.as_secs_f64() / tp.as_secs_f64()
+    );
+
+    // Storage overhead of one object.
+    for (k, sz) in [("o-1k", 1000u64), ("o-1m", MIB)] {
+        let data_k = Bytes::from(vec![5u8; sz as usize]);
+        assert_eq!(s3.put_small(&format!("/enc/{k}"), data_k).await, 200);
+        let p = data.join("enc").join(k);
+        let file = std::fs::metadata(&p).unwrap().len();
+        let x = xattr::get(&p, "user.dg.metadata").unwrap().unwrap().len();
+        println!(
+            "overhead of a {sz}-byte object: body +{} bytes, metadata xattr {x} bytes",
+            file - sz
+        );
+    }
+    println!(
+        "encrypted server peak RSS: {:.1} MiB",
+        server.peak_rss_mib()
+    );
+    drop(server);
+
+    // rotate-kek over many objects: written straight to disk (fixture), then timed.
+    let n_obj = o.rotate_objects;
+    let kek = crypto::Kek::from_hex(KEY_A).unwrap();
+    let kid = crypto::KeyId::new("bench-a").unwrap();
+    let dir = data.join("enc").join("many");
+    std::fs::create_dir_all(&dir).unwrap();
+    for i in 0..n_obj {
+        let key = format!("many/{i:06}");
+        let dek = Dek::generate();
+        let body = crypto::encrypt_vec(b"x", &dek, crypto::DEFAULT_CHUNK_EXP).unwrap();
+        let p = data.join("enc").join(&key);
+        std::fs::write(&p, body).unwrap();
+        let mut m = deltaglider_proxy::engine::ObjectMeta::new(
+            1,
+            "9dd4e461268c8034f5c8564e155c67a6".into(),
+            std::time::SystemTime::now(),
+        );
+        m.encrypted = Some(deltaglider_proxy::engine::meta::ENCRYPTED_MARKER.into());
+        m.key_id = Some("bench-a".into());
+        m.wrapped_key = Some(
+            crypto::wrap_dek(
+                &kek,
+                &kid,
+                crypto::ObjectIdentity {
+                    bucket: "enc",
+                    key: &key,
+                },
+                &dek,
+            )
+            .to_base64(),
+        );
+        xattr::set(&p, "user.dg.metadata", &m.encode()).unwrap();
+    }
+    let t = Instant::now();
+    let out = Command::new(bin)
+        .args(["encryption", "rotate-kek", "--config"])
+        .arg(enc_config(&o.dir, &data, "bench-b", true))
+        .env("DGP_ENCRYPTION_KEY", KEY_B)
+        .env("DGP_OLD_KEY", KEY_A)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!(
+        "rotate-kek with {} extra small objects on the backend: {:.2} s wall  [{}]",
+        n_obj,
+        t.elapsed().as_secs_f64(),
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .unwrap_or("")
+    );
 }
