@@ -13,9 +13,8 @@
 //! | 8 | 12 | nonce base (random per object version) |
 //! | 20 | 4 | reserved, zero |
 
-use aes_gcm::aead::AeadInPlace;
-use aes_gcm::{Aes256Gcm, Nonce, Tag};
 use rand::RngCore;
+use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 
 use super::error::CryptoError;
 use super::keys::Dek;
@@ -146,7 +145,7 @@ pub fn looks_encrypted(first_bytes: &[u8]) -> bool {
 /// Seals and opens the chunks of one body: the DEK's cipher plus the header
 /// that every chunk's AAD and nonce derive from.
 pub(super) struct ChunkCipher {
-    aead: Aes256Gcm,
+    aead: ChunkAead,
     header: Header,
     header_bytes: [u8; HEADER_LEN],
 }
@@ -156,7 +155,7 @@ impl ChunkCipher {
         ChunkCipher::with_aead(dek.cipher(), header)
     }
 
-    pub(super) fn with_aead(aead: Aes256Gcm, header: Header) -> ChunkCipher {
+    pub(super) fn with_aead(aead: ChunkAead, header: Header) -> ChunkCipher {
         ChunkCipher {
             aead,
             header,
@@ -199,23 +198,34 @@ impl ChunkCipher {
     ) -> Result<[u8; TAG_LEN], CryptoError> {
         let tag = self
             .aead
-            .encrypt_in_place_detached(
-                Nonce::from_slice(&self.nonce(index)),
-                &self.aad(index, is_final),
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(self.nonce(index)),
+                Aad::from(self.aad(index, is_final)),
                 data,
             )
             .map_err(|_| CryptoError::InvalidLength)?;
-        Ok(tag.into())
+        let mut out = [0u8; TAG_LEN];
+        out.copy_from_slice(tag.as_ref());
+        Ok(out)
+    }
+
+    fn try_open(&self, index: u64, is_final: bool, sealed: &mut [u8]) -> bool {
+        self.aead
+            .open_in_place(
+                Nonce::assume_unique_for_key(self.nonce(index)),
+                Aad::from(self.aad(index, is_final)),
+                sealed,
+            )
+            .is_ok()
     }
 
     /// Authenticates and decrypts one sealed chunk (`ciphertext || tag`) in
     /// place; on success the plaintext is `sealed[..sealed.len() - 16]`.
     ///
-    /// On failure the buffer must be discarded. When the chunk opens with
-    /// the opposite final flag, the error says what happened: a chunk we
-    /// expected to be final that was sealed as non-final is `Truncated`; a
-    /// chunk we expected to be followed by more that was sealed as final is
-    /// `TrailingData`. Anything else is `ChunkAuth`.
+    /// On failure the buffer must be discarded (it is zeroed). For the chunk
+    /// we expect to be final, the error says what happened: one that opens
+    /// as non-final means the body was cut short (`Truncated`). Anything else
+    /// is `ChunkAuth`.
     pub(super) fn open(
         &self,
         index: u64,
@@ -229,41 +239,29 @@ impl ChunkCipher {
                 CryptoError::ChunkAuth { index }
             });
         }
-        let split = sealed.len() - TAG_LEN;
-        let (data, tag) = sealed.split_at_mut(split);
-        let tag = *Tag::from_slice(tag);
-        let nonce = self.nonce(index);
-        if self
-            .aead
-            .decrypt_in_place_detached(
-                Nonce::from_slice(&nonce),
-                &self.aad(index, is_final),
-                data,
-                &tag,
-            )
-            .is_ok()
-        {
+        // Diagnosis needs the ciphertext again after a failed open (ring
+        // zeroes the buffer): keep a copy of the one final chunk per object.
+        let backup = is_final.then(|| sealed.to_vec());
+        if self.try_open(index, is_final, sealed) {
             return Ok(());
         }
-        // Diagnosis only: the buffer is dropped by the caller either way.
-        if self
-            .aead
-            .decrypt_in_place_detached(
-                Nonce::from_slice(&nonce),
-                &self.aad(index, !is_final),
-                data,
-                &tag,
-            )
-            .is_ok()
-        {
-            return Err(if is_final {
-                CryptoError::Truncated
-            } else {
-                CryptoError::TrailingData
-            });
+        if let Some(mut copy) = backup {
+            if self.try_open(index, false, &mut copy) {
+                return Err(CryptoError::Truncated);
+            }
         }
         Err(CryptoError::ChunkAuth { index })
     }
+}
+
+/// The AEAD that seals chunks: ring's AES-256-GCM (AES-NI/VAES + CLMUL
+/// assembly, several GB/s per core). Its expanded key schedule is not
+/// zeroized on drop (ring does not offer that); the data key itself is.
+pub(super) type ChunkAead = LessSafeKey;
+
+/// The chunk AEAD for a 32-byte data key.
+pub(super) fn chunk_aead(key: &[u8; 32]) -> ChunkAead {
+    LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).expect("AES-256 takes a 32-byte key"))
 }
 
 fn chunk_size_u64(chunk_exp: u8) -> u64 {

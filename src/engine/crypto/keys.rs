@@ -127,8 +127,8 @@ impl Dek {
         &mut self.0
     }
 
-    pub(super) fn cipher(&self) -> Aes256Gcm {
-        Aes256Gcm::new(aes_gcm::Key::<Aes256Gcm>::from_slice(&self.0))
+    pub(super) fn cipher(&self) -> super::format::ChunkAead {
+        super::format::chunk_aead(&self.0)
     }
 }
 

@@ -151,7 +151,7 @@ pub fn decrypt_stream(input: ByteStream, dek: &Dek) -> ByteStream {
 struct Opener {
     input: ByteStream,
     /// The DEK's cipher until the header is known.
-    aead: Option<aes_gcm::Aes256Gcm>,
+    aead: Option<super::format::ChunkAead>,
     cipher: Option<ChunkCipher>,
     header: Vec<u8>,
     /// Sealed chunk size (chunk + tag), once the header is known.
