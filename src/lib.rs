@@ -5,6 +5,7 @@
 //! format, stages) → `storage` (filesystem). `server` wires them together;
 //! `config` is read by `server` only.
 
+pub mod admin;
 pub mod config;
 pub mod engine;
 pub mod gateway;

@@ -7,31 +7,11 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use serde::Serialize;
 
-use crate::config::{EncryptionMode, Settings};
+use crate::config::Settings;
 use crate::engine::encryption::retire_other_keys;
-use crate::engine::maintenance::{Census, Finding};
+use crate::engine::maintenance::Finding;
 use crate::server::open_stores;
-
-#[derive(Serialize)]
-struct BackendStatus {
-    backend: String,
-    mode: String,
-    current_key_id: Option<String>,
-    legacy_key_id: Option<String>,
-    #[serde(flatten)]
-    census: Census,
-}
-
-fn mode_name(m: &EncryptionMode) -> &'static str {
-    match m {
-        EncryptionMode::None => "none",
-        EncryptionMode::Aes256GcmProxy => "aes256-gcm-proxy",
-        EncryptionMode::SseS3 => "sse-s3",
-        EncryptionMode::SseKms => "sse-kms",
-    }
-}
 
 fn open(
     settings: &Settings,
@@ -47,23 +27,7 @@ pub fn status(settings: &Settings, json: bool) -> anyhow::Result<()> {
     let stores = open(settings)?;
     let mut out = Vec::new();
     for b in &settings.backends {
-        let store = &stores[&b.name];
-        let census = store.census()?;
-        out.push(BackendStatus {
-            backend: b.name.clone(),
-            mode: mode_name(&b.encryption.mode).into(),
-            current_key_id: store
-                .encryption()
-                .current
-                .as_ref()
-                .map(|k| k.id.as_str().to_owned()),
-            legacy_key_id: store
-                .encryption()
-                .legacy
-                .as_ref()
-                .map(|k| k.id.as_str().to_owned()),
-            census,
-        });
+        out.push(stores[&b.name].encryption_status()?);
     }
     if json {
         println!(

@@ -211,6 +211,10 @@ async fn admin_not_found() -> Response {
 pub fn app(state: Arc<S3State>) -> Router {
     let admin = Router::new()
         .route("/health", get(health))
+        .route(
+            "/api/encryption/status",
+            get(crate::admin::encryption_status),
+        )
         .fallback(admin_not_found);
     Router::new()
         .nest("/_", admin)

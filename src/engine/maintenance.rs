@@ -27,6 +27,18 @@ pub struct Census {
     pub key_ids: BTreeMap<String, u64>,
 }
 
+/// The encryption state of one backend, as `encryption status` and the
+/// admin API report it. Never key material.
+#[derive(Debug, Serialize)]
+pub struct EncryptionStatus {
+    pub backend: String,
+    pub mode: &'static str,
+    pub current_key_id: Option<String>,
+    pub legacy_key_id: Option<String>,
+    #[serde(flatten)]
+    pub census: Census,
+}
+
 /// One problem found by the audit.
 #[derive(Debug, Serialize)]
 pub struct Finding {
@@ -111,6 +123,21 @@ impl ObjectStore {
             ControlFlow::Continue(())
         })?;
         Ok(c)
+    }
+
+    /// Mode, key ids and the census of this backend.
+    pub fn encryption_status(&self) -> Result<EncryptionStatus> {
+        Ok(EncryptionStatus {
+            backend: self.name.clone(),
+            mode: if self.enc.encrypts() {
+                "aes256-gcm-proxy"
+            } else {
+                "none"
+            },
+            current_key_id: self.enc.current.as_ref().map(|k| k.id.as_str().to_owned()),
+            legacy_key_id: self.enc.legacy.as_ref().map(|k| k.id.as_str().to_owned()),
+            census: self.census()?,
+        })
     }
 
     /// Read-only check of every object's marker, envelope and header.

@@ -305,3 +305,25 @@ def test_status_audit_rotate_export(tmp_path):
     os.setxattr(p, "user.dg.metadata", x)
     r = tool(tmp_path, data, "audit", key=OTHER_KEY, key_id="local-2026-12", check=False)
     assert r.returncode != 0 and "dir/obj3" in r.stdout
+
+
+def test_admin_encryption_status_endpoint(enc):
+    """GET /_/api/encryption/status: admin credential only, no key material."""
+    import requests
+    from botocore.auth import S3SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+    from conftest import ACCESS_KEY, SECRET_KEY
+    url = f"{enc.url}/_/api/encryption/status"
+    assert requests.get(url).status_code == 401
+    def signed(secret):
+        r = AWSRequest(method="GET", url=url)
+        S3SigV4Auth(Credentials(ACCESS_KEY, secret), "s3", "us-east-1").add_auth(r)
+        return requests.get(url, headers=dict(r.headers))
+    assert signed("wrong-secret").status_code == 403
+    r = signed(SECRET_KEY)
+    assert r.status_code == 200, r.text
+    b = r.json()["backends"][0]
+    assert b["mode"] == "aes256-gcm-proxy" and b["current_key_id"] == "local-2026-06"
+    assert b["encrypted"] >= 1 and b["key_ids"]["local-2026-06"] == b["encrypted"]
+    assert KEY not in r.text

@@ -1,0 +1,68 @@
+//! The operator API under `/_/api/` on the S3 port. It reads through the
+//! engine (never storage directly) and answers only requests signed with the
+//! admin credential (SigV4 or SigV2, as S3 requests are). The admin web UI
+//! arrives in a later change; these JSON endpoints are what it will call.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use http::{Request, StatusCode};
+
+use crate::s3::S3State;
+use crate::s3::auth::{AuthOutcome, AuthRequest, authenticate};
+
+fn deny(status: StatusCode, message: &str) -> Response {
+    (status, Json(serde_json::json!({ "error": message }))).into_response()
+}
+
+/// Checks that the request carries a valid admin signature.
+fn require_admin(st: &S3State, req: &Request<Body>) -> Result<(), Response> {
+    let auth = AuthRequest {
+        method: req.method(),
+        path: req.uri().path(),
+        query: req.uri().query().unwrap_or(""),
+        headers: req.headers(),
+        now: time::OffsetDateTime::now_utc(),
+    };
+    match authenticate(&auth, st.credentials.as_ref()) {
+        Ok(AuthOutcome::Authenticated { .. }) => Ok(()),
+        Ok(AuthOutcome::Anonymous) => Err(deny(
+            StatusCode::UNAUTHORIZED,
+            "sign the request with the admin credential",
+        )),
+        Err(e) => Err(deny(StatusCode::FORBIDDEN, &e.to_string())),
+    }
+}
+
+/// `GET /_/api/encryption/status`: per backend, the mode, key ids and object
+/// counts (encrypted, plaintext, undecryptable, per key id). Never key material.
+pub async fn encryption_status(State(st): State<Arc<S3State>>, req: Request<Body>) -> Response {
+    if let Err(r) = require_admin(&st, &req) {
+        return r;
+    }
+    let stores: Vec<_> = st.gateway.stores().cloned().collect();
+    let res = tokio::task::spawn_blocking(move || {
+        stores
+            .iter()
+            .map(|s| s.encryption_status())
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await;
+    match res {
+        Ok(Ok(backends)) => Json(serde_json::json!({ "backends": backends })).into_response(),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "encryption status failed");
+            deny(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "could not read the backends; see the server log",
+            )
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "encryption status task failed");
+            deny(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+        }
+    }
+}
