@@ -209,15 +209,16 @@ async fn admin_not_found() -> Response {
 }
 
 pub fn app(state: Arc<S3State>) -> Router {
-    let admin = Router::new()
-        .route("/health", get(health))
+    // Full paths rather than a nested router: the admin API verifies
+    // signatures over the path exactly as the client sent it.
+    Router::new()
+        .route("/_/health", get(health))
         .route(
-            "/api/encryption/status",
+            "/_/api/encryption/status",
             get(crate::admin::encryption_status),
         )
-        .fallback(admin_not_found);
-    Router::new()
-        .nest("/_", admin)
+        .route("/_", get(admin_not_found))
+        .route("/_/{*rest}", axum::routing::any(admin_not_found))
         .fallback(s3_entry)
         .with_state(state)
 }
