@@ -61,6 +61,15 @@ enum EncryptionCommand {
     },
     /// Rewrap every object's data key under the current key (the old key as legacy_key).
     RotateKek,
+    /// Rewrite every object that does not match the current config (write-gates the buckets; resumable).
+    Reencrypt {
+        /// Only these buckets (repeatable); default: every bucket.
+        #[arg(long = "bucket")]
+        buckets: Vec<String>,
+        /// Pause between objects, to limit the I/O load on a busy box.
+        #[arg(long, default_value_t = 0)]
+        pause_ms: u64,
+    },
     /// Decrypt a bucket to plaintext files (disaster recovery); DIR must not exist.
     Export {
         #[arg(long)]
@@ -131,6 +140,9 @@ fn encryption(args: EncryptionArgs) -> ExitCode {
         EncryptionCommand::Status => ops::status(&settings, json),
         EncryptionCommand::Audit { deep } => ops::audit(&settings, deep, json),
         EncryptionCommand::RotateKek => ops::rotate_kek(&settings, json),
+        EncryptionCommand::Reencrypt { buckets, pause_ms } => {
+            ops::reencrypt(&settings, &buckets, pause_ms, json)
+        }
         EncryptionCommand::Export { bucket, target } => ops::export(&settings, &bucket, &target),
     };
     match res {

@@ -106,7 +106,10 @@ pub fn rotate_kek(settings: &Settings, json: bool) -> anyhow::Result<()> {
         let secs = t.elapsed().as_secs_f64();
         let mut retired = Vec::new();
         if failed.is_empty() && pending_parts == 0 {
-            retired = retire_other_keys(&store.backend().internal_dir().join("keys"), &current.id)?;
+            retired = retire_other_keys(
+                &store.backend().internal_dir().join("keys"),
+                Some(&current.id),
+            )?;
         }
         if !json {
             println!(
@@ -171,5 +174,98 @@ pub fn export(settings: &Settings, bucket: &str, target: &Path) -> anyhow::Resul
         .export(&real, target)
         .with_context(|| format!("exporting {bucket}"))?;
     println!("exported {n} objects of {bucket} to {}", target.display());
+    Ok(())
+}
+
+/// `encryption reencrypt [--bucket B]...`: rewrites every object that does not
+/// match the current config, with the buckets write-gated (the server answers
+/// writes with 503 SlowDown meanwhile). Resumes an interrupted job. When the
+/// backend no longer holds objects under other key ids, their check records
+/// are retired.
+pub fn reencrypt(
+    settings: &Settings,
+    buckets: &[String],
+    pause_ms: u64,
+    json: bool,
+) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    let stores = open(settings)?;
+    let mut report = Vec::new();
+    let mut failed_total = 0;
+    for b in &settings.backends {
+        let store = &stores[&b.name];
+        // Client-facing names to the bucket names on this backend.
+        let mine: Vec<String> = buckets
+            .iter()
+            .filter_map(|name| match settings.buckets.get(name) {
+                Some(bs) if bs.backend == b.name => Some(bs.real_name.clone()),
+                None if settings.default_backend == b.name => Some(name.clone()),
+                _ => None,
+            })
+            .collect();
+        if !buckets.is_empty() && mine.is_empty() {
+            continue;
+        }
+        let job = store.start_reencrypt(&mine)?;
+        let tty = std::io::stderr().is_terminal();
+        let t = Instant::now();
+        let fin = store.run_reencrypt(std::time::Duration::from_millis(pause_ms), &mut |j| {
+            let msg = format!(
+                "reencrypt {}: bucket {}/{}  rewritten {}  unchanged {}  failed {}",
+                b.name,
+                (j.bucket_index + 1).min(j.buckets.len()),
+                j.buckets.len(),
+                j.rewritten,
+                j.skipped,
+                j.failed
+            );
+            if tty {
+                eprint!("\r{msg}   ");
+            } else if !json {
+                eprintln!("{msg}");
+            }
+        })?;
+        if tty {
+            eprintln!();
+        }
+        failed_total += fin.failed;
+        let census = store.census()?;
+        let keep = store.encryption().current.as_ref().map(|k| &k.id);
+        let others_left = census
+            .key_ids
+            .keys()
+            .any(|id| keep.is_none_or(|k| k.as_str() != id));
+        let mut retired = Vec::new();
+        if fin.failed == 0 && !others_left && store.parts_under_old_keys()? == 0 {
+            retired = retire_other_keys(&store.backend().internal_dir().join("keys"), keep)?;
+        }
+        if !json {
+            println!(
+                "backend {}: rewrote {} objects, {} already matched, {} failed in {:.1} s{}",
+                b.name,
+                fin.rewritten,
+                fin.skipped,
+                fin.failed,
+                t.elapsed().as_secs_f64(),
+                if retired.is_empty() {
+                    String::new()
+                } else {
+                    format!("; retired key id(s) {}", retired.join(", "))
+                }
+            );
+        }
+        let _ = job;
+        report.push(serde_json::json!({"backend": b.name, "buckets": fin.buckets, "rewritten": fin.rewritten,
+            "unchanged": fin.skipped, "failed": fin.failed, "retired_key_ids": retired}));
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "backends": report }))?
+        );
+    }
+    if failed_total > 0 {
+        bail!("{failed_total} object(s) could not be rewritten (see the log)");
+    }
     Ok(())
 }

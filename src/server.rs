@@ -237,6 +237,27 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     })
 }
 
+/// Resumes a re-encrypt job that was interrupted (kill, crash, reboot): its
+/// buckets stay write-gated until it finishes.
+fn resume_jobs(gateway: &Gateway) {
+    for store in gateway.stores() {
+        if let Some(j) = store.pending_reencrypt() {
+            tracing::warn!(backend = %store.name, buckets = ?j.buckets, done = j.rewritten, "resuming an interrupted re-encrypt job; writes to its buckets get 503 SlowDown until it finishes");
+            let store = store.clone();
+            tokio::task::spawn_blocking(move || {
+                match store.run_reencrypt(Duration::ZERO, &mut |_| {}) {
+                    Ok(j) => {
+                        tracing::info!(backend = %store.name, rewritten = j.rewritten, unchanged = j.skipped, failed = j.failed, "re-encrypt job finished")
+                    }
+                    Err(e) => {
+                        tracing::error!(backend = %store.name, error = %e, "re-encrypt job stopped")
+                    }
+                }
+            });
+        }
+    }
+}
+
 /// Runs the server until a shutdown signal, then drains in-flight requests
 /// for at most the configured grace period.
 pub async fn run(settings: Settings, open_access: bool) -> anyhow::Result<()> {
@@ -269,6 +290,7 @@ pub async fn run(settings: Settings, open_access: bool) -> anyhow::Result<()> {
         )
         .await?,
     );
+    resume_jobs(&gateway);
     let state = Arc::new(S3State {
         gateway,
         credentials,

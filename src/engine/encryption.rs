@@ -196,13 +196,17 @@ pub fn open_keyring(
     Ok(notices)
 }
 
-/// After a completed rotation: moves the check records of every key id but
-/// `keep` to `keys/retired/`, so the old key is no longer required at startup.
-pub fn retire_other_keys(keys_dir: &Path, keep: &KeyId) -> Result<Vec<String>, KeyringError> {
+/// After a completed rotation or re-encryption: moves the check records of
+/// every key id but `keep` to `keys/retired/`, so the old key is no longer
+/// required at startup (`None` retires them all: the backend is plaintext).
+pub fn retire_other_keys(
+    keys_dir: &Path,
+    keep: Option<&KeyId>,
+) -> Result<Vec<String>, KeyringError> {
     let mut retired = Vec::new();
     let dest = keys_dir.join("retired");
     for r in read_records(keys_dir)? {
-        if r.key_id == keep.as_str() {
+        if keep.is_some_and(|k| r.key_id == k.as_str()) {
             continue;
         }
         std::fs::create_dir_all(&dest).map_err(|e| KeyringError::Io(dest.clone(), e))?;

@@ -15,6 +15,7 @@ pub mod maintenance;
 pub mod meta;
 pub mod multipart;
 pub mod put;
+pub mod reencrypt;
 
 use std::io;
 use std::sync::Arc;
@@ -307,9 +308,15 @@ impl ObjectStore {
     }
 
     pub async fn open(self: &Arc<Self>, bucket: &str, key: &str) -> Result<OpenObject> {
-        let op = parse_key(key)?;
         let (this, bucket, key) = (self.clone(), bucket.to_owned(), key.to_owned());
-        blocking(move || {
+        blocking(move || this.open_blocking(&bucket, &key)).await
+    }
+
+    /// `open` for callers already on a blocking thread.
+    pub fn open_blocking(&self, bucket: &str, key: &str) -> Result<OpenObject> {
+        let op = parse_key(key)?;
+        let (this, bucket, key) = (self, bucket.to_owned(), key.to_owned());
+        {
             let (file, raw) = this.backend.open_object(&bucket, &op)?;
             let info = info_from_raw(&key, &raw)?;
             let Some(mut file) = file else {
@@ -358,8 +365,7 @@ impl ObjectStore {
                 info,
                 body: OpenBody::Plain(file),
             })
-        })
-        .await
+        }
     }
 
     /// Replaces the client-visible metadata (content type, headers, user

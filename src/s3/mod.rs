@@ -109,6 +109,29 @@ impl Ctx {
         Ok(Bytes::from(buf))
     }
 
+    /// The engine and backend bucket name for a write to this request's
+    /// bucket: `SlowDown` (503, Retry-After) while a re-encrypt job gates it.
+    pub fn write_route(&self) -> Result<(Arc<crate::engine::ObjectStore>, String), S3Error> {
+        self.write_route_for(self.bucket())
+    }
+
+    pub fn write_route_for(
+        &self,
+        bucket: &str,
+    ) -> Result<(Arc<crate::engine::ObjectStore>, String), S3Error> {
+        let (store, real) = self.st.gateway.route(bucket);
+        if store.write_gated(&real) {
+            let secs = crate::engine::reencrypt::RETRY_AFTER_SECS;
+            return Err(S3Error::new(
+                "SlowDown",
+                503,
+                "A re-encrypt job is rewriting this bucket; writes are paused until it finishes (reads continue). Please retry.",
+            )
+            .with_header(http::header::RETRY_AFTER, secs.to_string()));
+        }
+        Ok((store, real))
+    }
+
     /// Fails unless the gateway allows this request's identity to do `action`.
     pub fn authorize(&self, action: Action, key: &str) -> Result<(), S3Error> {
         if self

@@ -24,9 +24,16 @@ fn upload_id(ctx: &Ctx) -> Result<String, S3Error> {
 }
 
 /// The upload named by the request, which must belong to its bucket and key.
-async fn upload_for(ctx: &Ctx) -> Result<(Arc<ObjectStore>, String, UploadState), S3Error> {
+async fn upload_for(
+    ctx: &Ctx,
+    write: bool,
+) -> Result<(Arc<ObjectStore>, String, UploadState), S3Error> {
     let id = upload_id(ctx)?;
-    let (store, real) = ctx.st.gateway.route(ctx.bucket());
+    let (store, real) = if write {
+        ctx.write_route()?
+    } else {
+        ctx.st.gateway.route(ctx.bucket())
+    };
     let state = store
         .upload_state(&id)
         .await
@@ -88,7 +95,7 @@ pub async fn create(ctx: Ctx) -> Result<Response, S3Error> {
             "The COMPOSITE checksum type is not supported with CRC64NVME",
         ));
     }
-    let (store, real) = ctx.st.gateway.route(ctx.bucket());
+    let (store, real) = ctx.write_route()?;
     let id = store
         .create_upload(&real, ctx.key(), template, alg.map(|a| (a, full)))
         .await
@@ -117,7 +124,7 @@ pub async fn create(ctx: Ctx) -> Result<Response, S3Error> {
 pub async fn upload_part(mut ctx: Ctx) -> Result<Response, S3Error> {
     ctx.authorize(Action::Write, ctx.key())?;
     let n = part_number(&ctx)?;
-    let (store, id, state) = upload_for(&ctx).await?;
+    let (store, id, state) = upload_for(&ctx, true).await?;
     let staged = receive_body(&mut ctx, &store).await?;
     let pm = store
         .upload_part(&id, n, staged)
@@ -140,7 +147,7 @@ pub async fn upload_part(mut ctx: Ctx) -> Result<Response, S3Error> {
 pub async fn upload_part_copy(ctx: Ctx) -> Result<Response, S3Error> {
     ctx.authorize(Action::Write, ctx.key())?;
     let n = part_number(&ctx)?;
-    let (store, id, state) = upload_for(&ctx).await?;
+    let (store, id, state) = upload_for(&ctx, true).await?;
     let (src_bucket, src_key) = copy_source(&ctx)?;
     if !ctx.st.gateway.authorize(
         &ctx.identity,
@@ -208,7 +215,7 @@ pub async fn upload_part_copy(ctx: Ctx) -> Result<Response, S3Error> {
 
 pub async fn complete(mut ctx: Ctx) -> Result<Response, S3Error> {
     ctx.authorize(Action::Write, ctx.key())?;
-    let (store, id, state) = upload_for(&ctx).await?;
+    let (store, id, state) = upload_for(&ctx, true).await?;
     let body = ctx.body_bytes(4 * 1024 * 1024).await?;
     let req: xml::CompleteMultipartUpload = xml::parse(&body)?;
     let parts = req
@@ -250,7 +257,7 @@ pub async fn complete(mut ctx: Ctx) -> Result<Response, S3Error> {
 
 pub async fn abort(ctx: Ctx) -> Result<Response, S3Error> {
     ctx.authorize(Action::Write, ctx.key())?;
-    let (store, id, _) = upload_for(&ctx).await?;
+    let (store, id, _) = upload_for(&ctx, true).await?;
     store
         .abort_upload(&id)
         .await
@@ -260,7 +267,7 @@ pub async fn abort(ctx: Ctx) -> Result<Response, S3Error> {
 
 pub async fn list_parts(ctx: Ctx) -> Result<Response, S3Error> {
     ctx.authorize(Action::Write, ctx.key())?;
-    let (store, id, state) = upload_for(&ctx).await?;
+    let (store, id, state) = upload_for(&ctx, false).await?;
     let marker: u32 = ctx
         .q("part-number-marker")
         .and_then(|v| v.parse().ok())

@@ -231,7 +231,7 @@ async fn check_write_conditions(ctx: &Ctx, store: &ObjectStore, real: &str) -> R
 pub async fn put_object(mut ctx: Ctx) -> Result<Response, S3Error> {
     ctx.authorize(Action::Write, ctx.key())?;
     let mut meta = headers::meta_from_request(&ctx.headers)?;
-    let (store, real) = ctx.st.gateway.route(ctx.bucket());
+    let (store, real) = ctx.write_route()?;
     check_write_conditions(&ctx, &store, &real).await?;
     let staged = receive_body(&mut ctx, &store).await?;
     meta.etag = hex::encode(staged.md5);
@@ -331,7 +331,7 @@ pub async fn get_object(ctx: Ctx, head: bool) -> Result<Response, S3Error> {
 
 pub async fn delete_object(ctx: Ctx) -> Result<Response, S3Error> {
     ctx.authorize(Action::Write, ctx.key())?;
-    let (store, real) = ctx.st.gateway.route(ctx.bucket());
+    let (store, real) = ctx.write_route()?;
     only_null_version(&ctx)?;
     store
         .delete(&real, ctx.key())
@@ -351,7 +351,7 @@ pub async fn delete_objects(mut ctx: Ctx) -> Result<Response, S3Error> {
     if req.objects.is_empty() || req.objects.len() > MAX_DELETE_KEYS {
         return Err(S3Error::malformed_xml());
     }
-    let (store, real) = ctx.st.gateway.route(ctx.bucket());
+    let (store, real) = ctx.write_route()?;
     if !store.backend().bucket_exists(&real) {
         return Err(S3Error::no_such_bucket(ctx.bucket()));
     }
@@ -448,7 +448,7 @@ pub async fn copy_object(ctx: Ctx) -> Result<Response, S3Error> {
         }
     };
     let (src_store, src_real) = ctx.st.gateway.route(&src_bucket);
-    let (dst_store, dst_real) = ctx.st.gateway.route(ctx.bucket());
+    let (dst_store, dst_real) = ctx.write_route()?;
     let src = src_store
         .open(&src_real, &src_key)
         .await

@@ -327,3 +327,84 @@ def test_admin_encryption_status_endpoint(enc):
     assert b["mode"] == "aes256-gcm-proxy" and b["current_key_id"] == "local-2026-06"
     assert b["encrypted"] >= 1 and b["key_ids"]["local-2026-06"] == b["encrypted"]
     assert KEY not in r.text
+
+
+def test_reencrypt_job_gates_writes_survives_kill_and_resumes(tmp_path):
+    import hashlib
+    import signal
+    import subprocess
+    import time
+    import requests
+    from conftest import BIN
+    data = tmp_path / "data"
+    plain = Server(tmp_path / "unused", config=enc_config(tmp_path, data, mode="none")).start()
+    s3 = plain.client()
+    s3.create_bucket(Bucket="rebucket")
+    sums = {}
+    for i in range(120):
+        body = random_bytes(70_000 + i)
+        s3.put_object(Bucket="rebucket", Key=f"k/{i:03}", Body=body)
+        sums[f"k/{i:03}"] = hashlib.sha256(body).hexdigest()
+    plain.stop()
+
+    srv = start(tmp_path, data)  # encryption on: new writes encrypted, old objects plaintext
+    s3 = srv.client()
+    e = {k: v for k, v in os.environ.items() if not k.startswith("DGP_")}
+    e["DGP_ENCRYPTION_KEY"] = KEY
+    cfg = enc_config(tmp_path, data)
+    job = subprocess.Popen([str(BIN), "encryption", "reencrypt", "--pause-ms", "40", "--config", str(cfg)], env=e,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    jobfile = data / ".dg" / "jobs" / "reencrypt.json"
+    deadline = time.time() + 20
+    while time.time() < deadline and not (jobfile.exists() and json.loads(jobfile.read_text())["rewritten"] > 0):
+        time.sleep(0.1)
+    # writes are gated, reads continue
+    with pytest.raises(ClientError) as ex:
+        s3.put_object(Bucket="rebucket", Key="new", Body=b"x")
+    assert ex.value.response["Error"]["Code"] == "SlowDown"
+    assert ex.value.response["ResponseMetadata"]["HTTPHeaders"].get("retry-after")
+    assert hashlib.sha256(s3.get_object(Bucket="rebucket", Key="k/000")["Body"].read()).hexdigest() == sums["k/000"]
+    job.send_signal(signal.SIGKILL)
+    job.wait()
+    state = json.loads(jobfile.read_text())
+    assert not state["finished"] and 0 < state["rewritten"] < 120
+    with pytest.raises(ClientError):
+        s3.put_object(Bucket="rebucket", Key="new", Body=b"x")
+    srv.stop()
+
+    # the next start resumes the job; writes open again when it is done
+    srv = start(tmp_path, data)
+    s3 = srv.client()
+    deadline = time.time() + 60
+    while True:
+        try:
+            s3.put_object(Bucket="rebucket", Key="new", Body=b"x")
+            break
+        except ClientError as err:
+            assert err.response["Error"]["Code"] == "SlowDown"
+            assert time.time() < deadline
+            time.sleep(0.2)
+    assert "resuming an interrupted re-encrypt job" in srv.output()
+    keys = [o["Key"] for p in s3.get_paginator("list_objects_v2").paginate(Bucket="rebucket") for o in p.get("Contents", [])]
+    assert sorted(keys) == sorted(list(sums) + ["new"])
+    for k, h in sums.items():
+        assert (data / "rebucket" / k).read_bytes()[:4] == b"DGE1"
+        assert hashlib.sha256(s3.get_object(Bucket="rebucket", Key=k)["Body"].read()).hexdigest() == h
+    srv.stop()
+    st = json.loads(tool(tmp_path, data, "status", "--format", "json").stdout)["backends"][0]
+    assert st["plaintext"] == 0 and st["encrypted"] == 121
+
+    # back to plaintext: mode none with the key as legacy, then without it
+    e2 = dict(e, DGP_OLD_KEY=KEY)
+    cfg_none = enc_config(tmp_path, data, mode="none", legacy="local-2026-06")
+    r = subprocess.run([str(BIN), "encryption", "reencrypt", "--config", str(cfg_none)], env=e2, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "retired key id(s) local-2026-06" in r.stdout
+    srv = Server(tmp_path / "unused", config=enc_config(tmp_path, data, mode="none"), env={"DGP_ENCRYPTION_KEY": None}).start()
+    try:
+        s3 = srv.client()
+        for k, h in sums.items():
+            assert (data / "rebucket" / k).read_bytes()[:4] != b"DGE1"
+            assert hashlib.sha256(s3.get_object(Bucket="rebucket", Key=k)["Body"].read()).hexdigest() == h
+    finally:
+        srv.stop()

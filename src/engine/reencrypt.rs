@@ -1,0 +1,230 @@
+//! The re-encrypt job: rewrites every object of a backend (or of some of its
+//! buckets) that does not match the current encryption config — plaintext to
+//! encrypted, an old key id to the current key, encrypted to plaintext when
+//! the mode is `none` (with the old key as legacy) — while the buckets are
+//! write-gated. Progress is kept in `<internal>/jobs/reencrypt.json`; the
+//! file is the gate, and a job killed at any point resumes from it (every
+//! object is rewritten atomically, and one that already matches is skipped,
+//! so nothing is lost or done twice).
+
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use super::crypto::Dek;
+use super::put::BodyWriter;
+use super::{EngineError, ObjectStore, OpenBody, Result, info_from_raw, meta, parse_key};
+use crate::storage::fs::{WalkItem, stat_for_list, write_atomic};
+
+/// The job's durable state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobState {
+    pub v: u32,
+    /// The buckets (names on this backend) the job covers, in order.
+    pub buckets: Vec<String>,
+    /// Index into `buckets` of the bucket in progress.
+    pub bucket_index: usize,
+    /// The last key of that bucket known to be done.
+    pub last_key: String,
+    pub rewritten: u64,
+    pub skipped: u64,
+    pub failed: u64,
+    pub started_ms: u64,
+    pub finished: bool,
+}
+
+/// How long clients are told to wait before retrying a gated write.
+pub const RETRY_AFTER_SECS: u64 = 5;
+
+impl ObjectStore {
+    fn job_path(&self) -> PathBuf {
+        self.backend
+            .internal_dir()
+            .join("jobs")
+            .join("reencrypt.json")
+    }
+
+    /// The unfinished re-encrypt job of this backend, if any.
+    pub fn pending_reencrypt(&self) -> Option<JobState> {
+        let raw = std::fs::read(self.job_path()).ok()?;
+        serde_json::from_slice::<JobState>(&raw)
+            .ok()
+            .filter(|j| !j.finished)
+    }
+
+    /// Writes to `bucket` are refused while a re-encrypt job covers it.
+    pub fn write_gated(&self, bucket: &str) -> bool {
+        // The common case is one failed stat.
+        if std::fs::metadata(self.job_path()).is_err() {
+            return false;
+        }
+        self.pending_reencrypt()
+            .is_some_and(|j| j.buckets.iter().any(|b| b == bucket))
+    }
+
+    fn save_job(&self, j: &JobState) -> Result<()> {
+        let p = self.job_path();
+        std::fs::create_dir_all(p.parent().expect("jobs dir"))?;
+        write_atomic(&p, &serde_json::to_vec_pretty(j).expect("job serializes"))?;
+        Ok(())
+    }
+
+    /// Starts (or returns the unfinished) job over `buckets` (all when empty):
+    /// from here on the buckets are write-gated.
+    pub fn start_reencrypt(&self, buckets: &[String]) -> Result<JobState> {
+        if let Some(j) = self.pending_reencrypt() {
+            return Ok(j);
+        }
+        let all: Vec<String> = if buckets.is_empty() {
+            self.backend
+                .list_buckets()?
+                .into_iter()
+                .map(|b| b.name)
+                .collect()
+        } else {
+            buckets.to_vec()
+        };
+        let j = JobState {
+            v: 1,
+            buckets: all,
+            bucket_index: 0,
+            last_key: String::new(),
+            rewritten: 0,
+            skipped: 0,
+            failed: 0,
+            started_ms: meta::to_ms(SystemTime::now()),
+            finished: false,
+        };
+        self.save_job(&j)?;
+        Ok(j)
+    }
+
+    /// Does this object's stored form match the current config?
+    fn matches_config(&self, m: &meta::ObjectMeta) -> bool {
+        match &self.enc.current {
+            Some(k) => m.encrypted.is_some() && m.key_id.as_deref() == Some(k.id.as_str()),
+            None => m.encrypted.is_none(),
+        }
+    }
+
+    /// Rewrites one object in its current form under the current config.
+    fn reencrypt_one(&self, bucket: &str, key: &str) -> Result<()> {
+        let op = parse_key(key)?;
+        let obj = self.open_blocking(bucket, key)?;
+        let mut m = obj.info.meta.clone();
+        let dek = self.enc.encrypts().then(Dek::generate);
+        let mut temp = self.backend.new_temp()?;
+        {
+            let mut out = BodyWriter::new(temp.file(), dek.as_ref())?;
+            let mut failed: Option<EngineError> = None;
+            match obj.body {
+                OpenBody::Empty => {}
+                OpenBody::Plain(mut f) => {
+                    let mut buf = vec![0u8; 1024 * 1024];
+                    loop {
+                        let n = std::io::Read::read(&mut f, &mut buf)?;
+                        if n == 0 {
+                            break;
+                        }
+                        out.write(&buf[..n])?;
+                    }
+                }
+                OpenBody::Encrypted(mut d) => {
+                    d.read_range(0, m.size, |b| match out.write(&b) {
+                        Ok(()) => ControlFlow::Continue(()),
+                        Err(e) => {
+                            failed = Some(e);
+                            ControlFlow::Break(())
+                        }
+                    })
+                    .map_err(|err| EngineError::Crypto {
+                        key: key.to_owned(),
+                        err,
+                    })?;
+                }
+            }
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            out.finish()?;
+        }
+        m.encrypted = None;
+        m.key_id = None;
+        m.wrapped_key = None;
+        if let Some(dek) = &dek {
+            self.seal_meta(bucket, key, dek, &mut m);
+        }
+        self.backend.publish(bucket, &op, temp, &m.encode())?;
+        Ok(())
+    }
+
+    /// Runs the pending job to the end, pausing `pause` between objects,
+    /// saving progress at least every second. `progress` sees the state after
+    /// each save. Returns the final state.
+    pub fn run_reencrypt(
+        &self,
+        pause: Duration,
+        progress: &mut dyn FnMut(&JobState),
+    ) -> Result<JobState> {
+        let Some(mut j) = self.pending_reencrypt() else {
+            return Err(EngineError::Storage(crate::storage::StorageError::Io(
+                std::io::Error::other("no re-encrypt job is pending"),
+            )));
+        };
+        let mut last_save = Instant::now();
+        while j.bucket_index < j.buckets.len() {
+            let bucket = j.buckets[j.bucket_index].clone();
+            if self.backend.bucket_exists(&bucket) {
+                let start_after = j.last_key.clone();
+                let mut err = None;
+                self.backend.walk(&bucket, "", &start_after, false, &mut |item| {
+                    let WalkItem::Object { key, path } = item else { return ControlFlow::Continue(()) };
+                    if key.ends_with('/') {
+                        return ControlFlow::Continue(()); // directory objects have no body
+                    }
+                    let info = stat_for_list(&path).map_err(EngineError::from).and_then(|raw| info_from_raw(&key, &raw));
+                    match info {
+                        Ok(info) if self.matches_config(&info.meta) => j.skipped += 1,
+                        Ok(_) => match self.reencrypt_one(&bucket, &key) {
+                            Ok(()) => j.rewritten += 1,
+                            Err(e) => {
+                                tracing::error!(bucket = %bucket, key = %key, error = %e, "re-encrypt: object left as it was");
+                                j.failed += 1;
+                            }
+                        },
+                        Err(e) => {
+                            tracing::error!(bucket = %bucket, key = %key, error = %e, "re-encrypt: unreadable metadata");
+                            j.failed += 1;
+                        }
+                    }
+                    j.last_key = key;
+                    if last_save.elapsed() >= Duration::from_secs(1) {
+                        if let Err(e) = self.save_job(&j) {
+                            err = Some(e);
+                            return ControlFlow::Break(());
+                        }
+                        last_save = Instant::now();
+                        progress(&j);
+                    }
+                    if !pause.is_zero() {
+                        std::thread::sleep(pause);
+                    }
+                    ControlFlow::Continue(())
+                })?;
+                if let Some(e) = err {
+                    return Err(e);
+                }
+            }
+            j.bucket_index += 1;
+            j.last_key.clear();
+            self.save_job(&j)?;
+            progress(&j);
+        }
+        j.finished = true;
+        self.save_job(&j)?;
+        progress(&j);
+        Ok(j)
+    }
+}
