@@ -19,7 +19,7 @@ fn deny(status: StatusCode, message: &str) -> Response {
 }
 
 /// Checks that the request carries a valid admin signature.
-fn require_admin(st: &S3State, req: &Request<Body>) -> Result<(), Response> {
+fn require_admin(st: &S3State, req: &Request<Body>) -> Result<(), Box<Response>> {
     let auth = AuthRequest {
         method: req.method(),
         path: req.uri().path(),
@@ -29,11 +29,11 @@ fn require_admin(st: &S3State, req: &Request<Body>) -> Result<(), Response> {
     };
     match authenticate(&auth, st.credentials.as_ref()) {
         Ok(AuthOutcome::Authenticated { .. }) => Ok(()),
-        Ok(AuthOutcome::Anonymous) => Err(deny(
+        Ok(AuthOutcome::Anonymous) => Err(Box::new(deny(
             StatusCode::UNAUTHORIZED,
             "sign the request with the admin credential",
-        )),
-        Err(e) => Err(deny(StatusCode::FORBIDDEN, &e.to_string())),
+        ))),
+        Err(e) => Err(Box::new(deny(StatusCode::FORBIDDEN, &e.to_string()))),
     }
 }
 
@@ -41,7 +41,7 @@ fn require_admin(st: &S3State, req: &Request<Body>) -> Result<(), Response> {
 /// counts (encrypted, plaintext, undecryptable, per key id). Never key material.
 pub async fn encryption_status(State(st): State<Arc<S3State>>, req: Request<Body>) -> Response {
     if let Err(r) = require_admin(&st, &req) {
-        return r;
+        return *r;
     }
     let stores: Vec<_> = st.gateway.stores().cloned().collect();
     let res = tokio::task::spawn_blocking(move || {

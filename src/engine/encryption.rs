@@ -170,28 +170,27 @@ pub fn open_keyring(
             }
         });
     }
-    if let Some(k) = enc.current.as_ref().filter(|_| record) {
-        if !records.iter().any(|r| r.key_id == k.id.as_str()) {
-            std::fs::create_dir_all(keys_dir)
-                .map_err(|e| KeyringError::Io(keys_dir.to_owned(), e))?;
-            let rec = CheckRecord {
-                v: 1,
-                key_id: k.id.as_str().into(),
-                check: hex::encode(crypto::key_check(&k.kek)),
-                created_ms: super::meta::to_ms(std::time::SystemTime::now()),
-            };
-            let path = record_file(keys_dir, &k.id);
-            crate::storage::fs::write_atomic(
-                &path,
-                &serde_json::to_vec_pretty(&rec).expect("record serializes"),
-            )
-            .map_err(|e| KeyringError::Io(path.clone(), e))?;
-            notices.push(if records.is_empty() {
-                KeyringNotice::FirstEnabled(k.id.as_str().into())
-            } else {
-                KeyringNotice::NewKeyId(k.id.as_str().into())
-            });
-        }
+    if let Some(k) = enc.current.as_ref().filter(|_| record)
+        && !records.iter().any(|r| r.key_id == k.id.as_str())
+    {
+        std::fs::create_dir_all(keys_dir).map_err(|e| KeyringError::Io(keys_dir.to_owned(), e))?;
+        let rec = CheckRecord {
+            v: 1,
+            key_id: k.id.as_str().into(),
+            check: hex::encode(crypto::key_check(&k.kek)),
+            created_ms: super::meta::to_ms(std::time::SystemTime::now()),
+        };
+        let path = record_file(keys_dir, &k.id);
+        crate::storage::fs::write_atomic(
+            &path,
+            &serde_json::to_vec_pretty(&rec).expect("record serializes"),
+        )
+        .map_err(|e| KeyringError::Io(path.clone(), e))?;
+        notices.push(if records.is_empty() {
+            KeyringNotice::FirstEnabled(k.id.as_str().into())
+        } else {
+            KeyringNotice::NewKeyId(k.id.as_str().into())
+        });
     }
     Ok(notices)
 }

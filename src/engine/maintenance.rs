@@ -47,11 +47,11 @@ pub struct Finding {
     pub problem: String,
 }
 
-/// Every object of every bucket of a backend: (bucket, info, path).
-fn for_each_object(
-    store: &ObjectStore,
-    f: &mut dyn FnMut(&str, Result<ObjectInfo>, &Path) -> ControlFlow<()>,
-) -> Result<()> {
+/// A visitor of objects: (bucket, info, path) → continue or stop.
+type ObjectVisitor<'a> = dyn FnMut(&str, Result<ObjectInfo>, &Path) -> ControlFlow<()> + 'a;
+
+/// Every object of every bucket of a backend.
+fn for_each_object(store: &ObjectStore, f: &mut ObjectVisitor<'_>) -> Result<()> {
     let b = store.backend();
     for bucket in b.list_buckets()? {
         let mut stop = false;
@@ -230,10 +230,11 @@ impl ObjectStore {
         let mut n = 0;
         for p in self.backend.all_part_files()? {
             let doc = xattr::get(&p, crate::storage::fs::META_XATTR)?.unwrap_or_default();
-            if let Ok(pm) = serde_json::from_slice::<super::multipart::PartMeta>(&doc) {
-                if pm.key_id.is_some() && pm.key_id != current {
-                    n += 1;
-                }
+            if let Ok(pm) = serde_json::from_slice::<super::multipart::PartMeta>(&doc)
+                && pm.key_id.is_some()
+                && pm.key_id != current
+            {
+                n += 1;
             }
         }
         Ok(n)

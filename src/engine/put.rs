@@ -215,17 +215,17 @@ fn write_stage(
 /// DGE1 sealing writer when the backend encrypts.
 pub(super) enum BodyWriter<'a> {
     Plain(&'a mut std::fs::File),
-    Sealed(SealingWriter<&'a mut std::fs::File>),
+    Sealed(Box<SealingWriter<&'a mut std::fs::File>>),
 }
 
 impl<'a> BodyWriter<'a> {
     pub(super) fn new(file: &'a mut std::fs::File, dek: Option<&Dek>) -> Result<Self, EngineError> {
         Ok(match dek {
             None => BodyWriter::Plain(file),
-            Some(dek) => BodyWriter::Sealed(
+            Some(dek) => BodyWriter::Sealed(Box::new(
                 SealingWriter::new(file, dek, crypto::DEFAULT_CHUNK_EXP)
                     .map_err(|e| EngineError::from(io::Error::from(e)))?,
-            ),
+            )),
         })
     }
     pub(super) fn write(&mut self, data: &[u8]) -> Result<(), EngineError> {

@@ -245,10 +245,10 @@ impl ChunkCipher {
         if self.try_open(index, is_final, sealed) {
             return Ok(());
         }
-        if let Some(mut copy) = backup {
-            if self.try_open(index, false, &mut copy) {
-                return Err(CryptoError::Truncated);
-            }
+        if let Some(mut copy) = backup
+            && self.try_open(index, false, &mut copy)
+        {
+            return Err(CryptoError::Truncated);
         }
         Err(CryptoError::ChunkAuth { index })
     }
