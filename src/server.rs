@@ -148,12 +148,22 @@ pub fn open_stores(
                 })?;
                 let enc = backend_encryption(b, keys.get(&b.name), &fs.internal_dir(), serving)?;
                 if serving {
-                    tracing::info!(backend = %b.name, root = %fs.root().display(), "filesystem backend ready");
+                    let (total, free) = fs.space().unwrap_or((0, 0));
+                    tracing::info!(
+                        backend = %b.name,
+                        root = %fs.root().display(),
+                        disk_total_gib = total >> 30,
+                        disk_free_gib = free >> 30,
+                        "filesystem backend ready"
+                    );
                 }
-                stores.insert(
-                    b.name.clone(),
-                    Arc::new(ObjectStore::new(b.name.clone(), Arc::new(fs), enc)),
+                let store = ObjectStore::new(b.name.clone(), Arc::new(fs), enc).with_min_free(
+                    settings
+                        .advanced
+                        .min_free_space_mb
+                        .saturating_mul(1024 * 1024),
                 );
+                stores.insert(b.name.clone(), Arc::new(store));
             }
             BackendKind::S3 { .. } => bail!(
                 "backend '{}' has type s3, which this version does not serve yet; use a filesystem backend",
@@ -217,6 +227,7 @@ pub fn app(state: Arc<S3State>) -> Router {
             "/_/api/encryption/status",
             get(crate::admin::encryption_status),
         )
+        .route("/_/api/status", get(crate::admin::status))
         .route("/_", get(admin_not_found))
         .route("/_/{*rest}", axum::routing::any(admin_not_found))
         .fallback(s3_entry)
@@ -296,6 +307,8 @@ pub async fn run(settings: Settings, open_access: bool) -> anyhow::Result<()> {
         credentials,
         domains: settings.advanced.s3_domains.clone(),
         region: "us-east-1".into(),
+        started: std::time::Instant::now(),
+        in_flight: Default::default(),
     });
     let listener = tokio::net::TcpListener::bind(settings.listen_addr)
         .await

@@ -66,3 +66,50 @@ pub async fn encryption_status(State(st): State<Arc<S3State>>, req: Request<Body
         }
     }
 }
+
+/// This process's resident memory (current and peak), in KiB, from
+/// `/proc/self/status` (visible even under `ProcSubset=pid`).
+fn memory_kib() -> (u64, u64) {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        s.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0u64)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// `GET /_/api/status`: version, uptime, each backend's data filesystem
+/// (total and free bytes), memory, requests in flight.
+pub async fn status(State(st): State<Arc<S3State>>, req: Request<Body>) -> Response {
+    if let Err(r) = require_admin(&st, &req) {
+        return *r;
+    }
+    let backends: Vec<_> = st
+        .gateway
+        .stores()
+        .map(|s| {
+            let (total, free) = s.backend().space().unwrap_or((0, 0));
+            serde_json::json!({
+                "name": s.name,
+                "root": s.backend().root(),
+                "disk_total_bytes": total,
+                "disk_free_bytes": free,
+                "encryption": if s.encryption().encrypts() { "aes256-gcm-proxy" } else { "none" },
+                "reencrypt_job_running": s.pending_reencrypt().is_some(),
+            })
+        })
+        .collect();
+    let (rss, peak) = memory_kib();
+    Json(serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_secs": st.started.elapsed().as_secs(),
+        "memory_rss_bytes": rss * 1024,
+        "memory_peak_rss_bytes": peak * 1024,
+        "requests_in_flight": st.in_flight.load(std::sync::atomic::Ordering::Relaxed),
+        "backends": backends,
+    }))
+    .into_response()
+}

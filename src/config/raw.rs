@@ -184,6 +184,7 @@ pub(super) struct RawAdvanced {
     pub max_request_body_mb: Option<Spanned<u64>>,
     pub s3_domains: Option<Vec<S>>,
     pub shutdown_grace_secs: Option<Spanned<u64>>,
+    pub min_free_space_mb: Option<Spanned<u64>>,
 }
 
 /// A YAML mapping kept in file order, with the location of every key.

@@ -26,6 +26,8 @@ pub const DEFAULT_MAX_DELTA_RATIO: f64 = 0.75;
 pub const DEFAULT_MAX_OBJECT_SIZE_FOR_DELTA_MB: u64 = 1024;
 /// Default `advanced.max_request_body_mb` (S3's own single-PUT limit, 5 GiB).
 pub const DEFAULT_MAX_REQUEST_BODY_MB: u64 = 5 * 1024;
+/// Default `advanced.min_free_space_mb`.
+pub const DEFAULT_MIN_FREE_SPACE_MB: u64 = 1024;
 /// Default `advanced.shutdown_grace_secs`.
 pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 30;
 /// Default `advanced.s3_domains`.
@@ -408,6 +410,9 @@ pub struct AdvancedSettings {
     pub s3_domains: Vec<String>,
     /// How long in-flight requests may run after a shutdown signal.
     pub shutdown_grace_secs: u64,
+    /// Writes that would leave less free space than this (MiB) on a
+    /// filesystem backend are refused; the log warns below twice this.
+    pub min_free_space_mb: u64,
 }
 
 impl Default for AdvancedSettings {
@@ -419,6 +424,7 @@ impl Default for AdvancedSettings {
             max_request_body_mb: DEFAULT_MAX_REQUEST_BODY_MB,
             s3_domains: vec![DEFAULT_S3_DOMAIN.to_string()],
             shutdown_grace_secs: DEFAULT_SHUTDOWN_GRACE_SECS,
+            min_free_space_mb: DEFAULT_MIN_FREE_SPACE_MB,
         }
     }
 }

@@ -240,6 +240,9 @@ impl<'a> Validator<'a> {
         if let Some(v) = &a.shutdown_grace_secs {
             adv.shutdown_grace_secs = v.value;
         }
+        if let Some(v) = &a.min_free_space_mb {
+            adv.min_free_space_mb = v.value;
+        }
         if let Some(list) = &a.s3_domains {
             let mut domains = Vec::new();
             for (i, s) in list.iter().enumerate() {

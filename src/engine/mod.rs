@@ -43,6 +43,15 @@ pub enum EngineError {
     InvalidPart(String),
     #[error("part list not in ascending order")]
     InvalidPartOrder,
+    /// Accepting the write would leave less free space than the configured minimum.
+    #[error(
+        "not enough free space: {free} bytes free, {needed} needed plus a reserve of {reserve}"
+    )]
+    InsufficientSpace {
+        free: u64,
+        needed: u64,
+        reserve: u64,
+    },
     #[error("part {0} is smaller than the 5 MiB minimum")]
     EntityTooSmall(u32),
     /// The object is encrypted with a key id this backend has no key for.
@@ -125,6 +134,8 @@ pub struct ObjectStore {
     pub name: String,
     backend: Arc<FsBackend>,
     enc: Arc<encryption::Encryption>,
+    /// Free space (bytes) that writes must leave on the backend's filesystem.
+    min_free: u64,
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
@@ -181,7 +192,35 @@ impl ObjectStore {
             name,
             backend,
             enc: Arc::new(enc),
+            min_free: 0,
         }
+    }
+
+    /// Sets the free-space reserve that writes must leave (0: no guard).
+    pub fn with_min_free(mut self, bytes: u64) -> Self {
+        self.min_free = bytes;
+        self
+    }
+
+    /// Refuses a write of `incoming` bytes that would eat into the reserve;
+    /// warns when free space is below twice the reserve.
+    pub fn ensure_space(&self, incoming: u64) -> Result<()> {
+        if self.min_free == 0 {
+            return Ok(());
+        }
+        let (_, free) = self.backend.space()?;
+        if free < incoming.saturating_add(self.min_free) {
+            tracing::error!(backend = %self.name, free, incoming, reserve = self.min_free, "refusing a write: the data filesystem is nearly full");
+            return Err(EngineError::InsufficientSpace {
+                free,
+                needed: incoming,
+                reserve: self.min_free,
+            });
+        }
+        if free < self.min_free.saturating_mul(2) {
+            tracing::warn!(backend = %self.name, free, reserve = self.min_free, "the data filesystem is running out of space");
+        }
+        Ok(())
     }
 
     pub fn encryption(&self) -> &encryption::Encryption {

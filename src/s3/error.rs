@@ -119,6 +119,11 @@ impl S3Error {
                 400,
                 "The list of parts was not in ascending order.",
             ),
+            EngineError::InsufficientSpace { .. } => Self::new(
+                "InsufficientStorage",
+                507,
+                "The storage backend is too full to accept this object (the server keeps a free-space reserve; see advanced.min_free_space_mb).",
+            ),
             EngineError::KeyUnavailable { key, key_id } => {
                 tracing::error!(key = %key, key_id = %key_id, "object is encrypted with a key id that is not configured (set legacy_key/legacy_key_id?)");
                 Self::internal()

@@ -35,6 +35,18 @@ pub struct S3State {
     /// Base domains for virtual-hosted-style requests (`bucket.<domain>`).
     pub domains: Vec<String>,
     pub region: String,
+    /// When the server started (for the status endpoint).
+    pub started: std::time::Instant,
+    /// S3 requests being handled right now.
+    pub in_flight: std::sync::atomic::AtomicU64,
+}
+
+/// Counts a request as in flight until dropped.
+struct InFlight<'a>(&'a std::sync::atomic::AtomicU64);
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// One request in flight.
@@ -178,6 +190,10 @@ fn new_request_id() -> String {
 
 /// Entry point for every request outside `/_/`.
 pub async fn handle(st: Arc<S3State>, req: Request<Body>) -> Response {
+    st.in_flight
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let counter = st.clone();
+    let _in_flight = InFlight(&counter.in_flight);
     let request_id = new_request_id();
     let head = req.method() == Method::HEAD;
     let method = req.method().clone();

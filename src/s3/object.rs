@@ -114,6 +114,10 @@ pub(super) async fn receive_body(ctx: &mut Ctx, store: &ObjectStore) -> Result<S
             "Your proposed upload exceeds the maximum allowed object size.",
         ));
     }
+    let incoming = declared.and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    store
+        .ensure_space(incoming)
+        .map_err(|e| S3Error::from_engine(e, ctx.bucket(), ctx.key()))?;
     let opts = StageOptions {
         sha256: matches!(ctx.payload, PayloadMode::Sha256(_)),
         checksum: want.as_ref().map(|(a, _)| *a),

@@ -145,6 +145,15 @@ impl FsBackend {
         &self.root
     }
 
+    /// Size and free space (for unprivileged users) of the root's filesystem, in bytes.
+    pub fn space(&self) -> Result<(u64, u64)> {
+        let v = rustix::fs::statvfs(&self.root).map_err(io::Error::from)?;
+        Ok((
+            v.f_blocks.saturating_mul(v.f_frsize),
+            v.f_bavail.saturating_mul(v.f_frsize),
+        ))
+    }
+
     /// The backend's internal directory, for other rooms' durable state (keys, jobs).
     pub fn internal_dir(&self) -> PathBuf {
         self.root.join(INTERNAL_DIR)

@@ -200,3 +200,36 @@ def test_sd_notify_ready_and_stopping(tmp_path):
         srv.stop()
     assert b"STOPPING=1" in s.recv(4096)
     s.close()
+
+
+def test_status_endpoint_and_free_space_guard(tmp_path):
+    import textwrap
+    cfg = tmp_path / "dgp.yaml"
+    cfg.write_text(textwrap.dedent(f"""\
+        storage:
+          filesystem: {tmp_path / 'data'}
+        advanced:
+          min_free_space_mb: 1000000000
+    """))
+    srv = Server(tmp_path / "unused", config=cfg).start()
+    try:
+        url = f"{srv.url}/_/api/status"
+        assert requests.get(url).status_code == 401
+        h, *_ = sigv4.sign("GET", url, {}, hashlib.sha256(b"").hexdigest())
+        r = requests.get(url, headers=h)
+        assert r.status_code == 200, r.text
+        st = r.json()
+        assert st["version"] and st["uptime_secs"] >= 0 and st["memory_rss_bytes"] > 0
+        b = st["backends"][0]
+        assert b["disk_total_bytes"] > b["disk_free_bytes"] > 0
+        # a reserve larger than the disk: every write is refused before it starts
+        s3 = srv.client()
+        s3.create_bucket(Bucket="full")
+        with pytest.raises(ClientError) as e:
+            s3.put_object(Bucket="full", Key="k", Body=b"x" * 1000)
+        assert e.value.response["Error"]["Code"] == "InsufficientStorage"
+        assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 507
+        assert not (tmp_path / "data" / "full" / "k").exists()
+        assert "nearly full" in srv.output()
+    finally:
+        srv.stop()
