@@ -293,6 +293,15 @@ pub async fn run(settings: Settings, open_access: bool) -> anyhow::Result<()> {
         ),
     };
     let keys = crate::config::resolve_encryption_keys(&settings, &|n| std::env::var(n).ok())?;
+    if !keys.is_empty() {
+        // Keys are in this process's memory: no core dumps, no ptrace by
+        // other unprivileged processes.
+        if let Err(e) =
+            rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+        {
+            tracing::warn!(error = %e, "could not mark the process non-dumpable");
+        }
+    }
     let gateway = Arc::new(
         build_gateway(
             &settings,
