@@ -521,26 +521,15 @@ pub async fn copy_object(ctx: Ctx) -> Result<Response, S3Error> {
             .await
             .map_err(|e| S3Error::from_engine(e, ctx.bucket(), ctx.key()))?
     };
-    let mut res = xml::CopyObjectResult {
+    let res = xml::CopyObjectResult {
         xmlns: S3_NS,
         last_modified: xml::iso8601(meta.mtime()),
         etag: format!("\"{}\"", meta.etag),
-        crc32: None,
-        crc32c: None,
-        crc64nvme: None,
-        sha1: None,
-        sha256: None,
+        checksum: meta
+            .checksum
+            .as_ref()
+            .map(|c| xml::ChecksumFields::from_alg(&c.alg, c.value.clone()))
+            .unwrap_or_default(),
     };
-    if let Some(c) = &meta.checksum {
-        let v = Some(c.value.clone());
-        match c.alg.as_str() {
-            "CRC32" => res.crc32 = v,
-            "CRC32C" => res.crc32c = v,
-            "CRC64NVME" => res.crc64nvme = v,
-            "SHA1" => res.sha1 = v,
-            "SHA256" => res.sha256 = v,
-            _ => {}
-        }
-    }
     Ok(xml::response("CopyObjectResult", &res))
 }

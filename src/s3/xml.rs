@@ -217,16 +217,8 @@ pub struct CopyObjectResult {
     pub last_modified: String,
     #[serde(rename = "ETag")]
     pub etag: String,
-    #[serde(rename = "ChecksumCRC32", skip_serializing_if = "Option::is_none")]
-    pub crc32: Option<String>,
-    #[serde(rename = "ChecksumCRC32C", skip_serializing_if = "Option::is_none")]
-    pub crc32c: Option<String>,
-    #[serde(rename = "ChecksumCRC64NVME", skip_serializing_if = "Option::is_none")]
-    pub crc64nvme: Option<String>,
-    #[serde(rename = "ChecksumSHA1", skip_serializing_if = "Option::is_none")]
-    pub sha1: Option<String>,
-    #[serde(rename = "ChecksumSHA256", skip_serializing_if = "Option::is_none")]
-    pub sha256: Option<String>,
+    #[serde(flatten)]
+    pub checksum: ChecksumFields,
 }
 
 /// Checksum elements as they appear in several documents.

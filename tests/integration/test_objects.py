@@ -223,3 +223,11 @@ def test_metadata_document_too_large_for_xattr_is_refused_whole(server, s3, buck
     assert code(e) == "MetadataTooLarge"
     assert s3.get_object(Bucket=bucket, Key="doc")["Body"].read() == b"old"
     assert os.listdir(server.data_dir / ".dg" / "tmp") == []
+
+
+def test_copy_keeps_checksum_algorithm(s3, bucket):
+    r = s3.put_object(Bucket=bucket, Key="ck-src", Body=b"checksummed", ChecksumAlgorithm="CRC32")
+    c = s3.copy_object(Bucket=bucket, Key="ck-dst", CopySource=f"{bucket}/ck-src")
+    assert c["CopyObjectResult"]["ChecksumCRC32"] == r["ChecksumCRC32"]
+    g = s3.get_object(Bucket=bucket, Key="ck-dst", ChecksumMode="ENABLED")
+    assert g["ChecksumCRC32"] == r["ChecksumCRC32"]
