@@ -117,6 +117,24 @@ fn main() -> ExitCode {
     }
 }
 
+/// Loads the settings and starts logging; prints the error and returns
+/// `None` when the configuration is unusable.
+fn load_settings(
+    config: Option<&std::path::Path>,
+    overrides: &deltaglider_proxy::config::Overrides,
+) -> Option<deltaglider_proxy::config::Settings> {
+    match deltaglider_proxy::config::load(config, overrides, &env_lookup) {
+        Ok(s) => {
+            deltaglider_proxy::logging::init(&s.log_level);
+            Some(s)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            None
+        }
+    }
+}
+
 fn encryption(args: EncryptionArgs) -> ExitCode {
     let overrides = deltaglider_proxy::config::Overrides {
         listen_addr: None,
@@ -125,15 +143,9 @@ fn encryption(args: EncryptionArgs) -> ExitCode {
         secret_access_key: None,
         log_level: Some("deltaglider_proxy=warn".into()),
     };
-    let settings =
-        match deltaglider_proxy::config::load(args.config.as_deref(), &overrides, &env_lookup) {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
-    deltaglider_proxy::logging::init(&settings.log_level);
+    let Some(settings) = load_settings(args.config.as_deref(), &overrides) else {
+        return ExitCode::FAILURE;
+    };
     let json = args.format == Format::Json;
     use deltaglider_proxy::ops;
     let res = match args.command {
@@ -178,15 +190,9 @@ fn serve(args: ServeArgs) -> ExitCode {
         secret_access_key: env_lookup("DGP_SECRET_ACCESS_KEY"),
         log_level: env_lookup("DGP_LOG_LEVEL"),
     };
-    let settings =
-        match deltaglider_proxy::config::load(args.config.as_deref(), &overrides, &env_lookup) {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
-    deltaglider_proxy::logging::init(&settings.log_level);
+    let Some(settings) = load_settings(args.config.as_deref(), &overrides) else {
+        return ExitCode::FAILURE;
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
