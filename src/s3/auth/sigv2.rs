@@ -208,22 +208,7 @@ pub(super) fn verify_header(
         date_str.trim()
     };
 
-    let secret = creds
-        .secret_for(akid)
-        .ok_or(AuthError::InvalidAccessKeyId)?;
-    let path = resource_path(req.path, bucket);
-    let sts = string_to_sign(
-        req.method.as_str(),
-        &path,
-        req.query,
-        req.headers,
-        date_line,
-    );
-    check(secret.expose(), &sts, signature.as_bytes())?;
-    Ok(AuthOutcome::Authenticated {
-        access_key_id: akid.to_owned(),
-        payload: PayloadMode::Unsigned,
-    })
+    verify(req, bucket, creds, akid, date_line, signature.as_bytes())
 }
 
 /// Whether the raw query carries SigV2 query-authentication parameters.
@@ -271,8 +256,21 @@ pub(super) fn verify_query(
     if req.now.unix_timestamp() > expires {
         return Err(AuthError::AccessDenied("Request has expired".to_owned()));
     }
+    verify(req, bucket, creds, &akid, expires_str, &signature)
+}
+
+/// The common end of header and query SigV2: the string to sign over the
+/// resource with `date_line` (Date or Expires), checked against `signature`.
+fn verify(
+    req: &AuthRequest<'_>,
+    bucket: Option<&str>,
+    creds: &dyn CredentialStore,
+    akid: &str,
+    date_line: &str,
+    signature: &[u8],
+) -> Result<AuthOutcome, AuthError> {
     let secret = creds
-        .secret_for(&akid)
+        .secret_for(akid)
         .ok_or(AuthError::InvalidAccessKeyId)?;
     let path = resource_path(req.path, bucket);
     let sts = string_to_sign(
@@ -280,11 +278,11 @@ pub(super) fn verify_query(
         &path,
         req.query,
         req.headers,
-        expires_str,
+        date_line,
     );
-    check(secret.expose(), &sts, &signature)?;
+    check(secret.expose(), &sts, signature)?;
     Ok(AuthOutcome::Authenticated {
-        access_key_id: akid,
+        access_key_id: akid.to_owned(),
         payload: PayloadMode::Unsigned,
     })
 }
