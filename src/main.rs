@@ -26,6 +26,26 @@ enum Command {
     Config(ConfigCommand),
     /// Encryption at rest: status, audit, key rotation, export.
     Encryption(EncryptionArgs),
+    /// Mount the read-only view of the decrypted objects (FUSE) and serve it until SIGINT/SIGTERM.
+    Mount(MountArgs),
+}
+
+#[derive(clap::Args)]
+struct MountArgs {
+    /// An empty directory to mount on.
+    mountpoint: PathBuf,
+    /// YAML configuration file (the same as for `serve`).
+    #[arg(long, env = "DGP_CONFIG")]
+    config: Option<PathBuf>,
+    /// Root of the embedded default filesystem backend (default ./data).
+    #[arg(long, env = "DGP_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Show only this bucket (its keys at the top of the mount).
+    #[arg(long)]
+    bucket: Option<String>,
+    /// Let other users read the mount (needs `user_allow_other` in /etc/fuse.conf unless root).
+    #[arg(long)]
+    allow_other: bool,
 }
 
 #[derive(clap::Args)]
@@ -114,6 +134,7 @@ fn main() -> ExitCode {
         Command::Config(ConfigCommand::Lint { file }) => lint(&file),
         Command::Serve(args) => serve(args),
         Command::Encryption(args) => encryption(args),
+        Command::Mount(args) => mount(args),
     }
 }
 
@@ -160,6 +181,32 @@ fn encryption(args: EncryptionArgs) -> ExitCode {
     match res {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn mount(args: MountArgs) -> ExitCode {
+    let overrides = deltaglider_proxy::config::Overrides {
+        listen_addr: None,
+        data_dir: args.data_dir,
+        access_key_id: None,
+        secret_access_key: None,
+        log_level: env_lookup("DGP_LOG_LEVEL"),
+    };
+    let Some(settings) = load_settings(args.config.as_deref(), &overrides) else {
+        return ExitCode::FAILURE;
+    };
+    let opts = deltaglider_proxy::fuse::MountOptions {
+        mountpoint: args.mountpoint,
+        allow_other: args.allow_other,
+        bucket: args.bucket,
+    };
+    match deltaglider_proxy::ops::mount(&settings, &opts) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }

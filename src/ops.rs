@@ -269,3 +269,48 @@ pub fn reencrypt(
     }
     Ok(())
 }
+
+/// `mount`: the read-only FUSE view, served until SIGINT/SIGTERM (then
+/// unmounted) or until someone unmounts it (`fusermount3 -u`).
+pub fn mount(settings: &Settings, opts: &crate::fuse::MountOptions) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let keys = crate::config::resolve_encryption_keys(settings, &|n| std::env::var(n).ok())?;
+    crate::server::protect_keys(&keys);
+    let gateway = std::sync::Arc::new(crate::server::open_gateway(settings, &keys, false, false)?);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the signal handler")?;
+    let (mut term, mut int) = runtime.block_on(async {
+        anyhow::Ok((
+            signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+        ))
+    })?;
+    let mounted = crate::fuse::mount(gateway, opts)?;
+    eprintln!(
+        "mounted read-only at {} (Ctrl-C, SIGTERM or `fusermount3 -u {}` unmounts)",
+        mounted.mountpoint().display(),
+        mounted.mountpoint().display()
+    );
+    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+        tracing::warn!(error = %e, "could not send READY=1 to systemd");
+    }
+    let why = runtime.block_on(async {
+        loop {
+            tokio::select! {
+                _ = term.recv() => break "SIGTERM",
+                _ = int.recv() => break "SIGINT",
+                _ = tokio::time::sleep(std::time::Duration::from_millis(250)) => {
+                    if mounted.is_finished() {
+                        break "unmounted from outside";
+                    }
+                }
+            }
+        }
+    });
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    tracing::info!(reason = why, "unmounting the FUSE view");
+    mounted.unmount();
+    Ok(())
+}

@@ -174,13 +174,14 @@ pub fn open_stores(
     Ok(stores)
 }
 
-/// Opens every backend and builds the gateway.
-pub async fn build_gateway(
+/// Opens every backend and builds the gateway (`serving`: see [`open_stores`]).
+pub fn open_gateway(
     settings: &Settings,
     keys: &ResolvedKeys,
     open_access: bool,
+    serving: bool,
 ) -> anyhow::Result<Gateway> {
-    let stores = open_stores(settings, keys, true)?;
+    let stores = open_stores(settings, keys, serving)?;
     let routes = settings
         .buckets
         .iter()
@@ -201,6 +202,19 @@ pub async fn build_gateway(
         routes,
         open_access,
     ))
+}
+
+/// Keys are in this process's memory: no core dumps, no ptrace by other
+/// unprivileged processes.
+pub fn protect_keys(keys: &ResolvedKeys) {
+    if keys.is_empty() {
+        return;
+    }
+    if let Err(e) =
+        rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+    {
+        tracing::warn!(error = %e, "could not mark the process non-dumpable");
+    }
 }
 
 async fn health() -> &'static str {
@@ -293,23 +307,21 @@ pub async fn run(settings: Settings, open_access: bool) -> anyhow::Result<()> {
         ),
     };
     let keys = crate::config::resolve_encryption_keys(&settings, &|n| std::env::var(n).ok())?;
-    if !keys.is_empty() {
-        // Keys are in this process's memory: no core dumps, no ptrace by
-        // other unprivileged processes.
-        if let Err(e) =
-            rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
-        {
-            tracing::warn!(error = %e, "could not mark the process non-dumpable");
-        }
-    }
-    let gateway = Arc::new(
-        build_gateway(
-            &settings,
-            &keys,
-            open_access && settings.credentials.is_none(),
-        )
-        .await?,
-    );
+    protect_keys(&keys);
+    let gateway = Arc::new(open_gateway(
+        &settings,
+        &keys,
+        open_access && settings.credentials.is_none(),
+        true,
+    )?);
+    // The FUSE view, when configured, is up before READY and down after the drain.
+    let mount = match &settings.fuse {
+        Some(f) => Some(crate::fuse::mount(
+            gateway.clone(),
+            &crate::fuse::MountOptions::from_settings(f),
+        )?),
+        None => None,
+    };
     resume_jobs(&gateway);
     let state = Arc::new(S3State {
         gateway,
@@ -344,6 +356,9 @@ pub async fn run(settings: Settings, open_access: bool) -> anyhow::Result<()> {
         _ = async { let _ = rx.await; tokio::time::sleep(grace).await } => {
             tracing::warn!(grace_secs = grace.as_secs(), "requests still in flight after the grace period; exiting");
         }
+    }
+    if let Some(m) = mount {
+        m.unmount();
     }
     tracing::info!("stopped");
     Ok(())

@@ -23,6 +23,16 @@ pub(super) struct RawConfig {
     pub access: Option<RawAccess>,
     pub storage: Option<RawStorage>,
     pub advanced: Option<RawAdvanced>,
+    pub fuse: Option<Spanned<RawFuse>>,
+}
+
+/// `fuse:` the read-only FUSE view that `serve` mounts.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawFuse {
+    pub mountpoint: Option<S>,
+    pub allow_other: Option<Spanned<bool>>,
+    pub bucket: Option<S>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -82,6 +82,8 @@ pub struct Settings {
     /// business; they are only parsed and validated here).
     pub admission: Vec<AdmissionBlock>,
     pub advanced: AdvancedSettings,
+    /// `fuse:` the read-only view `serve` mounts; `None` without the section.
+    pub fuse: Option<FuseSettings>,
     /// Non-fatal findings to log at startup (e.g. an ignored `--data-dir`).
     pub warnings: Vec<String>,
 }
@@ -99,6 +101,7 @@ impl Settings {
             buckets: BTreeMap::new(),
             admission: Vec::new(),
             advanced: AdvancedSettings::default(),
+            fuse: None,
             warnings: Vec::new(),
         }
     }
@@ -391,6 +394,19 @@ fn mask(addr: IpAddr, len: u8) -> IpAddr {
             IpAddr::V6((bits & m).into())
         }
     }
+}
+
+/// `fuse:` where `serve` mounts the read-only view of the objects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FuseSettings {
+    /// An absolute path; must be an empty directory when the mount starts.
+    pub mountpoint: PathBuf,
+    /// Let users other than the one running the server read the mount
+    /// (files 0444 instead of 0440; non-root needs `user_allow_other` in
+    /// /etc/fuse.conf).
+    pub allow_other: bool,
+    /// Show only this bucket (its keys at the top of the mount).
+    pub bucket: Option<String>,
 }
 
 /// `advanced:` tunables (listen_addr and log_level live on [`Settings`]).

@@ -15,13 +15,13 @@ use super::error::Problem;
 use super::expand;
 use super::raw::{
     Entries, RawAccess, RawAction, RawAdmission, RawAdvanced, RawBucket, RawConfig, RawEncryption,
-    RawStorage, S,
+    RawFuse, RawStorage, S,
 };
 use super::rules::{self, env_var_for_backend};
 use super::settings::{
     AdminCredentials, AdmissionAction, AdmissionBlock, AdmissionMatch, AdvancedSettings,
     BackendKind, BackendSettings, BucketSettings, EncryptionMode, EncryptionSettings, IamMode,
-    IpNet, KeySource, SINGLETON_BACKEND_NAME, Secret, Settings,
+    FuseSettings, IpNet, KeySource, SINGLETON_BACKEND_NAME, Secret, Settings,
 };
 
 /// The environment variable holding the singleton backend's key.
@@ -146,6 +146,7 @@ impl<'a> Validator<'a> {
         let (backends, default_backend, buckets) =
             self.storage(raw.storage, overrides.data_dir.as_ref());
         let admission = self.admission(raw.admission.unwrap_or_default());
+        let fuse = raw.fuse.as_ref().and_then(|f| self.fuse(f));
         Settings {
             listen_addr,
             log_level,
@@ -156,8 +157,43 @@ impl<'a> Validator<'a> {
             buckets,
             admission,
             advanced,
+            fuse,
             warnings: Vec::new(),
         }
+    }
+
+    // --------------------------------------------------------------- fuse
+
+    fn fuse(&mut self, f: &Spanned<RawFuse>) -> Option<FuseSettings> {
+        let Some(mp) = &f.value.mountpoint else {
+            self.problem(
+                "fuse.mountpoint",
+                loc(f),
+                "required when the fuse section is present",
+            );
+            return None;
+        };
+        let path = PathBuf::from(self.nonempty("fuse.mountpoint", mp)?.trim());
+        if !path.is_absolute() {
+            self.problem(
+                "fuse.mountpoint",
+                loc(mp),
+                "must be an absolute path (e.g. /srv/deltaglider)",
+            );
+            return None;
+        }
+        let bucket = self.opt_nonempty("fuse.bucket", f.value.bucket.as_ref());
+        if let (Some(b), Some(s)) = (&bucket, &f.value.bucket)
+            && (b.contains('/') || b.starts_with('.'))
+        {
+            self.problem("fuse.bucket", loc(s), "not a bucket name");
+            return None;
+        }
+        Some(FuseSettings {
+            mountpoint: path,
+            allow_other: f.value.allow_other.as_ref().is_some_and(|v| v.value),
+            bucket,
+        })
     }
 
     // ----------------------------------------------------------- advanced

@@ -2,6 +2,7 @@
 //! sorted walk of the backend, with delimiter roll-up and pagination.
 
 use std::ops::ControlFlow;
+use std::sync::Arc;
 
 use super::{ObjectInfo, ObjectStore, Result, blocking, info_from_raw};
 use crate::storage::StorageError;
@@ -31,16 +32,21 @@ enum Item {
 }
 
 impl ObjectStore {
-    pub async fn list(&self, bucket: &str, p: ListParams) -> Result<ListPage> {
-        let b = self.backend.clone();
-        let bucket = bucket.to_owned();
-        blocking(move || {
+    pub async fn list(self: &Arc<Self>, bucket: &str, p: ListParams) -> Result<ListPage> {
+        let (this, bucket) = (self.clone(), bucket.to_owned());
+        blocking(move || this.list_blocking(&bucket, p)).await
+    }
+
+    /// `list` for callers already on a blocking thread.
+    pub fn list_blocking(&self, bucket: &str, p: ListParams) -> Result<ListPage> {
+        let b = &self.backend;
+        {
             let delim = p.delimiter.clone().filter(|d| !d.is_empty());
             let roll_slash = delim.as_deref() == Some("/");
             let mut items: Vec<Item> = Vec::new();
             let mut truncated = false;
             let mut last_prefix: Option<String> = None;
-            b.walk(&bucket, &p.prefix, &p.start_after, roll_slash, &mut |wi| {
+            b.walk(bucket, &p.prefix, &p.start_after, roll_slash, &mut |wi| {
                 let item = match wi {
                     WalkItem::Prefix(pfx) => Item::Prefix(pfx),
                     WalkItem::Object { key, path } => match delim.as_deref() {
@@ -90,7 +96,6 @@ impl ObjectStore {
                 }
             }
             Ok(page)
-        })
-        .await
+        }
     }
 }

@@ -100,6 +100,53 @@ pub struct OpenObject {
 }
 
 impl OpenObject {
+    /// Logical size of the object.
+    pub fn size(&self) -> u64 {
+        self.info.meta.size
+    }
+
+    /// Blocking random read of the logical body into `buf` at `offset`;
+    /// returns the bytes read (0 at or past the end). An encrypted object
+    /// decrypts only the chunks under the range (the last one is kept, so
+    /// small sequential reads decrypt each chunk once); a damaged chunk is an
+    /// error, never wrong bytes.
+    pub fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        let size = self.info.meta.size;
+        if offset >= size || buf.is_empty() {
+            return Ok(0);
+        }
+        let want = (buf.len() as u64).min(size - offset) as usize;
+        match &mut self.body {
+            OpenBody::Empty => Ok(0),
+            OpenBody::Plain(f) => {
+                use std::os::unix::fs::FileExt;
+                let mut done = 0;
+                while done < want {
+                    match f.read_at(&mut buf[done..want], offset + done as u64) {
+                        Ok(0) => break,
+                        Ok(n) => done += n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Ok(done)
+            }
+            OpenBody::Encrypted(d) => {
+                let mut done = 0;
+                d.read_range(offset, want as u64, |piece| {
+                    buf[done..done + piece.len()].copy_from_slice(&piece);
+                    done += piece.len();
+                    std::ops::ControlFlow::Continue(())
+                })
+                .map_err(|err| EngineError::Crypto {
+                    key: self.info.key.clone(),
+                    err,
+                })?;
+                Ok(done)
+            }
+        }
+    }
+
     /// The bytes `[start, start+len)` of the logical body. For an encrypted
     /// object the first chunk the range needs is authenticated before this
     /// returns, so a wrong key or a damaged start is an error here, before
@@ -238,6 +285,16 @@ impl ObjectStore {
         blocking(move || Ok(b.list_buckets()?)).await
     }
 
+    /// `list_buckets` for callers already on a blocking thread.
+    pub fn list_buckets_blocking(&self) -> Result<Vec<BucketEntry>> {
+        Ok(self.backend.list_buckets()?)
+    }
+
+    /// Total and available bytes of the filesystem holding this backend.
+    pub fn space(&self) -> Result<(u64, u64)> {
+        Ok(self.backend.space()?)
+    }
+
     pub async fn bucket_created(&self, bucket: &str) -> Result<SystemTime> {
         let (b, bucket) = (self.backend.clone(), bucket.to_owned());
         blocking(move || Ok(b.bucket_created(&bucket)?)).await
@@ -344,6 +401,12 @@ impl ObjectStore {
         let op = parse_key(key)?;
         let (b, bucket, key) = (self.backend.clone(), bucket.to_owned(), key.to_owned());
         blocking(move || info_from_raw(&key, &b.stat(&bucket, &op)?)).await
+    }
+
+    /// `head` for callers already on a blocking thread.
+    pub fn head_blocking(&self, bucket: &str, key: &str) -> Result<ObjectInfo> {
+        let op = parse_key(key)?;
+        info_from_raw(key, &self.backend.stat(bucket, &op)?)
     }
 
     pub async fn open(self: &Arc<Self>, bucket: &str, key: &str) -> Result<OpenObject> {

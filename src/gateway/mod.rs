@@ -102,19 +102,41 @@ impl Gateway {
 
     /// All buckets clients can reach, by their client-facing names.
     pub async fn list_buckets(&self) -> Result<Vec<(String, SystemTime)>> {
-        let mut out = BTreeMap::new();
+        let mut found = Vec::new();
         for (store_name, store) in &self.stores {
-            for b in store.list_buckets().await? {
-                // The client-facing name of this directory, if routing leads here.
+            found.push((store_name.clone(), store.list_buckets().await?));
+        }
+        Ok(self.visible_buckets(found))
+    }
+
+    /// `list_buckets` for callers already on a blocking thread.
+    pub fn list_buckets_blocking(&self) -> Result<Vec<(String, SystemTime)>> {
+        let mut found = Vec::new();
+        for (store_name, store) in &self.stores {
+            found.push((store_name.clone(), store.list_buckets_blocking()?));
+        }
+        Ok(self.visible_buckets(found))
+    }
+
+    /// The client-facing names of the bucket directories found on each
+    /// store: an alias where routing leads there, the directory's own name
+    /// where routing does not send that name elsewhere.
+    fn visible_buckets(
+        &self,
+        found: Vec<(String, Vec<crate::storage::fs::BucketEntry>)>,
+    ) -> Vec<(String, SystemTime)> {
+        let mut out = BTreeMap::new();
+        for (store_name, buckets) in found {
+            for b in buckets {
                 let by_alias = self
                     .routes
                     .iter()
-                    .find(|(_, r)| &r.store == store_name && r.real_name == b.name);
+                    .find(|(_, r)| r.store == store_name && r.real_name == b.name);
                 let name = match by_alias {
                     Some((virt, _)) => virt.clone(),
                     None => {
                         let (routed, real) = self.route(&b.name);
-                        if &routed.name != store_name || real != b.name {
+                        if routed.name != store_name || real != b.name {
                             continue; // unreachable from clients: routing sends this name elsewhere
                         }
                         b.name.clone()
@@ -123,6 +145,6 @@ impl Gateway {
                 out.insert(name, b.created);
             }
         }
-        Ok(out.into_iter().collect())
+        out.into_iter().collect()
     }
 }

@@ -21,8 +21,7 @@ use super::keys::Dek;
 const RANGE_STREAM_DEPTH: usize = 4;
 
 /// A stored encrypted body opened for range reads. Holds at most one
-/// decrypted chunk between calls (the one [`Decryptor::verify_first`]
-/// checked).
+/// decrypted chunk between calls (the last one decrypted).
 pub struct Decryptor<R> {
     reader: R,
     cipher: ChunkCipher,
@@ -93,8 +92,7 @@ impl<R: Read + Seek> Decryptor<R> {
             self.plain_len,
             self.cipher.header().chunk_exp(),
         )?;
-        let plain = self.chunk(span.first_chunk)?;
-        self.cached = Some((span.first_chunk, plain));
+        self.chunk(span.first_chunk)?; // kept in `cached`
         Ok(())
     }
 
@@ -137,10 +135,10 @@ impl<R: Read + Seek> Decryptor<R> {
 
     /// The authenticated plaintext of chunk `index`.
     fn chunk(&mut self, index: u64) -> Result<Bytes, CryptoError> {
-        if let Some((cached, plain)) = self.cached.take()
-            && cached == index
+        if let Some((cached, plain)) = &self.cached
+            && *cached == index
         {
-            return Ok(plain);
+            return Ok(plain.clone());
         }
         let header = self.cipher.header();
         let chunk = header.chunk_size() as u64;
@@ -160,7 +158,11 @@ impl<R: Read + Seek> Decryptor<R> {
         self.position = Some(offset + buf.len() as u64);
         self.cipher.open(index, is_final, &mut buf)?;
         buf.truncate(buf.len() - TAG_LEN);
-        Ok(Bytes::from(buf))
+        let plain = Bytes::from(buf);
+        // Kept for the next read: small sequential reads (a FUSE reader, a
+        // verify_first before a range) decrypt each chunk once.
+        self.cached = Some((index, plain.clone()));
+        Ok(plain)
     }
 }
 
