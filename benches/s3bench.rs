@@ -572,6 +572,7 @@ async fn encryption_bench(o: &Opts, bin: &Path, plain: &S3, block: &Bytes) {
         "encrypted server peak RSS: {:.1} MiB",
         server.peak_rss_mib()
     );
+    fuse_bench(o, bin, &s3, &data).await;
     drop(server);
 
     // rotate-kek over many objects: written straight to disk (fixture), then timed.
@@ -629,4 +630,181 @@ async fn encryption_bench(o: &Opts, bin: &Path, plain: &S3, block: &Bytes) {
             .next()
             .unwrap_or("")
     );
+}
+
+/// A `deltaglider_proxy mount` process; SIGTERM (clean unmount) on drop.
+struct Mount {
+    child: Child,
+    mp: PathBuf,
+}
+
+fn mounted(mp: &Path) -> bool {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let want = mp.to_str().unwrap();
+    info.lines().any(|l| l.split(' ').nth(4) == Some(want))
+}
+
+impl Mount {
+    fn start(bin: &Path, mp: &Path, config: &Path, key: &str) -> Mount {
+        std::fs::create_dir_all(mp).unwrap();
+        let mp = mp.canonicalize().unwrap();
+        let child = Command::new(bin)
+            .arg("mount")
+            .arg(&mp)
+            .arg("--config")
+            .arg(config)
+            .env("DGP_ENCRYPTION_KEY", key)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start mount");
+        let t = Instant::now();
+        while !mounted(&mp) {
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "mount did not appear"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Mount { child, mp }
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+/// The FUSE view of the encrypted backend: sequential read of the 1 GiB
+/// encrypted object against an S3 GET of it in the same run, `ls -lR` over
+/// 10,000 objects (and how much object data that read: none), and 4 KiB
+/// random reads per second on the encrypted object.
+async fn fuse_bench(o: &Opts, bin: &Path, s3: &S3, data: &Path) {
+    if !Path::new("/dev/fuse").exists() {
+        println!("-- FUSE: skipped (no /dev/fuse) --");
+        return;
+    }
+    println!("-- FUSE view (encrypted backend, `deltaglider_proxy mount`) --");
+    let cfg = enc_config(&o.dir, data, "bench-a", false);
+    let m = Mount::start(bin, &o.dir.join("mnt"), &cfg, KEY_A);
+    let size = o.big_mib * MIB;
+    let file = m.mp.join("enc/big.bin");
+    // Alternating, best of three each (hot cache for the stored file).
+    let (mut get, mut fuse) = (0f64, 0f64);
+    for _ in 0..3 {
+        get = get.max(timed_get(s3, "/enc/big.bin", size, None).await.0);
+        fuse = fuse.max(read_file(&file));
+    }
+    println!(
+        "sequential read of the {} MiB encrypted object: mount {fuse:>7.0} MiB/s   S3 GET {get:>7.0} MiB/s   ({:.0}%)",
+        o.big_mib,
+        100.0 * fuse / get
+    );
+
+    // 10,000 small objects in 100 directories, written straight to the
+    // backend as encrypted objects (fixture), then listed through the mount.
+    use deltaglider_proxy::engine::crypto::{self, Dek};
+    let kek = crypto::Kek::from_hex(KEY_A).unwrap();
+    let kid = crypto::KeyId::new("bench-a").unwrap();
+    for d in 0..100 {
+        let dir = data.join("enc").join(format!("tree/d{d:02}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in 0..100 {
+            let key = format!("tree/d{d:02}/f{f:03}");
+            let dek = Dek::generate();
+            let plain = vec![b'x'; 1000];
+            let body = crypto::encrypt_vec(&plain, &dek, crypto::DEFAULT_CHUNK_EXP).unwrap();
+            let p = data.join("enc").join(&key);
+            std::fs::write(&p, body).unwrap();
+            let mut meta = deltaglider_proxy::engine::ObjectMeta::new(
+                1000,
+                "c3e5b8c4b0b4ab5e2bb1a5f1d7b43c0b".into(),
+                std::time::SystemTime::now(),
+            );
+            meta.encrypted = Some(deltaglider_proxy::engine::meta::ENCRYPTED_MARKER.into());
+            meta.key_id = Some("bench-a".into());
+            let id = crypto::ObjectIdentity {
+                bucket: "enc",
+                key: &key,
+            };
+            meta.wrapped_key = Some(crypto::wrap_dek(&kek, &kid, id, &dek).to_base64());
+            xattr::set(&p, "user.dg.metadata", &meta.encode()).unwrap();
+        }
+    }
+    drop_caches();
+    let t = Instant::now();
+    let out = Command::new("ls")
+        .arg("-lR")
+        .arg(m.mp.join("enc/tree"))
+        .output()
+        .unwrap();
+    let took = t.elapsed();
+    let listing = String::from_utf8_lossy(&out.stdout).into_owned();
+    let files: Vec<&str> = listing.lines().filter(|l| l.starts_with("-r")).collect();
+    assert_eq!(files.len(), 10_000);
+    // Logical sizes from the metadata (the bodies on disk are 1040 bytes).
+    assert!(
+        files
+            .iter()
+            .all(|l| l.split_whitespace().nth(4) == Some("1000"))
+    );
+    println!(
+        "ls -lR over {} objects in 100 directories (cold cache): {:.2} s (sizes from metadata, no object body opened)",
+        files.len(),
+        took.as_secs_f64()
+    );
+
+    // 4 KiB random reads on the encrypted object, no read-ahead.
+    for threads in [1usize, 4] {
+        let secs = o.secs;
+        let done = Arc::new(AtomicU64::new(0));
+        let mut handles = Vec::new();
+        let started = Instant::now();
+        for th in 0..threads {
+            let (file, done) = (file.clone(), done.clone());
+            handles.push(std::thread::spawn(move || {
+                use std::os::unix::fs::FileExt;
+                let f = std::fs::File::open(&file).unwrap();
+                // No read-ahead: each read is one 4 KiB request to the mount.
+                let _ = rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::Random);
+                let mut buf = vec![0u8; 4096];
+                let pages = size / 4096;
+                let deadline = Instant::now() + Duration::from_secs(secs);
+                let mut n = 0u64;
+                // Every page at most once (an odd multiplier permutes a
+                // power-of-two range), so no read is a page-cache hit.
+                let mut i = th as u64 * (pages / threads as u64);
+                while Instant::now() < deadline && n < pages / threads as u64 {
+                    let page = i.wrapping_mul(2_654_435_761) % pages;
+                    f.read_exact_at(&mut buf, page * 4096).unwrap();
+                    n += 1;
+                    i += 1;
+                }
+                done.fetch_add(n, Ordering::Relaxed);
+            }));
+        }
+        for h in handles {
+            h.join().unwrap();
+        }
+        println!(
+            "4 KiB random reads on the {} MiB encrypted object, {threads} thread(s): {:.0} reads/s",
+            o.big_mib,
+            done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+        );
+    }
+    println!(
+        "mount process peak RSS: {:.1} MiB",
+        std::fs::read_to_string(format!("/proc/{}/status", m.child.id()))
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 1024.0
+    );
+    drop(m);
 }

@@ -20,8 +20,8 @@ use super::raw::{
 use super::rules::{self, env_var_for_backend};
 use super::settings::{
     AdminCredentials, AdmissionAction, AdmissionBlock, AdmissionMatch, AdvancedSettings,
-    BackendKind, BackendSettings, BucketSettings, EncryptionMode, EncryptionSettings, IamMode,
-    FuseSettings, IpNet, KeySource, SINGLETON_BACKEND_NAME, Secret, Settings,
+    BackendKind, BackendSettings, BucketSettings, EncryptionMode, EncryptionSettings, FuseSettings,
+    IamMode, IpNet, KeySource, SINGLETON_BACKEND_NAME, Secret, Settings,
 };
 
 /// The environment variable holding the singleton backend's key.

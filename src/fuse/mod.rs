@@ -109,8 +109,8 @@ pub fn check_mountpoint(path: &Path) -> anyhow::Result<PathBuf> {
             "{shown} is already a mount point ({fstype}); unmount it first:  fusermount3 -u {shown}"
         );
     }
-    let mut entries = std::fs::read_dir(path)
-        .with_context(|| format!("reading the mountpoint {shown}"))?;
+    let mut entries =
+        std::fs::read_dir(path).with_context(|| format!("reading the mountpoint {shown}"))?;
     if let Some(first) = entries.next() {
         let first = first?.file_name();
         bail!(

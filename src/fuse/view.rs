@@ -15,9 +15,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
     KernelConfig, LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
-    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
 };
 
 use crate::engine::list::ListParams;
@@ -41,8 +41,14 @@ enum Loc {
     /// The mount's top: the list of buckets.
     Root,
     /// A bucket (prefix "") or a directory in it (prefix ends in '/').
-    Dir { bucket: String, prefix: String },
-    File { bucket: String, key: String },
+    Dir {
+        bucket: String,
+        prefix: String,
+    },
+    File {
+        bucket: String,
+        key: String,
+    },
 }
 
 impl Loc {
@@ -120,6 +126,10 @@ struct DirEntry {
     ino: u64,
     kind: FileType,
     name: String,
+    loc: Loc,
+    /// Logical size and Last-Modified of a file (from the listing's metadata).
+    size: u64,
+    mtime: Option<SystemTime>,
 }
 
 /// Options of one mount.
@@ -148,9 +158,7 @@ pub struct View {
 /// What the view answers with when the engine fails.
 fn errno(e: &EngineError) -> Errno {
     match e {
-        EngineError::Storage(StorageError::NoSuchKey | StorageError::NoSuchBucket) => {
-            Errno::ENOENT
-        }
+        EngineError::Storage(StorageError::NoSuchKey | StorageError::NoSuchBucket) => Errno::ENOENT,
         EngineError::Storage(StorageError::InvalidKey(k)) if k.is_length() => Errno::ENAMETOOLONG,
         EngineError::Storage(StorageError::InvalidKey(_)) => Errno::ENOENT,
         _ => Errno::EIO,
@@ -225,7 +233,12 @@ impl View {
     }
 
     fn file_attr(&self, ino: u64, info: &ObjectInfo) -> FileAttr {
-        self.attr(ino, FileType::RegularFile, info.meta.size, info.meta.mtime())
+        self.attr(
+            ino,
+            FileType::RegularFile,
+            info.meta.size,
+            info.meta.mtime(),
+        )
     }
 
     fn dir_attr(&self, ino: u64) -> FileAttr {
@@ -324,6 +337,9 @@ impl View {
                         ino: nodes_peek(&l),
                         kind: FileType::Directory,
                         name,
+                        loc: l,
+                        size: 0,
+                        mtime: None,
                     });
                 }
             }
@@ -339,7 +355,11 @@ impl View {
                     };
                     let page = store.list_blocking(&real, p).map_err(|e| {
                         self.log_failure("listing", bucket, prefix, &e);
-                        if is_missing(&e) { Errno::ENOENT } else { Errno::EIO }
+                        if is_missing(&e) {
+                            Errno::ENOENT
+                        } else {
+                            Errno::EIO
+                        }
                     })?;
                     for pfx in &page.prefixes {
                         let name = &pfx[prefix.len()..pfx.len() - 1];
@@ -351,6 +371,9 @@ impl View {
                             ino: nodes_peek(&l),
                             kind: FileType::Directory,
                             name: name.to_owned(),
+                            loc: l,
+                            size: 0,
+                            mtime: None,
                         });
                     }
                     for o in &page.objects {
@@ -367,6 +390,9 @@ impl View {
                             ino: nodes_peek(&l),
                             kind: FileType::RegularFile,
                             name: name.to_owned(),
+                            loc: l,
+                            size: o.meta.size,
+                            mtime: Some(o.meta.mtime()),
                         });
                     }
                     match (page.truncated, page.last) {
@@ -449,6 +475,9 @@ impl Filesystem for View {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // Larger reads from the kernel's read-ahead (capped by the kernel).
         let _ = config.set_max_readahead(1024 * 1024);
+        // Directory reads carry each entry's attributes (from the listing's
+        // metadata): `ls -l` needs no lookup per file.
+        let _ = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS);
         Ok(())
     }
 
@@ -614,6 +643,52 @@ impl Filesystem for View {
         reply.ok();
     }
 
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let Some(entries) = self.dirs.lock().expect("dirs lock").get(&fh.0).cloned() else {
+            return reply.error(Errno::EBADF);
+        };
+        let mut next = offset;
+        loop {
+            let full = match next {
+                // The kernel takes no lookup reference for "." and "..".
+                0 => reply.add(ino, 1, ".", &TTL, &self.dir_attr(ino.0), Generation(0)),
+                1 => reply.add(INodeNo(1), 2, "..", &TTL, &self.dir_attr(1), Generation(0)),
+                n => {
+                    let Some(e) = entries.get((n - 2) as usize) else {
+                        break;
+                    };
+                    // Every other entry the kernel accepts is one lookup reference.
+                    let ino = self
+                        .nodes
+                        .lock()
+                        .expect("nodes lock")
+                        .acquire(e.loc.clone());
+                    let attr = match e.mtime {
+                        Some(mtime) => self.attr(ino, FileType::RegularFile, e.size, mtime),
+                        None => self.dir_attr(ino),
+                    };
+                    let full = reply.add(INodeNo(ino), n + 1, &e.name, &TTL, &attr, Generation(0));
+                    if full {
+                        self.nodes.lock().expect("nodes lock").forget(ino, 1);
+                    }
+                    full
+                }
+            };
+            if full {
+                break;
+            }
+            next += 1;
+        }
+        reply.ok();
+    }
+
     fn releasedir(
         &self,
         _req: &Request,
@@ -633,10 +708,24 @@ impl Filesystem for View {
         };
         let (total, free) = store.space().unwrap_or((0, 0));
         let bs = 4096u64;
-        reply.statfs(total / bs, free / bs, free / bs, 0, 0, bs as u32, 255, bs as u32);
+        reply.statfs(
+            total / bs,
+            free / bs,
+            free / bs,
+            0,
+            0,
+            bs as u32,
+            255,
+            bs as u32,
+        );
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        // Only user.* attributes exist here (`ls -l` asks for ACLs and
+        // security labels on every file: answered without any I/O).
+        if !name.as_encoded_bytes().starts_with(b"user.") {
+            return reply.error(Errno::NO_XATTR);
+        }
         let Some(loc) = self.loc(ino) else {
             return reply.error(Errno::ENOENT);
         };

@@ -135,6 +135,16 @@ def test_ls_sizes_and_sha256_match(env_fuse):
     got = {line.split("  ", 1)[1]: line.split("  ", 1)[0] for line in sums.splitlines()}
     for (b, k), data in objects.items():
         assert got[str(m.mp / b / k)] == hashlib.sha256(data).hexdigest()
+    # Sizes come from the metadata, not the body: a body emptied on disk
+    # (its metadata kept) still lists with its logical size.
+    srv.client().put_object(Bucket="vault", Key="meta-only/x", Body=b"z" * 5000)
+    body = m.mp.parent / "secure" / "vault" / "meta-only" / "x"
+    x = os.getxattr(body, "user.dg.metadata")
+    body.write_bytes(b"")
+    os.setxattr(body, "user.dg.metadata", x)
+    assert wait_for(lambda: (m.mp / "vault" / "meta-only" / "x").exists())
+    assert (m.mp / "vault" / "meta-only" / "x").stat().st_size == 5000
+    srv.client().delete_object(Bucket="vault", Key="meta-only/x")
     # Top level: the buckets, and nothing of the internal areas.
     assert sorted(os.listdir(m.mp)) == ["docs", "vault"]
     # stat: Last-Modified time, owner is the mounting user.
