@@ -23,6 +23,7 @@ use crate::config::{
 };
 use crate::engine::ObjectStore;
 use crate::engine::crypto::{Kek, KeyId};
+use crate::engine::delta::{BucketPolicy, DeltaConfig};
 use crate::engine::encryption::{Encryption, KeyringNotice, NamedKey, open_keyring};
 use crate::gateway::{BucketRoute, Gateway};
 use crate::s3::S3State;
@@ -116,6 +117,41 @@ fn backend_encryption(
     Ok(enc)
 }
 
+/// The delta stage of one backend: the global defaults and the policy of
+/// each bucket routed to it (by its name on the backend).
+fn delta_config(settings: &Settings, backend: &str) -> DeltaConfig {
+    let adv = &settings.advanced;
+    let default_policy = BucketPolicy {
+        compression: true,
+        max_delta_ratio: adv.max_delta_ratio,
+        delta_types: Vec::new(),
+        passthrough_types: Vec::new(),
+    };
+    let buckets = settings
+        .buckets
+        .values()
+        .filter(|b| b.backend == backend)
+        .map(|b| {
+            (
+                b.real_name.clone(),
+                BucketPolicy {
+                    compression: b.compression.unwrap_or(true),
+                    max_delta_ratio: b.max_delta_ratio.unwrap_or(adv.max_delta_ratio),
+                    delta_types: b.delta_types.clone(),
+                    passthrough_types: b.passthrough_types.clone(),
+                },
+            )
+        })
+        .collect();
+    DeltaConfig {
+        default_policy,
+        buckets,
+        max_object_size: adv.max_object_size_for_delta_mb.saturating_mul(1024 * 1024),
+        cache_bytes: adv.cache_size_mb.saturating_mul(1024 * 1024),
+        concurrency: adv.delta_concurrency as usize,
+    }
+}
+
 /// Opens every backend with its keys. `serving`: the server itself (removes
 /// temp files left by a crash, records a new key id); otherwise an operator
 /// command that may run next to a live server and changes nothing.
@@ -157,12 +193,14 @@ pub fn open_stores(
                         "filesystem backend ready"
                     );
                 }
-                let store = ObjectStore::new(b.name.clone(), Arc::new(fs), enc).with_min_free(
-                    settings
-                        .advanced
-                        .min_free_space_mb
-                        .saturating_mul(1024 * 1024),
-                );
+                let store = ObjectStore::new(b.name.clone(), Arc::new(fs), enc)
+                    .with_min_free(
+                        settings
+                            .advanced
+                            .min_free_space_mb
+                            .saturating_mul(1024 * 1024),
+                    )
+                    .with_delta(delta_config(settings, &b.name));
                 stores.insert(b.name.clone(), Arc::new(store));
             }
             BackendKind::S3 { .. } => bail!(

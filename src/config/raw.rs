@@ -181,6 +181,8 @@ pub(super) struct RawBucket {
     pub max_delta_ratio: Option<Spanned<f64>>,
     pub public_prefixes: Option<Spanned<Vec<S>>>,
     pub public: Option<Spanned<bool>>,
+    pub delta_types: Option<Vec<S>>,
+    pub passthrough_types: Option<Vec<S>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -191,6 +193,7 @@ pub(super) struct RawAdvanced {
     pub cache_size_mb: Option<Spanned<u64>>,
     pub max_delta_ratio: Option<Spanned<f64>>,
     pub max_object_size_for_delta_mb: Option<Spanned<u64>>,
+    pub delta_concurrency: Option<Spanned<u64>>,
     pub max_request_body_mb: Option<Spanned<u64>>,
     pub s3_domains: Option<Vec<S>>,
     pub shutdown_grace_secs: Option<Spanned<u64>>,

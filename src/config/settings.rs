@@ -23,7 +23,9 @@ pub const DEFAULT_CACHE_SIZE_MB: u64 = 1024;
 /// Default `advanced.max_delta_ratio`.
 pub const DEFAULT_MAX_DELTA_RATIO: f64 = 0.75;
 /// Default `advanced.max_object_size_for_delta_mb`.
-pub const DEFAULT_MAX_OBJECT_SIZE_FOR_DELTA_MB: u64 = 1024;
+pub const DEFAULT_MAX_OBJECT_SIZE_FOR_DELTA_MB: u64 = 512;
+/// Default `advanced.delta_concurrency`.
+pub const DEFAULT_DELTA_CONCURRENCY: u64 = 1;
 /// Default `advanced.max_request_body_mb` (S3's own single-PUT limit, 5 GiB).
 pub const DEFAULT_MAX_REQUEST_BODY_MB: u64 = 5 * 1024;
 /// Default `advanced.min_free_space_mb`.
@@ -293,6 +295,11 @@ pub struct BucketSettings {
     pub max_delta_ratio: Option<f64>,
     /// Key prefixes readable anonymously (`""` = whole bucket).
     pub public_prefixes: Vec<String>,
+    /// File-name suffixes that go through the delta path in this bucket, on
+    /// top of the built-in table (lowercase, with the dot: `.fw`).
+    pub delta_types: Vec<String>,
+    /// Suffixes stored whole in this bucket whatever the table says.
+    pub passthrough_types: Vec<String>,
 }
 
 /// One admission rule (parsed and validated; enforced by the server).
@@ -419,6 +426,9 @@ pub struct AdvancedSettings {
     pub max_delta_ratio: f64,
     /// Objects larger than this (MiB) are stored as-is, never delta-encoded.
     pub max_object_size_for_delta_mb: u64,
+    /// Delta encodes running at once (each holds its reference and an index
+    /// of about 3x its size in memory).
+    pub delta_concurrency: u64,
     /// Largest accepted request body (single PUT or one part), in MiB.
     pub max_request_body_mb: u64,
     /// Base domains for virtual-hosted-style requests
@@ -437,6 +447,7 @@ impl Default for AdvancedSettings {
             cache_size_mb: DEFAULT_CACHE_SIZE_MB,
             max_delta_ratio: DEFAULT_MAX_DELTA_RATIO,
             max_object_size_for_delta_mb: DEFAULT_MAX_OBJECT_SIZE_FOR_DELTA_MB,
+            delta_concurrency: DEFAULT_DELTA_CONCURRENCY,
             max_request_body_mb: DEFAULT_MAX_REQUEST_BODY_MB,
             s3_domains: vec![DEFAULT_S3_DOMAIN.to_string()],
             shutdown_grace_secs: DEFAULT_SHUTDOWN_GRACE_SECS,

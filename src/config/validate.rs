@@ -264,6 +264,11 @@ impl<'a> Validator<'a> {
                 &a.max_request_body_mb,
                 &mut adv.max_request_body_mb,
             ),
+            (
+                "advanced.delta_concurrency",
+                &a.delta_concurrency,
+                &mut adv.delta_concurrency,
+            ),
         ] {
             if let Some(v) = value {
                 if v.value == 0 {
@@ -1057,6 +1062,27 @@ impl<'a> Validator<'a> {
                 }
                 (None, None) => Vec::new(),
             };
+            let mut types = |field: &str, list: &Option<Vec<S>>| -> Vec<String> {
+                let mut v = Vec::new();
+                for (i, s) in list.iter().flatten().enumerate() {
+                    let f = format!("{p}.{field}[{i}]");
+                    if let Some(t) = self.nonempty(&f, s) {
+                        let t = t.trim().to_ascii_lowercase();
+                        if !t.starts_with('.') || t.len() < 2 || t.contains('/') {
+                            self.problem(
+                                f,
+                                loc(s),
+                                "a file-name suffix with its dot, e.g. \".fw\" or \".tar.gz\"",
+                            );
+                        } else if !v.contains(&t) {
+                            v.push(t);
+                        }
+                    }
+                }
+                v
+            };
+            let delta_types = types("delta_types", &b.delta_types);
+            let passthrough_types = types("passthrough_types", &b.passthrough_types);
             if ok {
                 let k = (backend.clone(), real_name.clone());
                 if let Some(other) = real.get(&k) {
@@ -1079,6 +1105,8 @@ impl<'a> Validator<'a> {
                     compression: b.compression,
                     max_delta_ratio,
                     public_prefixes,
+                    delta_types,
+                    passthrough_types,
                 },
             );
         }

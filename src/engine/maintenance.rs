@@ -4,7 +4,6 @@
 //! disaster recovery. Blocking; run from the command line tools.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
@@ -13,7 +12,6 @@ use serde::Serialize;
 use super::crypto::{self, Decryptor};
 use super::{EngineError, ObjectInfo, ObjectStore, Result, info_from_raw};
 use crate::storage::fs::{WalkItem, stat_for_list};
-use crate::storage::keypath::object_path;
 
 /// What the census found in one backend.
 #[derive(Debug, Default, Serialize)]
@@ -50,8 +48,24 @@ pub struct Finding {
 /// A visitor of objects: (bucket, info, path) → continue or stop.
 type ObjectVisitor<'a> = dyn FnMut(&str, Result<ObjectInfo>, &Path) -> ControlFlow<()> + 'a;
 
-/// Every object of every bucket of a backend.
+/// Every object of every bucket of a backend, then every delta reference
+/// (its `key` is the identity its data key is bound to, which starts with NUL).
 fn for_each_object(store: &ObjectStore, f: &mut ObjectVisitor<'_>) -> Result<()> {
+    let b = store.backend();
+    for_each_bucket_object(store, f)?;
+    for (bucket, ds, id, path) in b.all_refs()? {
+        let key = super::delta::ref_identity(&ds, &id);
+        let info = stat_for_list(&path)
+            .map_err(EngineError::from)
+            .and_then(|raw| info_from_raw(&key, &raw));
+        if f(&bucket, info, &path).is_break() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn for_each_bucket_object(store: &ObjectStore, f: &mut ObjectVisitor<'_>) -> Result<()> {
     let b = store.backend();
     for bucket in b.list_buckets()? {
         let mut stop = false;
@@ -91,11 +105,11 @@ impl ObjectStore {
             err,
         };
         let mut d = Decryptor::open(file, &dek, len).map_err(crypto_err)?;
-        if d.plaintext_len() != info.meta.size {
+        if d.plaintext_len() != info.meta.body_size() {
             return Err(crypto_err(crypto::CryptoError::InvalidLength));
         }
         if deep {
-            d.read_range(0, info.meta.size, |_| ControlFlow::Continue(()))
+            d.read_range(0, info.meta.body_size(), |_| ControlFlow::Continue(()))
                 .map_err(crypto_err)?;
         } else {
             d.verify_first(0).map_err(crypto_err)?;
@@ -187,7 +201,7 @@ impl ObjectStore {
         };
         let mut done = 0u64;
         let mut failed = Vec::new();
-        for_each_object(self, &mut |bucket, info, _path| {
+        for_each_object(self, &mut |bucket, info, path| {
             let Ok(info) = info else {
                 return ControlFlow::Continue(());
             };
@@ -206,9 +220,8 @@ impl ObjectStore {
                 let dek = self.unwrap_meta(bucket, &info.key, &info.meta)?;
                 let mut meta = info.meta.clone();
                 self.seal_meta(bucket, &info.key, &dek, &mut meta);
-                let op = object_path(&info.key).map_err(|e| EngineError::Storage(e.into()))?;
                 // One setxattr: the object switches keys atomically.
-                self.backend.set_meta(bucket, &op, &meta.encode())?;
+                crate::storage::fs::set_meta_at(path, &meta.encode())?;
                 Ok(())
             })();
             match res {
@@ -251,7 +264,7 @@ impl ObjectStore {
                 return ControlFlow::Continue(());
             };
             let res = (|| -> Result<()> {
-                let info = info_from_raw(&key, &stat_for_list(&path)?)?;
+                info_from_raw(&key, &stat_for_list(&path)?)?;
                 let out_path: PathBuf = target.join(key.trim_end_matches('/'));
                 if key.ends_with('/') {
                     std::fs::create_dir_all(&out_path)?;
@@ -261,31 +274,10 @@ impl ObjectStore {
                     std::fs::create_dir_all(parent)?;
                 }
                 let mut out = std::fs::File::create(&out_path)?;
-                let file = std::fs::File::open(&path)?;
-                if info.meta.encrypted.is_some() {
-                    let dek = self.unwrap_meta(bucket, &key, &info.meta)?;
-                    let len = file.metadata()?.len();
-                    let crypto_err = |err| EngineError::Crypto {
-                        key: key.clone(),
-                        err,
-                    };
-                    let mut d = Decryptor::open(file, &dek, len).map_err(crypto_err)?;
-                    let mut werr = None;
-                    d.read_range(0, info.meta.size, |b| match out.write_all(&b) {
-                        Ok(()) => ControlFlow::Continue(()),
-                        Err(e) => {
-                            werr = Some(e);
-                            ControlFlow::Break(())
-                        }
-                    })
-                    .map_err(crypto_err)?;
-                    if let Some(e) = werr {
-                        return Err(e.into());
-                    }
-                } else {
-                    let mut file = file;
-                    std::io::copy(&mut file, &mut out)?;
-                }
+                // Through the engine: decrypted, and reconstructed when a delta.
+                let mut obj = self.open_blocking(bucket, &key)?;
+                std::io::copy(&mut obj.reader(), &mut out)?;
+                let _ = &path;
                 out.sync_all()?;
                 Ok(())
             })();

@@ -13,6 +13,11 @@ use serde::{Deserialize, Serialize};
 /// The `dg-encrypted` marker value of DGE1 bodies.
 pub const ENCRYPTED_MARKER: &str = "aes-256-gcm-dge1";
 
+/// `dg-note` values.
+pub const NOTE_REFERENCE: &str = "reference";
+pub const NOTE_DELTA: &str = "delta";
+pub const NOTE_PASSTHROUGH: &str = "passthrough";
+
 /// The schema version this build writes.
 pub const META_VERSION: u32 = 1;
 
@@ -83,6 +88,30 @@ pub struct ObjectMeta {
         skip_serializing_if = "Option::is_none"
     )]
     pub wrapped_key: Option<String>,
+    /// How the body is stored: `reference` (this object's content is its
+    /// deltaspace's reference; the file holds a delta against it),
+    /// `delta` (the file holds a delta against the reference) or
+    /// `passthrough` (the file holds the whole object). Absent: whole.
+    #[serde(rename = "dg-note", default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// The reference a delta was computed against (its file name in the
+    /// deltaspace's directory of the internal area).
+    #[serde(rename = "dg-ref-id", default, skip_serializing_if = "Option::is_none")]
+    pub ref_id: Option<String>,
+    /// SHA-256 (hex) of the reference's content.
+    #[serde(
+        rename = "dg-ref-sha256",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ref_sha256: Option<String>,
+    /// Length of the stored body's plaintext (the delta) when the body is a delta.
+    #[serde(
+        rename = "dg-stored-size",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub stored_size: Option<u64>,
     /// Fields from a newer schema version, preserved on rewrite.
     #[serde(flatten)]
     pub extra: BTreeMap<String, serde_json::Value>,
@@ -108,6 +137,10 @@ impl ObjectMeta {
             encrypted: None,
             key_id: None,
             wrapped_key: None,
+            note: None,
+            ref_id: None,
+            ref_sha256: None,
+            stored_size: None,
             extra: BTreeMap::new(),
         }
     }
@@ -124,6 +157,20 @@ impl ObjectMeta {
             return Err(MetaError("version 0".into()));
         }
         Ok(m)
+    }
+
+    /// The body is a delta to reconstruct against a reference.
+    pub fn is_delta(&self) -> bool {
+        matches!(self.note.as_deref(), Some(NOTE_REFERENCE | NOTE_DELTA)) && self.ref_id.is_some()
+    }
+
+    /// Plaintext length of the stored body: the delta's for a delta body.
+    pub fn body_size(&self) -> u64 {
+        if self.is_delta() {
+            self.stored_size.unwrap_or(0)
+        } else {
+            self.size
+        }
     }
 
     pub fn mtime(&self) -> SystemTime {

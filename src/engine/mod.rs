@@ -9,6 +9,7 @@
 pub mod body;
 pub mod checksum;
 pub mod crypto;
+pub mod delta;
 pub mod encryption;
 pub mod list;
 pub mod maintenance;
@@ -62,6 +63,10 @@ pub enum EngineError {
         "object {0}: the file is ciphertext (DGE1) but its metadata has no encryption marker; refusing to serve it as plaintext"
     )]
     UnmarkedCiphertext(String),
+    /// A delta object cannot be rebuilt (missing or damaged reference,
+    /// damaged delta, reconstruction that does not match its SHA-256).
+    #[error("object {key}: cannot reconstruct: {reason}")]
+    DeltaBroken { key: String, reason: String },
     /// Decryption failed: wrong key, damaged or moved file.
     #[error("object {key}: {err}")]
     Crypto {
@@ -89,6 +94,8 @@ pub struct ObjectInfo {
 
 enum OpenBody {
     Empty,
+    /// A reconstructed object small enough to hold in memory.
+    Memory(bytes::Bytes),
     Plain(std::fs::File),
     Encrypted(Box<crypto::Decryptor<std::fs::File>>),
 }
@@ -111,13 +118,22 @@ impl OpenObject {
     /// small sequential reads decrypt each chunk once); a damaged chunk is an
     /// error, never wrong bytes.
     pub fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<usize> {
-        let size = self.info.meta.size;
+        let size = match &self.body {
+            OpenBody::Memory(b) => b.len() as u64,
+            OpenBody::Encrypted(d) => d.plaintext_len(),
+            _ => self.info.meta.body_size(),
+        };
         if offset >= size || buf.is_empty() {
             return Ok(0);
         }
         let want = (buf.len() as u64).min(size - offset) as usize;
         match &mut self.body {
             OpenBody::Empty => Ok(0),
+            OpenBody::Memory(b) => {
+                let o = offset as usize;
+                buf[..want].copy_from_slice(&b[o..o + want]);
+                Ok(want)
+            }
             OpenBody::Plain(f) => {
                 use std::os::unix::fs::FileExt;
                 let mut done = 0;
@@ -157,6 +173,7 @@ impl OpenObject {
         }
         match self.body {
             OpenBody::Empty => Ok(body::empty()),
+            OpenBody::Memory(b) => Ok(body::once(b.slice(start as usize..(start + len) as usize))),
             OpenBody::Plain(f) => Ok(body::file_stream(f, start, len)),
             OpenBody::Encrypted(mut d) => {
                 let key = self.info.key.clone();
@@ -183,6 +200,8 @@ pub struct ObjectStore {
     enc: Arc<encryption::Encryption>,
     /// Free space (bytes) that writes must leave on the backend's filesystem.
     min_free: u64,
+    /// The delta stage (None: every object is stored whole).
+    delta: Option<Arc<delta::Delta>>,
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
@@ -240,7 +259,14 @@ impl ObjectStore {
             backend,
             enc: Arc::new(enc),
             min_free: 0,
+            delta: None,
         }
+    }
+
+    /// Turns on the delta stage with `cfg`.
+    pub fn with_delta(mut self, cfg: delta::DeltaConfig) -> Self {
+        self.delta = Some(Arc::new(delta::Delta::new(cfg)));
+        self
     }
 
     /// Sets the free-space reserve that writes must leave (0: no guard).
@@ -375,26 +401,19 @@ impl ObjectStore {
     }
 
     /// Makes a staged body the object `key`, with `meta` (size and ETag are
-    /// taken from the staged body).
+    /// taken from the staged body), through the delta stage when eligible.
     pub async fn commit(
-        &self,
+        self: &Arc<Self>,
         bucket: &str,
         key: &str,
         mut staged: Staged,
         mut meta: ObjectMeta,
     ) -> Result<ObjectMeta> {
-        let op = parse_key(key)?;
+        parse_key(key)?;
         meta.size = staged.size;
-        meta.encrypted = None;
-        meta.key_id = None;
-        meta.wrapped_key = None;
-        if let Some(dek) = staged.dek.take() {
-            self.seal_meta(bucket, key, &dek, &mut meta);
-        }
-        let (b, bucket) = (self.backend.clone(), bucket.to_owned());
-        let doc = meta.encode();
-        blocking(move || Ok(b.publish(&bucket, &op, staged.temp, &doc)?)).await?;
-        Ok(meta)
+        let dek = staged.dek.take();
+        let (this, bucket, key) = (self.clone(), bucket.to_owned(), key.to_owned());
+        blocking(move || this.publish_body(&bucket, &key, staged.temp, dek, meta)).await
     }
 
     pub async fn head(&self, bucket: &str, key: &str) -> Result<ObjectInfo> {
@@ -414,8 +433,19 @@ impl ObjectStore {
         blocking(move || this.open_blocking(&bucket, &key)).await
     }
 
-    /// `open` for callers already on a blocking thread.
+    /// `open` for callers already on a blocking thread. A delta object is
+    /// reconstructed and verified here.
     pub fn open_blocking(&self, bucket: &str, key: &str) -> Result<OpenObject> {
+        let stored = self.open_stored_blocking(bucket, key)?;
+        if stored.info.meta.is_delta() {
+            return self.reconstruct(bucket, stored);
+        }
+        Ok(stored)
+    }
+
+    /// The stored body of an object as it is on disk, decrypted: for a delta
+    /// object, the delta (its length is `meta.body_size()`).
+    pub(crate) fn open_stored_blocking(&self, bucket: &str, key: &str) -> Result<OpenObject> {
         let op = parse_key(key)?;
         let (this, bucket, key) = (self, bucket.to_owned(), key.to_owned());
         {
@@ -435,7 +465,7 @@ impl ObjectStore {
                         err,
                     }
                 })?;
-                if d.plaintext_len() != info.meta.size {
+                if d.plaintext_len() != info.meta.body_size() {
                     return Err(EngineError::Crypto {
                         key,
                         err: crypto::CryptoError::InvalidLength,
@@ -455,7 +485,7 @@ impl ObjectStore {
                 }
                 std::io::Seek::rewind(&mut file)?;
             }
-            if info.meta.size != raw.stored_len {
+            if info.meta.body_size() != raw.stored_len {
                 return Err(EngineError::Storage(StorageError::Io(io::Error::other(
                     format!(
                         "object {key}: file holds {} bytes, metadata says {}",
@@ -499,9 +529,9 @@ impl ObjectStore {
         .await
     }
 
-    pub async fn delete(&self, bucket: &str, key: &str) -> Result<()> {
-        let op = parse_key(key)?;
-        let (b, bucket) = (self.backend.clone(), bucket.to_owned());
-        blocking(move || Ok(b.delete(&bucket, &op)?)).await
+    pub async fn delete(self: &Arc<Self>, bucket: &str, key: &str) -> Result<()> {
+        parse_key(key)?;
+        let (this, bucket, key) = (self.clone(), bucket.to_owned(), key.to_owned());
+        blocking(move || this.delete_blocking(&bucket, &key)).await
     }
 }

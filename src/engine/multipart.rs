@@ -251,7 +251,7 @@ impl ObjectStore {
         wanted: Vec<CompletePart>,
     ) -> Result<ObjectMeta> {
         let state = self.upload_state(id).await?;
-        let op = parse_key(&state.key)?;
+        parse_key(&state.key)?;
         let stored = self.list_parts(id).await?;
         if wanted.is_empty() {
             return Err(EngineError::InvalidPart("the part list is empty".into()));
@@ -330,10 +330,7 @@ impl ObjectStore {
                 }
                 out.finish()?;
             }
-            if let Some(dek) = &dek {
-                this.seal_meta(&bucket, &state.key, dek, &mut meta);
-            }
-            b.publish(&bucket, &op, temp, &meta.encode())?;
+            let meta = this.publish_body(&bucket, &state.key, temp, dek, meta)?;
             b.remove_upload(&idc)?;
             Ok(meta)
         })

@@ -112,7 +112,8 @@ impl ObjectStore {
     /// Rewrites one object in its current form under the current config.
     fn reencrypt_one(&self, bucket: &str, key: &str) -> Result<()> {
         let op = parse_key(key)?;
-        let obj = self.open_blocking(bucket, key)?;
+        // The stored body as it is (a delta stays a delta).
+        let obj = self.open_stored_blocking(bucket, key)?;
         let mut m = obj.info.meta.clone();
         let dek = self.enc.encrypts().then(Dek::generate);
         let mut temp = self.backend.new_temp()?;
@@ -121,6 +122,7 @@ impl ObjectStore {
             let mut failed: Option<EngineError> = None;
             match obj.body {
                 OpenBody::Empty => {}
+                OpenBody::Memory(b) => out.write(&b)?,
                 OpenBody::Plain(mut f) => {
                     let mut buf = vec![0u8; 1024 * 1024];
                     loop {
@@ -132,7 +134,7 @@ impl ObjectStore {
                     }
                 }
                 OpenBody::Encrypted(mut d) => {
-                    d.read_range(0, m.size, |b| match out.write(&b) {
+                    d.read_range(0, m.body_size(), |b| match out.write(&b) {
                         Ok(()) => ControlFlow::Continue(()),
                         Err(e) => {
                             failed = Some(e);

@@ -132,6 +132,10 @@ impl S3Error {
                 tracing::error!(key = %key, "{}", EngineError::UnmarkedCiphertext(key.clone()));
                 Self::internal()
             }
+            EngineError::DeltaBroken { key, reason } => {
+                tracing::error!(key = %key, reason = %reason, "delta object cannot be reconstructed; refusing to serve it");
+                Self::internal()
+            }
             EngineError::Crypto { key, err } => {
                 tracing::error!(key = %key, error = %err, "cannot decrypt object: wrong key, damaged file, or a file moved on disk");
                 Self::internal()

@@ -491,6 +491,98 @@ impl FsBackend {
         Ok(())
     }
 
+    // ------------------------------------------------------ delta references
+
+    /// The directory of one deltaspace's reference (`ds` is a hex digest of
+    /// the key prefix) in the internal area, never visible as an object.
+    fn refs_dir(&self, bucket: &str, ds: &str) -> PathBuf {
+        self.internal_dir().join("refs").join(bucket).join(ds)
+    }
+
+    /// The reference files of a deltaspace: (id, path). At most one exists
+    /// outside a crash window.
+    pub fn list_refs(&self, bucket: &str, ds: &str) -> Result<Vec<(String, PathBuf)>> {
+        let dir = self.refs_dir(bucket, ds);
+        let mut out = Vec::new();
+        let rd = match fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(e.into()),
+        };
+        for e in rd {
+            let e = e?;
+            if let Some(name) = e.file_name().to_str()
+                && name.starts_with("ref-")
+            {
+                out.push((name.to_owned(), e.path()));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Every reference of the backend: (bucket, deltaspace, id, path).
+    pub fn all_refs(&self) -> Result<Vec<(String, String, String, PathBuf)>> {
+        let mut out = Vec::new();
+        let base = self.internal_dir().join("refs");
+        let Ok(buckets) = fs::read_dir(&base) else {
+            return Ok(out);
+        };
+        for b in buckets {
+            let b = b?;
+            let Some(bucket) = b.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            for d in fs::read_dir(b.path())? {
+                let d = d?;
+                let Some(ds) = d.file_name().to_str().map(str::to_owned) else {
+                    continue;
+                };
+                for (id, path) in self.list_refs(&bucket, &ds)? {
+                    out.push((bucket.clone(), ds.clone(), id, path));
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Atomically makes `temp` the reference `id` of a deltaspace.
+    pub fn publish_ref(
+        &self,
+        bucket: &str,
+        ds: &str,
+        id: &str,
+        mut temp: TempFile,
+        meta: &[u8],
+    ) -> Result<PathBuf> {
+        if meta.len() > MAX_XATTR_VALUE {
+            return Err(StorageError::MetadataTooLarge(meta.len()));
+        }
+        let dir = self.refs_dir(bucket, ds);
+        fs::create_dir_all(&dir)?;
+        set_meta_fd(temp.file(), meta)?;
+        temp.file().sync_all()?;
+        let target = dir.join(id);
+        fs::rename(&temp.path, &target)?;
+        temp.disarm();
+        fsync_dir(&dir)?;
+        Ok(target)
+    }
+
+    /// Removes a reference (and its deltaspace directory when empty).
+    pub fn remove_ref(&self, bucket: &str, ds: &str, id: &str) -> Result<()> {
+        let dir = self.refs_dir(bucket, ds);
+        match fs::remove_file(dir.join(id)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+        let _ = fsync_dir(&dir);
+        let _ = fs::remove_dir(&dir);
+        Ok(())
+    }
+
     // -------------------------------------------------------------- multipart
 
     fn upload_dir(&self, id: &str) -> Result<PathBuf> {
@@ -669,6 +761,15 @@ fn read_created(dir: &Path) -> Option<SystemTime> {
     let v: serde_json::Value = serde_json::from_slice(&raw).ok()?;
     let ms = v.get("created_ms")?.as_u64()?;
     Some(SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(ms))
+}
+
+/// Replaces the metadata document of the object (or reference) file at `path`.
+pub fn set_meta_at(path: &Path, meta: &[u8]) -> Result<()> {
+    if meta.len() > MAX_XATTR_VALUE {
+        return Err(StorageError::MetadataTooLarge(meta.len()));
+    }
+    xattr::set(path, META_XATTR, meta).map_err(map_xattr_err(meta.len()))?;
+    Ok(())
 }
 
 /// Writes a small file atomically (temp + fsync + rename) next to its target.

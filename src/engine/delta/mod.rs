@@ -1,0 +1,743 @@
+//! Transparent delta compression: the delta stage between the protocol and
+//! storage (docs/delta.md).
+//!
+//! The deltaspace of an object is its key prefix up to the last `/`. The
+//! first eligible object in a deltaspace becomes its *reference*: its body is
+//! moved (not copied) into the backend's internal area
+//! (`.dg/refs/<bucket>/<hash of prefix>/ref-<id>`) and the object's own file
+//! holds a tiny delta against it. Later eligible objects are stored as a
+//! VCDIFF delta against the reference when that is small enough, else whole.
+//! References are immutable; a deltaspace has at most one; it is removed
+//! when the last object that needs it is deleted or overwritten.
+//!
+//! With encryption on, deltas are computed on plaintext, and the reference
+//! and every delta body are DGE1 bodies like any object. Every reconstruction
+//! is checked against the object's recorded size and SHA-256 before the first
+//! byte is returned.
+
+pub mod codec;
+pub mod policy;
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, Read, Write};
+use std::ops::ControlFlow;
+use std::sync::{Arc, Condvar, Mutex};
+
+use bytes::Bytes;
+use sha2::Digest as _;
+
+use super::crypto::{self, Decryptor, Dek};
+use super::meta::{NOTE_DELTA, NOTE_PASSTHROUGH, NOTE_REFERENCE};
+use super::put::BodyWriter;
+use super::{EngineError, ObjectMeta, ObjectStore, OpenBody, OpenObject, Result};
+use super::{info_from_raw, parse_key};
+use crate::storage::fs::{TempFile, WalkItem, stat_for_list};
+pub use policy::BucketPolicy;
+
+/// Reconstructions up to this size are held in memory; larger ones spool
+/// to an encrypted temp file in the internal area.
+const MEMORY_SPOOL: u64 = 16 * 1024 * 1024;
+
+/// The delta settings of one backend.
+#[derive(Debug, Clone)]
+pub struct DeltaConfig {
+    /// Policy of buckets without their own entry.
+    pub default_policy: BucketPolicy,
+    /// By bucket name on this backend.
+    pub buckets: HashMap<String, BucketPolicy>,
+    /// Larger objects are stored whole (the encoder indexes the whole
+    /// reference in memory: about 4x its size).
+    pub max_object_size: u64,
+    /// Bytes of decrypted references kept in memory.
+    pub cache_bytes: u64,
+    /// Encodes running at once (each holds a reference and its index).
+    pub concurrency: usize,
+}
+
+/// Delta state of one backend: configuration, per-deltaspace locks, the
+/// reference cache and the codec slots.
+#[derive(Debug)]
+pub struct Delta {
+    cfg: DeltaConfig,
+    locks: Mutex<HashMap<(String, String), Arc<Mutex<()>>>>,
+    cache: Mutex<RefCache>,
+    slots: (Mutex<usize>, Condvar),
+}
+
+#[derive(Debug, Default)]
+struct RefCache {
+    bytes: u64,
+    /// (id, content), most recently used last.
+    order: VecDeque<(String, Arc<Vec<u8>>)>,
+}
+
+impl Delta {
+    pub fn new(cfg: DeltaConfig) -> Delta {
+        Delta {
+            cfg,
+            locks: Mutex::new(HashMap::new()),
+            cache: Mutex::new(RefCache::default()),
+            slots: (Mutex::new(0), Condvar::new()),
+        }
+    }
+
+    pub fn policy(&self, bucket: &str) -> &BucketPolicy {
+        self.cfg
+            .buckets
+            .get(bucket)
+            .unwrap_or(&self.cfg.default_policy)
+    }
+
+    fn wants(&self, bucket: &str, key: &str, size: u64) -> bool {
+        size > 0 && size <= self.cfg.max_object_size && self.policy(bucket).eligible(key)
+    }
+
+    fn lock(&self, bucket: &str, ds: &str) -> Arc<Mutex<()>> {
+        let mut m = self.locks.lock().expect("deltaspace locks");
+        if m.len() > 10_000 {
+            m.retain(|_, l| Arc::strong_count(l) > 1);
+        }
+        m.entry((bucket.to_owned(), ds.to_owned()))
+            .or_default()
+            .clone()
+    }
+
+    /// Waits for a codec slot; the slot is freed when the guard drops.
+    fn slot(&self) -> SlotGuard<'_> {
+        let (m, cv) = &self.slots;
+        let mut busy = m.lock().expect("codec slots");
+        while *busy >= self.cfg.concurrency.max(1) {
+            busy = cv.wait(busy).expect("codec slots");
+        }
+        *busy += 1;
+        SlotGuard(self)
+    }
+
+    fn cached(&self, id: &str) -> Option<Arc<Vec<u8>>> {
+        let mut c = self.cache.lock().expect("reference cache");
+        let i = c.order.iter().position(|(k, _)| k == id)?;
+        let e = c.order.remove(i)?;
+        let v = e.1.clone();
+        c.order.push_back(e);
+        Some(v)
+    }
+
+    fn remember(&self, id: &str, content: Arc<Vec<u8>>) {
+        let len = content.len() as u64;
+        if len > self.cfg.cache_bytes {
+            return;
+        }
+        let mut c = self.cache.lock().expect("reference cache");
+        if c.order.iter().any(|(k, _)| k == id) {
+            return;
+        }
+        while c.bytes + len > self.cfg.cache_bytes {
+            match c.order.pop_front() {
+                Some((_, v)) => c.bytes -= v.len() as u64,
+                None => break,
+            }
+        }
+        c.bytes += len;
+        c.order.push_back((id.to_owned(), content));
+    }
+
+    fn forget(&self, id: &str) {
+        let mut c = self.cache.lock().expect("reference cache");
+        if let Some(i) = c.order.iter().position(|(k, _)| k == id)
+            && let Some((_, v)) = c.order.remove(i)
+        {
+            c.bytes -= v.len() as u64;
+        }
+    }
+}
+
+struct SlotGuard<'a>(&'a Delta);
+impl Drop for SlotGuard<'_> {
+    fn drop(&mut self) {
+        let (m, cv) = &self.0.slots;
+        *m.lock().expect("codec slots") -= 1;
+        cv.notify_one();
+    }
+}
+
+/// The deltaspace of a key: its prefix up to and including the last `/`.
+pub fn deltaspace(key: &str) -> &str {
+    match key.rfind('/') {
+        Some(i) => &key[..=i],
+        None => "",
+    }
+}
+
+/// The directory name of a deltaspace in the internal area.
+pub fn deltaspace_id(prefix: &str) -> String {
+    hex::encode(&sha2::Sha256::digest(prefix.as_bytes())[..16])
+}
+
+/// The identity a reference's data key is bound to (a string no object key
+/// can be: object keys never contain NUL).
+pub(crate) fn ref_identity(ds: &str, id: &str) -> String {
+    format!("\0refs/{ds}/{id}")
+}
+
+fn broken(key: &str, why: impl std::fmt::Display) -> EngineError {
+    EngineError::DeltaBroken {
+        key: key.to_owned(),
+        reason: why.to_string(),
+    }
+}
+
+/// A `Write` that hashes and counts what passes through it.
+struct Hashing<W> {
+    inner: W,
+    sha: sha2::Sha256,
+    n: u64,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        let k = self.inner.write(b)?;
+        self.sha.update(&b[..k]);
+        self.n += k as u64;
+        Ok(k)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// A `Read` that hashes what passes through it.
+struct HashingRead<R> {
+    inner: R,
+    sha: sha2::Sha256,
+}
+
+impl<R: Read> Read for HashingRead<R> {
+    fn read(&mut self, b: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(b)?;
+        self.sha.update(&b[..n]);
+        Ok(n)
+    }
+}
+
+/// `BodyWriter` as an `io::Write` that counts plaintext bytes.
+struct BodyOut<'a> {
+    w: BodyWriter<'a>,
+    n: u64,
+}
+
+impl Write for BodyOut<'_> {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        self.w.write(b).map_err(io::Error::other)?;
+        self.n += b.len() as u64;
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Sequential reads of a stored body (plain or DGE1), from offset 0.
+pub(crate) struct StoredReader<'a> {
+    obj: &'a mut OpenObject,
+    pos: u64,
+}
+
+impl Read for StoredReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self
+            .obj
+            .read_at(self.pos, buf)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl OpenObject {
+    pub(crate) fn reader(&mut self) -> StoredReader<'_> {
+        StoredReader { obj: self, pos: 0 }
+    }
+}
+
+/// The plaintext of a staged temp file (its length `len`).
+fn temp_reader<'a>(
+    temp: &'a mut TempFile,
+    dek: Option<&Dek>,
+    len: u64,
+) -> Result<Box<dyn Read + 'a>> {
+    use std::io::Seek;
+    let f = temp.file();
+    f.rewind()?;
+    match dek {
+        None => Ok(Box::new(io::BufReader::with_capacity(256 * 1024, f))),
+        Some(dek) => {
+            let stored = f.metadata()?.len();
+            let d = Decryptor::open(f.try_clone()?, dek, stored).map_err(|err| {
+                EngineError::Crypto {
+                    key: "(staged body)".into(),
+                    err,
+                }
+            })?;
+            Ok(Box::new(OwnedStored {
+                obj: OpenBody::Encrypted(Box::new(d)),
+                len,
+                pos: 0,
+                key: "(staged body)".into(),
+            }))
+        }
+    }
+}
+
+/// An owned sequential reader of a decrypted body.
+struct OwnedStored {
+    obj: OpenBody,
+    len: u64,
+    pos: u64,
+    key: String,
+}
+
+impl Read for OwnedStored {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let OpenBody::Encrypted(d) = &mut self.obj else {
+            return Ok(0);
+        };
+        if self.pos >= self.len || buf.is_empty() {
+            return Ok(0);
+        }
+        let want = (buf.len() as u64).min(self.len - self.pos) as usize;
+        let mut done = 0;
+        d.read_range(self.pos, want as u64, |piece| {
+            buf[done..done + piece.len()].copy_from_slice(&piece);
+            done += piece.len();
+            ControlFlow::Continue(())
+        })
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", self.key)))?;
+        self.pos += done as u64;
+        Ok(done)
+    }
+}
+
+impl ObjectStore {
+    fn delta_cfg(&self) -> Option<&Delta> {
+        self.delta.as_deref()
+    }
+
+    /// The delta policy of a bucket (None: this backend has no delta stage).
+    pub fn delta_policy(&self, bucket: &str) -> Option<&BucketPolicy> {
+        self.delta_cfg().map(|d| d.policy(bucket))
+    }
+
+    /// Publishes a body (a temp file, sealed with `dek` when the backend
+    /// encrypts) as the object `key`: through the delta stage when the
+    /// object is eligible, else whole. `meta.size` is the logical size.
+    pub(super) fn publish_body(
+        &self,
+        bucket: &str,
+        key: &str,
+        mut temp: TempFile,
+        dek: Option<Dek>,
+        mut meta: ObjectMeta,
+    ) -> Result<ObjectMeta> {
+        let op = parse_key(key)?;
+        meta.encrypted = None;
+        meta.key_id = None;
+        meta.wrapped_key = None;
+        meta.note = None;
+        meta.ref_id = None;
+        meta.ref_sha256 = None;
+        meta.stored_size = None;
+        let Some(delta) = self.delta_cfg().filter(|d| d.wants(bucket, key, meta.size)) else {
+            // Not eligible: whole. An overwritten delta object may have been
+            // the last user of its reference.
+            let old = self.head_blocking(bucket, key).ok();
+            if let Some(dek) = &dek {
+                self.seal_meta(bucket, key, dek, &mut meta);
+            }
+            if let Some(d) = self.delta_cfg()
+                && old.as_ref().is_some_and(|o| o.meta.is_delta())
+            {
+                let prefix = deltaspace(key);
+                let ds = deltaspace_id(prefix);
+                let lock = d.lock(bucket, &ds);
+                let _g = lock.lock().expect("deltaspace lock");
+                self.backend.publish(bucket, &op, temp, &meta.encode())?;
+                self.collect_refs(bucket, prefix)?;
+            } else {
+                self.backend.publish(bucket, &op, temp, &meta.encode())?;
+            }
+            return Ok(meta);
+        };
+        let prefix = deltaspace(key);
+        let ds = deltaspace_id(prefix);
+        let lock = delta.lock(bucket, &ds);
+        let _g = lock.lock().expect("deltaspace lock");
+        let _slot = delta.slot();
+        let refs = self.backend.list_refs(bucket, &ds)?;
+        let size = meta.size;
+        match refs.last() {
+            None => {
+                // The first eligible object: its body becomes the reference.
+                let mut content = Vec::with_capacity(size as usize);
+                temp_reader(&mut temp, dek.as_ref(), size)?.read_to_end(&mut content)?;
+                if content.len() as u64 != size {
+                    return Err(io::Error::other("staged body changed size").into());
+                }
+                let content = Arc::new(content);
+                let sha = hex::encode(sha2::Sha256::digest(&content[..]));
+                let id = format!("ref-{}", uuid::Uuid::new_v4().simple());
+                let mut rmeta =
+                    ObjectMeta::new(size, meta.etag.clone(), std::time::SystemTime::now());
+                rmeta.sha256 = Some(sha.clone());
+                rmeta.user.insert("deltaspace".into(), prefix.to_owned());
+                if let Some(dek) = &dek {
+                    self.seal_meta(bucket, &ref_identity(&ds, &id), dek, &mut rmeta);
+                }
+                let ref_path = self
+                    .backend
+                    .publish_ref(bucket, &ds, &id, temp, &rmeta.encode())?;
+                let stored = self.write_delta(
+                    &content,
+                    &mut &content[..],
+                    bucket,
+                    key,
+                    &id,
+                    &sha,
+                    size,
+                    &sha,
+                    NOTE_REFERENCE,
+                    meta,
+                );
+                match stored {
+                    Ok(m) => {
+                        delta.remember(&id, content);
+                        Ok(m)
+                    }
+                    Err(e) => {
+                        let _ = std::fs::remove_file(ref_path);
+                        self.backend.remove_ref(bucket, &ds, &id)?;
+                        Err(e)
+                    }
+                }
+            }
+            Some((id, _)) => {
+                let id = id.clone();
+                let (reference, ref_sha) = self.load_ref(bucket, &ds, &id, key)?;
+                let mut dtemp = self.backend.new_temp()?;
+                let ddek = self.enc.encrypts().then(Dek::generate);
+                let (read, dlen, sha) = {
+                    let mut src = HashingRead {
+                        inner: temp_reader(&mut temp, dek.as_ref(), size)?,
+                        sha: sha2::Sha256::new(),
+                    };
+                    let mut out = BodyOut {
+                        w: BodyWriter::new(dtemp.file(), ddek.as_ref())?,
+                        n: 0,
+                    };
+                    let read = codec::encode(&reference, &mut src, &mut out)?;
+                    let n = out.n;
+                    out.w.finish()?;
+                    (read, n, hex::encode(src.sha.finalize()))
+                };
+                if read != size {
+                    return Err(io::Error::other("staged body changed size").into());
+                }
+                let ratio = dlen as f64 / size as f64;
+                let limit = delta.policy(bucket).max_delta_ratio;
+                let old = self.head_blocking(bucket, key).ok();
+                if ratio < limit {
+                    match self.verify_delta(&reference, &mut dtemp, ddek.as_ref(), dlen, size, &sha)
+                    {
+                        Ok(()) => {
+                            meta.note = Some(NOTE_DELTA.into());
+                            meta.ref_id = Some(id.clone());
+                            meta.ref_sha256 = Some(ref_sha.clone());
+                            meta.sha256 = Some(sha);
+                            meta.stored_size = Some(dlen);
+                            if let Some(dek) = &ddek {
+                                self.seal_meta(bucket, key, dek, &mut meta);
+                            }
+                            self.backend.publish(bucket, &op, dtemp, &meta.encode())?;
+                            tracing::debug!(
+                                bucket,
+                                key,
+                                size,
+                                delta = dlen,
+                                ratio,
+                                "stored as a delta"
+                            );
+                            return Ok(meta);
+                        }
+                        Err(e) => {
+                            tracing::warn!(bucket, key, error = %e, "a fresh delta did not reconstruct the object; storing it whole");
+                        }
+                    }
+                }
+                // Too different (or a failed check): whole.
+                meta.note = Some(NOTE_PASSTHROUGH.into());
+                meta.sha256 = Some(sha);
+                if let Some(dek) = &dek {
+                    self.seal_meta(bucket, key, dek, &mut meta);
+                }
+                self.backend.publish(bucket, &op, temp, &meta.encode())?;
+                tracing::debug!(
+                    bucket,
+                    key,
+                    size,
+                    delta = dlen,
+                    ratio,
+                    limit,
+                    "stored whole: the delta is not small enough"
+                );
+                if old.is_some_and(|o| o.meta.is_delta()) {
+                    self.collect_refs(bucket, prefix)?;
+                }
+                Ok(meta)
+            }
+        }
+    }
+
+    /// Encodes `target` against `reference` into a new delta body, checks
+    /// that it reconstructs, and publishes it as `key` with `note`.
+    #[allow(clippy::too_many_arguments)]
+    fn write_delta(
+        &self,
+        reference: &[u8],
+        target: &mut dyn Read,
+        bucket: &str,
+        key: &str,
+        ref_id: &str,
+        ref_sha: &str,
+        size: u64,
+        sha: &str,
+        note: &str,
+        mut meta: ObjectMeta,
+    ) -> Result<ObjectMeta> {
+        let op = parse_key(key)?;
+        let mut dtemp = self.backend.new_temp()?;
+        let ddek = self.enc.encrypts().then(Dek::generate);
+        let dlen = {
+            let mut out = BodyOut {
+                w: BodyWriter::new(dtemp.file(), ddek.as_ref())?,
+                n: 0,
+            };
+            codec::encode(reference, target, &mut out)?;
+            let n = out.n;
+            out.w.finish()?;
+            n
+        };
+        self.verify_delta(reference, &mut dtemp, ddek.as_ref(), dlen, size, sha)?;
+        meta.note = Some(note.into());
+        meta.ref_id = Some(ref_id.into());
+        meta.ref_sha256 = Some(ref_sha.into());
+        meta.sha256 = Some(sha.into());
+        meta.stored_size = Some(dlen);
+        if let Some(dek) = &ddek {
+            self.seal_meta(bucket, key, dek, &mut meta);
+        }
+        self.backend.publish(bucket, &op, dtemp, &meta.encode())?;
+        Ok(meta)
+    }
+
+    /// Decodes a freshly written delta once and compares size and SHA-256.
+    fn verify_delta(
+        &self,
+        reference: &[u8],
+        dtemp: &mut TempFile,
+        ddek: Option<&Dek>,
+        dlen: u64,
+        size: u64,
+        sha: &str,
+    ) -> Result<()> {
+        codec::check_framing(&mut temp_reader(dtemp, ddek, dlen)?, dlen, size)?;
+        let mut sink = Hashing {
+            inner: io::sink(),
+            sha: sha2::Sha256::new(),
+            n: 0,
+        };
+        codec::decode(reference, &mut temp_reader(dtemp, ddek, dlen)?, &mut sink)?;
+        if sink.n != size || hex::encode(sink.sha.finalize()) != sha {
+            return Err(io::Error::other("the delta does not reconstruct the object").into());
+        }
+        Ok(())
+    }
+
+    /// The content of reference `id` (decrypted, SHA-256 checked), from the
+    /// cache or the disk. `key` names the object that needs it, for errors.
+    fn load_ref(
+        &self,
+        bucket: &str,
+        ds: &str,
+        id: &str,
+        key: &str,
+    ) -> Result<(Arc<Vec<u8>>, String)> {
+        let delta = self.delta_cfg();
+        let path = self
+            .backend
+            .list_refs(bucket, ds)?
+            .into_iter()
+            .find(|(i, _)| i == id)
+            .map(|(_, p)| p)
+            .ok_or_else(|| broken(key, format!("its reference {id} is missing")))?;
+        let raw = crate::storage::fs::stat_for_list(&path)?;
+        let rinfo = info_from_raw(&ref_identity(ds, id), &raw)?;
+        let want_sha = rinfo
+            .meta
+            .sha256
+            .clone()
+            .ok_or_else(|| broken(key, "its reference has no SHA-256"))?;
+        if let Some(c) = delta.and_then(|d| d.cached(id)) {
+            return Ok((c, want_sha));
+        }
+        let file = std::fs::File::open(&path)?;
+        let mut content = Vec::with_capacity(rinfo.meta.size as usize);
+        if rinfo.meta.encrypted.is_some() {
+            let dek = self.unwrap_meta(bucket, &rinfo.key, &rinfo.meta)?;
+            let mut d = Decryptor::open(file, &dek, raw.stored_len)
+                .map_err(|err| broken(key, format!("its reference does not decrypt: {err}")))?;
+            d.read_range(0, rinfo.meta.size, |b| {
+                content.extend_from_slice(&b);
+                ControlFlow::Continue(())
+            })
+            .map_err(|err| broken(key, format!("its reference does not decrypt: {err}")))?;
+        } else {
+            io::BufReader::new(file).read_to_end(&mut content)?;
+        }
+        let got = hex::encode(sha2::Sha256::digest(&content));
+        if content.len() as u64 != rinfo.meta.size || got != want_sha {
+            return Err(broken(
+                key,
+                format!("its reference {id} is damaged (SHA-256 mismatch)"),
+            ));
+        }
+        let content = Arc::new(content);
+        if let Some(d) = delta {
+            d.remember(id, content.clone());
+        }
+        Ok((content, want_sha))
+    }
+
+    /// Rebuilds a delta object from its stored body: reference + delta,
+    /// verified against the recorded size and SHA-256 before it is returned.
+    pub(super) fn reconstruct(&self, bucket: &str, mut stored: OpenObject) -> Result<OpenObject> {
+        let key = stored.info.key.clone();
+        let meta = stored.info.meta.clone();
+        let id = meta.ref_id.clone().unwrap_or_default();
+        let ds = deltaspace_id(deltaspace(&key));
+        let (reference, ref_sha) = self.load_ref(bucket, &ds, &id, &key)?;
+        if meta.ref_sha256.as_deref().is_some_and(|s| s != ref_sha) {
+            return Err(broken(
+                &key,
+                "its reference is not the one it was computed against",
+            ));
+        }
+        let body = meta.body_size();
+        codec::check_framing(&mut stored.reader(), body, meta.size).map_err(|e| broken(&key, e))?;
+        let want = meta.sha256.clone().unwrap_or_default();
+        let fail = |e: &dyn std::fmt::Display| broken(&key, e);
+        let spooled = if meta.size <= MEMORY_SPOOL {
+            let mut out = Hashing {
+                inner: Vec::with_capacity(meta.size as usize),
+                sha: sha2::Sha256::new(),
+                n: 0,
+            };
+            codec::decode(&reference, &mut stored.reader(), &mut out).map_err(|e| fail(&e))?;
+            if out.n != meta.size || hex::encode(out.sha.finalize()) != want {
+                return Err(fail(&"the reconstruction does not match its SHA-256"));
+            }
+            OpenBody::Memory(Bytes::from(out.inner))
+        } else {
+            // Spooled through an ephemeral key: no plaintext reaches the disk.
+            let mut temp = self.backend.new_temp()?;
+            let dek = Dek::generate();
+            let (n, sha) = {
+                let w = crypto::SealingWriter::new(temp.file(), &dek, crypto::DEFAULT_CHUNK_EXP)
+                    .map_err(|e| EngineError::from(io::Error::from(e)))?;
+                let mut out = Hashing {
+                    inner: SealOut(Some(w)),
+                    sha: sha2::Sha256::new(),
+                    n: 0,
+                };
+                codec::decode(&reference, &mut stored.reader(), &mut out).map_err(|e| fail(&e))?;
+                out.inner.0.take().expect("writer").finish()?;
+                (out.n, hex::encode(out.sha.finalize()))
+            };
+            if n != meta.size || sha != want {
+                return Err(fail(&"the reconstruction does not match its SHA-256"));
+            }
+            let file = std::fs::File::open(temp.path())?;
+            let stored_len = file.metadata()?.len();
+            drop(temp); // unlinked; the open handle keeps the data until closed
+            let d = Decryptor::open(file, &dek, stored_len).map_err(|err| EngineError::Crypto {
+                key: key.clone(),
+                err,
+            })?;
+            OpenBody::Encrypted(Box::new(d))
+        };
+        Ok(OpenObject {
+            info: stored.info,
+            body: spooled,
+        })
+    }
+
+    /// Removes a deltaspace's reference when no object in it needs it any more.
+    /// Call with the deltaspace lock held.
+    fn collect_refs(&self, bucket: &str, prefix: &str) -> Result<()> {
+        let ds = deltaspace_id(prefix);
+        let refs = self.backend.list_refs(bucket, &ds)?;
+        if refs.is_empty() {
+            return Ok(());
+        }
+        let mut used: Vec<String> = Vec::new();
+        self.backend.walk(bucket, prefix, "", true, &mut |item| {
+            if let WalkItem::Object { key, path } = item
+                && let Ok(raw) = stat_for_list(&path)
+                && let Ok(info) = info_from_raw(&key, &raw)
+                && info.meta.is_delta()
+                && let Some(id) = info.meta.ref_id
+                && !used.contains(&id)
+            {
+                used.push(id);
+            }
+            ControlFlow::Continue(())
+        })?;
+        for (id, _) in refs {
+            if !used.contains(&id) {
+                self.backend.remove_ref(bucket, &ds, &id)?;
+                if let Some(d) = self.delta_cfg() {
+                    d.forget(&id);
+                }
+                tracing::debug!(bucket, prefix, reference = %id, "reference removed: no object needs it");
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes an object; a delta object's reference goes with its last user.
+    pub(super) fn delete_blocking(&self, bucket: &str, key: &str) -> Result<()> {
+        let op = parse_key(key)?;
+        let Some(d) = self.delta_cfg() else {
+            return Ok(self.backend.delete(bucket, &op)?);
+        };
+        let old = self.head_blocking(bucket, key).ok();
+        if !old.is_some_and(|o| o.meta.is_delta()) {
+            return Ok(self.backend.delete(bucket, &op)?);
+        }
+        let prefix = deltaspace(key);
+        let lock = d.lock(bucket, &deltaspace_id(prefix));
+        let _g = lock.lock().expect("deltaspace lock");
+        self.backend.delete(bucket, &op)?;
+        self.collect_refs(bucket, prefix)
+    }
+}
+
+/// A sealing writer as an `io::Write`.
+struct SealOut<'a>(Option<crypto::SealingWriter<&'a mut std::fs::File>>);
+impl Write for SealOut<'_> {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        self.0.as_mut().expect("writer").write_plain(b)?;
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
