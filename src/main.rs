@@ -26,8 +26,26 @@ enum Command {
     Config(ConfigCommand),
     /// Encryption at rest: status, audit, key rotation, export.
     Encryption(EncryptionArgs),
+    /// Storage savings of delta compression: logical vs stored bytes per bucket and per deltaspace.
+    Stats(StatsArgs),
     /// Mount the read-only view of the decrypted objects (FUSE) and serve it until SIGINT/SIGTERM.
     Mount(MountArgs),
+}
+
+#[derive(clap::Args)]
+struct StatsArgs {
+    /// YAML configuration file (the same as for `serve`).
+    #[arg(long, env = "DGP_CONFIG")]
+    config: Option<PathBuf>,
+    /// Root of the embedded default filesystem backend (default ./data).
+    #[arg(long, env = "DGP_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Only this bucket.
+    #[arg(long)]
+    bucket: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
 }
 
 #[derive(clap::Args)]
@@ -135,6 +153,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::Encryption(args) => encryption(args),
         Command::Mount(args) => mount(args),
+        Command::Stats(args) => stats(args),
     }
 }
 
@@ -179,6 +198,27 @@ fn encryption(args: EncryptionArgs) -> ExitCode {
         EncryptionCommand::Export { bucket, target } => ops::export(&settings, &bucket, &target),
     };
     match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn stats(args: StatsArgs) -> ExitCode {
+    let overrides = deltaglider_proxy::config::Overrides {
+        listen_addr: None,
+        data_dir: args.data_dir,
+        access_key_id: None,
+        secret_access_key: None,
+        log_level: Some("deltaglider_proxy=warn".into()),
+    };
+    let Some(settings) = load_settings(args.config.as_deref(), &overrides) else {
+        return ExitCode::FAILURE;
+    };
+    let json = args.format == Format::Json;
+    match deltaglider_proxy::ops::stats(&settings, args.bucket.as_deref(), json) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -314,3 +314,67 @@ pub fn mount(settings: &Settings, opts: &crate::fuse::MountOptions) -> anyhow::R
     mounted.unmount();
     Ok(())
 }
+
+fn human(n: i64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v.abs() >= 1024.0 && u + 1 < units.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", units[u])
+    }
+}
+
+/// `stats`: logical bytes, stored bytes and savings per bucket and per
+/// deltaspace (key prefix), as `GET /_/api/stats` reports them.
+pub fn stats(settings: &Settings, bucket: Option<&str>, json: bool) -> anyhow::Result<()> {
+    let keys = crate::config::resolve_encryption_keys(settings, &|n| std::env::var(n).ok())?;
+    let gateway = crate::server::open_gateway(settings, &keys, false, false)?;
+    let Some(buckets) = gateway.stats_blocking(bucket)? else {
+        bail!("no bucket named {:?}", bucket.unwrap_or_default());
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "buckets": buckets }))?
+        );
+        return Ok(());
+    }
+    for b in &buckets {
+        println!(
+            "bucket {}: {} objects, logical {}, stored {}, saved {} ({:.1}%)",
+            b.bucket,
+            b.objects,
+            human(b.logical_bytes as i64),
+            human(b.stored_bytes as i64),
+            human(b.savings_bytes),
+            b.savings_percent
+        );
+        for s in &b.deltaspaces {
+            let name = if s.prefix.is_empty() {
+                "(top level)"
+            } else {
+                &s.prefix
+            };
+            println!(
+                "  {name}: {} objects ({} reference, {} delta, {} passthrough, {} whole), logical {}, stored {} (reference {}), saved {} ({:.1}%)",
+                s.objects,
+                s.references,
+                s.deltas,
+                s.passthrough,
+                s.whole,
+                human(s.logical_bytes as i64),
+                human(s.stored_bytes as i64),
+                human(s.reference_bytes as i64),
+                human(s.savings_bytes),
+                s.savings_percent
+            );
+        }
+    }
+    Ok(())
+}

@@ -280,6 +280,7 @@ pub fn app(state: Arc<S3State>) -> Router {
             get(crate::admin::encryption_status),
         )
         .route("/_/api/status", get(crate::admin::status))
+        .route("/_/api/stats", get(crate::admin::stats))
         .route("/_", get(admin_not_found))
         .route("/_/{*rest}", axum::routing::any(admin_not_found))
         .fallback(s3_entry)

@@ -67,6 +67,36 @@ pub async fn encryption_status(State(st): State<Arc<S3State>>, req: Request<Body
     }
 }
 
+/// `GET /_/api/stats[?bucket=B]`: logical and stored bytes and the savings
+/// of delta compression, per bucket and per deltaspace (key prefix).
+pub async fn stats(State(st): State<Arc<S3State>>, req: Request<Body>) -> Response {
+    if let Err(r) = require_admin(&st, &req) {
+        return *r;
+    }
+    let only = req.uri().query().and_then(|q| {
+        form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "bucket")
+            .map(|(_, v)| v.into_owned())
+    });
+    let gw = st.gateway.clone();
+    let res = tokio::task::spawn_blocking(move || gw.stats_blocking(only.as_deref())).await;
+    match res {
+        Ok(Ok(Some(buckets))) => Json(serde_json::json!({ "buckets": buckets })).into_response(),
+        Ok(Ok(None)) => deny(StatusCode::NOT_FOUND, "no such bucket"),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "stats failed");
+            deny(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "could not read the backends; see the server log",
+            )
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "stats task failed");
+            deny(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+        }
+    }
+}
+
 /// This process's resident memory (current and peak), in KiB, from
 /// `/proc/self/status` (visible even under `ProcSubset=pid`).
 fn memory_kib() -> (u64, u64) {

@@ -147,4 +147,29 @@ impl Gateway {
         }
         out.into_iter().collect()
     }
+
+    /// Storage savings of every bucket clients can reach (or only `only`),
+    /// under their client-facing names. `None` when `only` does not exist.
+    pub fn stats_blocking(
+        &self,
+        only: Option<&str>,
+    ) -> Result<Option<Vec<crate::engine::delta::stats::BucketStats>>> {
+        let names: Vec<String> = self
+            .list_buckets_blocking()?
+            .into_iter()
+            .map(|(n, _)| n)
+            .filter(|n| only.is_none_or(|o| o == n))
+            .collect();
+        if only.is_some() && names.is_empty() {
+            return Ok(None);
+        }
+        let mut out = Vec::new();
+        for name in names {
+            let (store, real) = self.route(&name);
+            let mut s = store.bucket_stats(&real)?;
+            s.bucket = name;
+            out.push(s);
+        }
+        Ok(Some(out))
+    }
 }

@@ -17,6 +17,7 @@
 
 pub mod codec;
 pub mod policy;
+pub mod stats;
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};

@@ -107,8 +107,8 @@ const PASSTHROUGH_TYPES: &[&str] = &[
     // images
     ".jpg", ".jpeg", ".png", ".gif", ".webp", ".heic", ".heif", ".avif", ".bmp", ".tif", ".tiff",
     ".ico", ".svgz", ".jxl", // video and audio
-    ".mp4", ".m4v", ".mkv", ".mov", ".avi", ".webm", ".wmv", ".flv", ".mpg", ".mpeg", ".ts", ".mp3",
-    ".flac", ".ogg", ".oga", ".opus", ".aac", ".m4a", ".wav", ".wma",
+    ".mp4", ".m4v", ".mkv", ".mov", ".avi", ".webm", ".wmv", ".flv", ".mpg", ".mpeg", ".ts",
+    ".mp3", ".flac", ".ogg", ".oga", ".opus", ".aac", ".m4a", ".wav", ".wma",
     // single compressed streams
     ".gz", ".bz2", ".xz", ".zst", ".lz4", ".lz", ".lzma", ".br", ".z", ".sz",
     // encrypted / signatures
