@@ -285,25 +285,36 @@ pub async fn get_object(ctx: Ctx, head: bool) -> Result<Response, S3Error> {
     ctx.authorize(Action::ReadObject, ctx.key())?;
     let (store, real) = ctx.st.gateway.route(ctx.bucket());
     only_null_version(&ctx)?;
-    let obj = store
-        .open(&real, ctx.key())
-        .await
-        .map_err(|e| S3Error::from_engine(e, ctx.bucket(), ctx.key()))?;
-    let meta = obj.info.meta.clone();
+    // HEAD answers from the metadata: no body is opened (a delta object is
+    // not reconstructed for it).
+    let (meta, obj) = if head {
+        let info = store
+            .head(&real, ctx.key())
+            .await
+            .map_err(|e| S3Error::from_engine(e, ctx.bucket(), ctx.key()))?;
+        (info.meta, None)
+    } else {
+        let obj = store
+            .open(&real, ctx.key())
+            .await
+            .map_err(|e| S3Error::from_engine(e, ctx.bucket(), ctx.key()))?;
+        (obj.info.meta.clone(), Some(obj))
+    };
     check_conditions(&ctx.headers, "", &meta.etag, meta.mtime())?;
     let range = parse_range(ctx.header("range"), meta.size)?;
     let (status, start, len) = match range {
         Some(r) => (StatusCode::PARTIAL_CONTENT, r.start, r.len),
         None => (StatusCode::OK, 0, meta.size),
     };
-    let body = if head {
-        Body::empty()
-    } else {
-        let stream = obj
-            .into_stream(start, len)
-            .await
-            .map_err(|e| S3Error::from_engine(e, ctx.bucket(), ctx.key()))?;
-        Body::from_stream(stream)
+    let body = match obj {
+        None => Body::empty(),
+        Some(obj) => {
+            let stream = obj
+                .into_stream(start, len)
+                .await
+                .map_err(|e| S3Error::from_engine(e, ctx.bucket(), ctx.key()))?;
+            Body::from_stream(stream)
+        }
     };
     let mut resp = Response::new(body);
     *resp.status_mut() = status;

@@ -142,13 +142,19 @@ impl Delta {
         c.order.push_back((id.to_owned(), content));
     }
 
+    /// Drops every cached version of reference `id`.
     fn forget(&self, id: &str) {
         let mut c = self.cache.lock().expect("reference cache");
-        if let Some(i) = c.order.iter().position(|(k, _)| k == id)
-            && let Some((_, v)) = c.order.remove(i)
-        {
-            c.bytes -= v.len() as u64;
-        }
+        let prefix = format!("{id}:");
+        let mut freed = 0;
+        c.order.retain(|(k, v)| {
+            let keep = !k.starts_with(&prefix);
+            if !keep {
+                freed += v.len() as u64;
+            }
+            keep
+        });
+        c.bytes -= freed;
     }
 }
 
@@ -409,10 +415,7 @@ impl ObjectStore {
                     meta,
                 );
                 match stored {
-                    Ok(m) => {
-                        delta.remember(&id, content);
-                        Ok(m)
-                    }
+                    Ok(m) => Ok(m),
                     Err(e) => {
                         let _ = std::fs::remove_file(ref_path);
                         self.backend.remove_ref(bucket, &ds, &id)?;
@@ -586,7 +589,15 @@ impl ObjectStore {
             .sha256
             .clone()
             .ok_or_else(|| broken(key, "its reference has no SHA-256"))?;
-        if let Some(c) = delta.and_then(|d| d.cached(id)) {
+        // Cached per file version: a file changed on disk (damage, restore)
+        // is read and checked again.
+        let mtime_ns = raw
+            .mtime
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        let cache_key = format!("{id}:{}:{mtime_ns}", raw.stored_len);
+        if let Some(c) = delta.and_then(|d| d.cached(&cache_key)) {
             return Ok((c, want_sha));
         }
         let file = std::fs::File::open(&path)?;
@@ -612,7 +623,7 @@ impl ObjectStore {
         }
         let content = Arc::new(content);
         if let Some(d) = delta {
-            d.remember(id, content.clone());
+            d.remember(&cache_key, content.clone());
         }
         Ok((content, want_sha))
     }
