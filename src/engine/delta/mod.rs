@@ -55,12 +55,15 @@ pub struct DeltaConfig {
     pub concurrency: usize,
 }
 
+/// One lock per deltaspace, by (bucket, deltaspace id).
+type SpaceLocks = Mutex<HashMap<(String, String), Arc<Mutex<()>>>>;
+
 /// Delta state of one backend: configuration, per-deltaspace locks, the
 /// reference cache and the codec slots.
 #[derive(Debug)]
 pub struct Delta {
     cfg: DeltaConfig,
-    locks: Mutex<HashMap<(String, String), Arc<Mutex<()>>>>,
+    locks: SpaceLocks,
     cache: Mutex<RefCache>,
     slots: (Mutex<usize>, Condvar),
 }
