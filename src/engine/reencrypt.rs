@@ -102,7 +102,7 @@ impl ObjectStore {
     }
 
     /// Does this object's stored form match the current config?
-    fn matches_config(&self, m: &meta::ObjectMeta) -> bool {
+    pub(super) fn matches_config(&self, m: &meta::ObjectMeta) -> bool {
         match &self.enc.current {
             Some(k) => m.encrypted.is_some() && m.key_id.as_deref() == Some(k.id.as_str()),
             None => m.encrypted.is_none(),
@@ -218,6 +218,10 @@ impl ObjectStore {
                 if let Some(e) = err {
                     return Err(e);
                 }
+                // The bucket's delta references, like its objects.
+                let (done, failed) = self.reencrypt_refs(&bucket)?;
+                j.rewritten += done;
+                j.failed += failed;
             }
             j.bucket_index += 1;
             j.last_key.clear();

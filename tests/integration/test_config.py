@@ -86,9 +86,9 @@ def test_routing_alias_and_public_prefix(tmp_path):
         s3.create_bucket(Bucket="archive")
         s3.put_object(Bucket="releases", Key="builds/v1.zip", Body=b"public build")
         s3.put_object(Bucket="releases", Key="private/key.pem", Body=b"secret")
-        s3.put_object(Bucket="archive", Key="2024/db.sql", Body=b"dump")
+        s3.put_object(Bucket="archive", Key="2024/db.txt", Body=b"dump")
         # the alias is the directory on the archive backend
-        assert (b / "prod-archive-2024" / "2024" / "db.sql").read_bytes() == b"dump"
+        assert (b / "prod-archive-2024" / "2024" / "db.txt").read_bytes() == b"dump"
         assert (a / "releases" / "builds" / "v1.zip").exists()
         assert sorted(x["Name"] for x in s3.list_buckets()["Buckets"]) == ["archive", "releases"]
         # anonymous read under the public prefix only, never writes

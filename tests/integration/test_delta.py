@@ -344,3 +344,49 @@ def test_delta_with_encryption(tmp_path):
         assert not (out / ".dg").exists()
     finally:
         srv.stop()
+
+
+def test_reencrypt_job_rewrites_references(tmp_path):
+    """plaintext -> encrypted -> plaintext with the re-encrypt job: deltas stay
+    deltas, references follow, every object reads back the same."""
+    plain_cfg = config(tmp_path)
+    srv = Server(tmp_path / "unused", config=plain_cfg).start()
+    vs = versions(3, MiB)
+    try:
+        s3 = srv.client()
+        s3.create_bucket(Bucket="moving")
+        for i, v in enumerate(vs):
+            s3.put_object(Bucket="moving", Key=f"r/v{i}.zip", Body=v)
+    finally:
+        srv.stop()
+    data = tmp_path / "data"
+    ref = refs(data, "moving")[0]
+    assert ref.read_bytes()[:4] != b"DGE1"
+    e = dict(os.environ, DGP_ENCRYPTION_KEY=KEY)
+    r = subprocess.run([str(BIN), "encryption", "reencrypt", "--config", str(config(tmp_path, encrypted=True))],
+                       env=e, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert ref.read_bytes()[:4] == b"DGE1" and doc(ref)["dg-encryption-key-id"] == "delta-2026"
+    for i in range(3):
+        m = doc(data / "moving" / "r" / f"v{i}.zip")
+        assert m["dg-note"] in ("reference", "delta") and m["dg-encrypted"] == "aes-256-gcm-dge1"
+    srv = Server(tmp_path / "unused", config=config(tmp_path, encrypted=True), env={"DGP_ENCRYPTION_KEY": KEY}).start()
+    try:
+        for i, v in enumerate(vs):
+            assert srv.client().get_object(Bucket="moving", Key=f"r/v{i}.zip")["Body"].read() == v
+    finally:
+        srv.stop()
+    # Back to plaintext, the old key as legacy.
+    back = tmp_path / "back.yaml"
+    back.write_text(config(tmp_path).read_text().replace(
+        "  buckets:", "  backend_encryption:\n    mode: none\n    legacy_key: \"${env:DGP_OLD_KEY}\"\n    legacy_key_id: delta-2026\n  buckets:", 1))
+    r = subprocess.run([str(BIN), "encryption", "reencrypt", "--config", str(back)],
+                       env=dict(os.environ, DGP_OLD_KEY=KEY), capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert ref.read_bytes()[:4] != b"DGE1" and "dg-encrypted" not in doc(ref)
+    srv = Server(tmp_path / "unused", config=plain_cfg).start()
+    try:
+        for i, v in enumerate(vs):
+            assert srv.client().get_object(Bucket="moving", Key=f"r/v{i}.zip")["Body"].read() == v
+    finally:
+        srv.stop()

@@ -24,8 +24,8 @@ def xattr_doc(path):
 
 def test_object_is_a_file_with_metadata_xattr(server, s3, bucket):
     data = b"nightly dump"
-    s3.put_object(Bucket=bucket, Key="nightly/dump.sql", Body=data, Metadata={"k": "v"}, ContentType="application/sql")
-    path = server.data_dir / bucket / "nightly" / "dump.sql"
+    s3.put_object(Bucket=bucket, Key="nightly/dump.txt", Body=data, Metadata={"k": "v"}, ContentType="application/sql")  # not a delta type: stored whole (test_delta.py covers deltas)
+    path = server.data_dir / bucket / "nightly" / "dump.txt"
     assert path.read_bytes() == data
     doc = xattr_doc(path)
     assert doc["v"] == 1

@@ -756,3 +756,50 @@ impl Write for SealOut<'_> {
         Ok(())
     }
 }
+
+impl ObjectStore {
+    /// Rewrites the references of `bucket` that do not match the current
+    /// encryption config (the re-encrypt job). Returns (rewritten, failed).
+    pub(super) fn reencrypt_refs(&self, bucket: &str) -> Result<(u64, u64)> {
+        let (mut done, mut failed) = (0, 0);
+        for (b, ds, id, path) in self.backend.all_refs()? {
+            if b != bucket {
+                continue;
+            }
+            let res = (|| -> Result<bool> {
+                let raw = stat_for_list(&path)?;
+                let ident = ref_identity(&ds, &id);
+                let mut m = info_from_raw(&ident, &raw)?.meta;
+                if self.matches_config(&m) {
+                    return Ok(false);
+                }
+                let (content, _) = self.load_ref(bucket, &ds, &id, &ident)?;
+                let dek = self.enc.encrypts().then(Dek::generate);
+                let mut temp = self.backend.new_temp()?;
+                {
+                    let mut out = BodyWriter::new(temp.file(), dek.as_ref())?;
+                    out.write(&content)?;
+                    out.finish()?;
+                }
+                m.encrypted = None;
+                m.key_id = None;
+                m.wrapped_key = None;
+                if let Some(dek) = &dek {
+                    self.seal_meta(bucket, &ident, dek, &mut m);
+                }
+                self.backend
+                    .publish_ref(bucket, &ds, &id, temp, &m.encode())?;
+                Ok(true)
+            })();
+            match res {
+                Ok(true) => done += 1,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(bucket, reference = %id, error = %e, "re-encrypt: reference left as it was");
+                    failed += 1;
+                }
+            }
+        }
+        Ok((done, failed))
+    }
+}
