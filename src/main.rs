@@ -175,15 +175,41 @@ fn load_settings(
     }
 }
 
-fn encryption(args: EncryptionArgs) -> ExitCode {
+/// The settings of an operator command (no listener, no credentials).
+fn tool_settings(
+    config: Option<&std::path::Path>,
+    data_dir: Option<PathBuf>,
+    log_level: Option<String>,
+) -> Option<deltaglider_proxy::config::Settings> {
     let overrides = deltaglider_proxy::config::Overrides {
         listen_addr: None,
-        data_dir: args.data_dir,
+        data_dir,
         access_key_id: None,
         secret_access_key: None,
-        log_level: Some("deltaglider_proxy=warn".into()),
+        log_level,
     };
-    let Some(settings) = load_settings(args.config.as_deref(), &overrides) else {
+    load_settings(config, &overrides)
+}
+
+/// Prints a command's error and maps it to the exit code.
+fn exit_code(res: anyhow::Result<()>) -> ExitCode {
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs a long-running command's error (to the journal under systemd).
+fn logged(res: anyhow::Result<()>) -> anyhow::Result<()> {
+    res.inspect_err(|e| tracing::error!("{e:#}"))
+}
+
+fn encryption(args: EncryptionArgs) -> ExitCode {
+    let quiet = Some("deltaglider_proxy=warn".into());
+    let Some(settings) = tool_settings(args.config.as_deref(), args.data_dir, quiet) else {
         return ExitCode::FAILURE;
     };
     let json = args.format == Format::Json;
@@ -197,45 +223,25 @@ fn encryption(args: EncryptionArgs) -> ExitCode {
         }
         EncryptionCommand::Export { bucket, target } => ops::export(&settings, &bucket, &target),
     };
-    match res {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    exit_code(res)
 }
 
 fn stats(args: StatsArgs) -> ExitCode {
-    let overrides = deltaglider_proxy::config::Overrides {
-        listen_addr: None,
-        data_dir: args.data_dir,
-        access_key_id: None,
-        secret_access_key: None,
-        log_level: Some("deltaglider_proxy=warn".into()),
-    };
-    let Some(settings) = load_settings(args.config.as_deref(), &overrides) else {
+    let quiet = Some("deltaglider_proxy=warn".into());
+    let Some(settings) = tool_settings(args.config.as_deref(), args.data_dir, quiet) else {
         return ExitCode::FAILURE;
     };
     let json = args.format == Format::Json;
-    match deltaglider_proxy::ops::stats(&settings, args.bucket.as_deref(), json) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    exit_code(deltaglider_proxy::ops::stats(
+        &settings,
+        args.bucket.as_deref(),
+        json,
+    ))
 }
 
 fn mount(args: MountArgs) -> ExitCode {
-    let overrides = deltaglider_proxy::config::Overrides {
-        listen_addr: None,
-        data_dir: args.data_dir,
-        access_key_id: None,
-        secret_access_key: None,
-        log_level: env_lookup("DGP_LOG_LEVEL"),
-    };
-    let Some(settings) = load_settings(args.config.as_deref(), &overrides) else {
+    let log_level = env_lookup("DGP_LOG_LEVEL");
+    let Some(settings) = tool_settings(args.config.as_deref(), args.data_dir, log_level) else {
         return ExitCode::FAILURE;
     };
     let opts = deltaglider_proxy::fuse::MountOptions {
@@ -243,14 +249,7 @@ fn mount(args: MountArgs) -> ExitCode {
         allow_other: args.allow_other,
         bucket: args.bucket,
     };
-    match deltaglider_proxy::ops::mount(&settings, &opts) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    exit_code(logged(deltaglider_proxy::ops::mount(&settings, &opts)))
 }
 
 fn lint(file: &std::path::Path) -> ExitCode {
@@ -290,12 +289,8 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(deltaglider_proxy::server::run(settings, args.open_access)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    exit_code(logged(runtime.block_on(deltaglider_proxy::server::run(
+        settings,
+        args.open_access,
+    ))))
 }

@@ -21,6 +21,14 @@ fn open(
     open_stores(settings, &keys, false)
 }
 
+/// The gateway over every backend, for a command that reads through it
+/// (bucket names and routing as clients see them); keys stay out of dumps.
+fn open_gateway(settings: &Settings) -> anyhow::Result<crate::gateway::Gateway> {
+    let keys = crate::config::resolve_encryption_keys(settings, &|n| std::env::var(n).ok())?;
+    crate::server::protect_keys(&keys);
+    crate::server::open_gateway(settings, &keys, false, false)
+}
+
 /// `encryption status`: enabled state, mode, key ids in use with object
 /// counts, plaintext and undecryptable counts. Never key material.
 pub fn status(settings: &Settings, json: bool) -> anyhow::Result<()> {
@@ -274,9 +282,7 @@ pub fn reencrypt(
 /// unmounted) or until someone unmounts it (`fusermount3 -u`).
 pub fn mount(settings: &Settings, opts: &crate::fuse::MountOptions) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let keys = crate::config::resolve_encryption_keys(settings, &|n| std::env::var(n).ok())?;
-    crate::server::protect_keys(&keys);
-    let gateway = std::sync::Arc::new(crate::server::open_gateway(settings, &keys, false, false)?);
+    let gateway = std::sync::Arc::new(open_gateway(settings)?);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -333,8 +339,7 @@ fn human(n: i64) -> String {
 /// `stats`: logical bytes, stored bytes and savings per bucket and per
 /// deltaspace (key prefix), as `GET /_/api/stats` reports them.
 pub fn stats(settings: &Settings, bucket: Option<&str>, json: bool) -> anyhow::Result<()> {
-    let keys = crate::config::resolve_encryption_keys(settings, &|n| std::env::var(n).ok())?;
-    let gateway = crate::server::open_gateway(settings, &keys, false, false)?;
+    let gateway = open_gateway(settings)?;
     let Some(buckets) = gateway.stats_blocking(bucket)? else {
         bail!("no bucket named {:?}", bucket.unwrap_or_default());
     };

@@ -37,6 +37,30 @@ fn require_admin(st: &S3State, req: &Request<Body>) -> Result<(), Box<Response>>
     }
 }
 
+/// The value of a blocking engine task, or the 500 answer (logged as `what`).
+fn blocking_result<T>(
+    res: Result<crate::engine::Result<T>, tokio::task::JoinError>,
+    what: &str,
+) -> Result<T, Box<Response>> {
+    match res {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "{what} failed");
+            Err(Box::new(deny(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "could not read the backends; see the server log",
+            )))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "{what} task failed");
+            Err(Box::new(deny(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error",
+            )))
+        }
+    }
+}
+
 /// `GET /_/api/encryption/status`: per backend, the mode, key ids and object
 /// counts (encrypted, plaintext, undecryptable, per key id). Never key material.
 pub async fn encryption_status(State(st): State<Arc<S3State>>, req: Request<Body>) -> Response {
@@ -51,19 +75,9 @@ pub async fn encryption_status(State(st): State<Arc<S3State>>, req: Request<Body
             .collect::<Result<Vec<_>, _>>()
     })
     .await;
-    match res {
-        Ok(Ok(backends)) => Json(serde_json::json!({ "backends": backends })).into_response(),
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "encryption status failed");
-            deny(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "could not read the backends; see the server log",
-            )
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "encryption status task failed");
-            deny(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
-        }
+    match blocking_result(res, "encryption status") {
+        Ok(backends) => Json(serde_json::json!({ "backends": backends })).into_response(),
+        Err(r) => *r,
     }
 }
 
@@ -80,20 +94,10 @@ pub async fn stats(State(st): State<Arc<S3State>>, req: Request<Body>) -> Respon
     });
     let gw = st.gateway.clone();
     let res = tokio::task::spawn_blocking(move || gw.stats_blocking(only.as_deref())).await;
-    match res {
-        Ok(Ok(Some(buckets))) => Json(serde_json::json!({ "buckets": buckets })).into_response(),
-        Ok(Ok(None)) => deny(StatusCode::NOT_FOUND, "no such bucket"),
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "stats failed");
-            deny(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "could not read the backends; see the server log",
-            )
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "stats task failed");
-            deny(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
-        }
+    match blocking_result(res, "stats") {
+        Ok(Some(buckets)) => Json(serde_json::json!({ "buckets": buckets })).into_response(),
+        Ok(None) => deny(StatusCode::NOT_FOUND, "no such bucket"),
+        Err(r) => *r,
     }
 }
 

@@ -456,8 +456,40 @@ impl View {
         Ok(out)
     }
 
+    fn dir_handle(&self, fh: FileHandle) -> Option<Arc<Vec<DirEntry>>> {
+        self.dirs.lock().expect("dirs lock").get(&fh.0).cloned()
+    }
+
     fn next_fh(&self) -> u64 {
         self.next_fh.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// One position of a directory listing.
+enum Slot<'a> {
+    Dot,
+    DotDot,
+    Entry(&'a DirEntry),
+}
+
+/// Feeds the listing from `offset` to `add(next_offset, slot)` until it
+/// reports a full buffer. Offsets: 0 is ".", 1 is "..", n >= 2 is entry n - 2;
+/// each slot carries the offset of the one after it.
+fn fill(entries: &[DirEntry], offset: u64, mut add: impl FnMut(u64, Slot<'_>) -> bool) {
+    let mut n = offset;
+    loop {
+        let slot = match n {
+            0 => Slot::Dot,
+            1 => Slot::DotDot,
+            _ => match entries.get((n - 2) as usize) {
+                Some(e) => Slot::Entry(e),
+                None => return,
+            },
+        };
+        if add(n + 1, slot) {
+            return;
+        }
+        n += 1;
     }
 }
 
@@ -621,25 +653,14 @@ impl Filesystem for View {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let Some(entries) = self.dirs.lock().expect("dirs lock").get(&fh.0).cloned() else {
+        let Some(entries) = self.dir_handle(fh) else {
             return reply.error(Errno::EBADF);
         };
-        // Offsets: 1 and 2 are "." and "..", entry i is i + 3.
-        let mut next = offset;
-        loop {
-            let full = match next {
-                0 => reply.add(ino, 1, FileType::Directory, "."),
-                1 => reply.add(INodeNo(1), 2, FileType::Directory, ".."),
-                n => match entries.get((n - 2) as usize) {
-                    Some(e) => reply.add(INodeNo(e.ino), n + 1, e.kind, &e.name),
-                    None => break,
-                },
-            };
-            if full {
-                break;
-            }
-            next += 1;
-        }
+        fill(&entries, offset, |next, slot| match slot {
+            Slot::Dot => reply.add(ino, next, FileType::Directory, "."),
+            Slot::DotDot => reply.add(INodeNo(1), next, FileType::Directory, ".."),
+            Slot::Entry(e) => reply.add(INodeNo(e.ino), next, e.kind, &e.name),
+        });
         reply.ok();
     }
 
@@ -651,41 +672,32 @@ impl Filesystem for View {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let Some(entries) = self.dirs.lock().expect("dirs lock").get(&fh.0).cloned() else {
+        let Some(entries) = self.dir_handle(fh) else {
             return reply.error(Errno::EBADF);
         };
-        let mut next = offset;
-        loop {
-            let full = match next {
-                // The kernel takes no lookup reference for "." and "..".
-                0 => reply.add(ino, 1, ".", &TTL, &self.dir_attr(ino.0), Generation(0)),
-                1 => reply.add(INodeNo(1), 2, "..", &TTL, &self.dir_attr(1), Generation(0)),
-                n => {
-                    let Some(e) = entries.get((n - 2) as usize) else {
-                        break;
-                    };
-                    // Every other entry the kernel accepts is one lookup reference.
-                    let ino = self
-                        .nodes
-                        .lock()
-                        .expect("nodes lock")
-                        .acquire(e.loc.clone());
-                    let attr = match e.mtime {
-                        Some(mtime) => self.attr(ino, FileType::RegularFile, e.size, mtime),
-                        None => self.dir_attr(ino),
-                    };
-                    let full = reply.add(INodeNo(ino), n + 1, &e.name, &TTL, &attr, Generation(0));
-                    if full {
-                        self.nodes.lock().expect("nodes lock").forget(ino, 1);
-                    }
-                    full
+        let g = Generation(0);
+        fill(&entries, offset, |next, slot| match slot {
+            // The kernel takes no lookup reference for "." and "..".
+            Slot::Dot => reply.add(ino, next, ".", &TTL, &self.dir_attr(ino.0), g),
+            Slot::DotDot => reply.add(INodeNo(1), next, "..", &TTL, &self.dir_attr(1), g),
+            Slot::Entry(e) => {
+                // Every other entry the kernel accepts is one lookup reference.
+                let ino = self
+                    .nodes
+                    .lock()
+                    .expect("nodes lock")
+                    .acquire(e.loc.clone());
+                let attr = match e.mtime {
+                    Some(mtime) => self.attr(ino, FileType::RegularFile, e.size, mtime),
+                    None => self.dir_attr(ino),
+                };
+                let full = reply.add(INodeNo(ino), next, &e.name, &TTL, &attr, g);
+                if full {
+                    self.nodes.lock().expect("nodes lock").forget(ino, 1);
                 }
-            };
-            if full {
-                break;
+                full
             }
-            next += 1;
-        }
+        });
         reply.ok();
     }
 

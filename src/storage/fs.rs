@@ -499,6 +499,11 @@ impl FsBackend {
         self.internal_dir().join("refs").join(bucket).join(ds)
     }
 
+    /// Where reference `id` of a deltaspace lives (whether or not it exists).
+    pub fn ref_path(&self, bucket: &str, ds: &str, id: &str) -> PathBuf {
+        self.refs_dir(bucket, ds).join(id)
+    }
+
     /// The reference files of a deltaspace: (id, path). At most one exists
     /// outside a crash window.
     pub fn list_refs(&self, bucket: &str, ds: &str) -> Result<Vec<(String, PathBuf)>> {

@@ -156,6 +156,13 @@ def test_what_is_stored_whole(dsrv):
     assert "dg-note" not in doc(dsrv.data / "firmware" / "img" / "disk-1.iso")
 
 
+def rewrite_body(path, data):
+    """Replaces an object's (or reference's) bytes on disk, keeping its metadata."""
+    x = os.getxattr(path, "user.dg.metadata")
+    path.write_bytes(bytes(data))
+    os.setxattr(path, "user.dg.metadata", x)
+
+
 def get_fails_cleanly(s3, bucket, key):
     try:
         s3.get_object(Bucket=bucket, Key=key)["Body"].read()
@@ -173,31 +180,25 @@ def test_damaged_reference_or_delta_is_an_error_never_wrong_bytes(dsrv):
         s3.put_object(Bucket=b, Key=f"r/v{i}.bin", Body=v)
     ref = refs(dsrv.data, b)[0]
     raw = bytearray(ref.read_bytes())
-    x = os.getxattr(ref, "user.dg.metadata")
     raw[12345] ^= 0x40
-    ref.write_bytes(bytes(raw))
-    os.setxattr(ref, "user.dg.metadata", x)
+    rewrite_body(ref, raw)
     for i in range(3):
         assert get_fails_cleanly(s3, b, f"r/v{i}.bin")
-    assert f"r/v1.bin" in dsrv.output() and "cannot be reconstructed" in dsrv.output()
+    assert "r/v1.bin" in dsrv.output() and "cannot be reconstructed" in dsrv.output()
     # HEAD and LIST still answer from the metadata.
     assert s3.head_object(Bucket=b, Key="r/v1.bin")["ContentLength"] == len(vs[1])
     # Repair the reference; then damage one delta body: only that object fails.
     raw[12345] ^= 0x40
-    ref.write_bytes(bytes(raw))
-    os.setxattr(ref, "user.dg.metadata", x)
+    rewrite_body(ref, raw)
     assert s3.get_object(Bucket=b, Key="r/v2.bin")["Body"].read() == vs[2]
     p = dsrv.data / b / "r" / "v2.bin"
     d = bytearray(p.read_bytes())
-    x2 = os.getxattr(p, "user.dg.metadata")
     for cut in (len(d) // 2, len(d) - 3):
         bad = bytearray(d)
         bad[cut] ^= 0xFF
-        p.write_bytes(bytes(bad))
-        os.setxattr(p, "user.dg.metadata", x2)
+        rewrite_body(p, bad)
         assert get_fails_cleanly(s3, b, "r/v2.bin")
-    p.write_bytes(bytes(d[: len(d) // 2]))
-    os.setxattr(p, "user.dg.metadata", x2)
+    rewrite_body(p, d[: len(d) // 2])
     assert get_fails_cleanly(s3, b, "r/v2.bin")
     assert s3.get_object(Bucket=b, Key="r/v1.bin")["Body"].read() == vs[1]
 

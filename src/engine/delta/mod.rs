@@ -19,6 +19,7 @@ pub mod codec;
 pub mod policy;
 pub mod stats;
 
+use std::borrow::BorrowMut;
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::ops::ControlFlow;
@@ -27,10 +28,10 @@ use std::sync::{Arc, Condvar, Mutex};
 use bytes::Bytes;
 use sha2::Digest as _;
 
-use super::crypto::{self, Decryptor, Dek};
+use super::crypto::{Decryptor, Dek};
 use super::meta::{NOTE_DELTA, NOTE_PASSTHROUGH, NOTE_REFERENCE};
 use super::put::BodyWriter;
-use super::{EngineError, ObjectMeta, ObjectStore, OpenBody, OpenObject, Result};
+use super::{EngineError, ObjectInfo, ObjectMeta, ObjectStore, OpenBody, OpenObject, Result};
 use super::{info_from_raw, parse_key};
 use crate::storage::fs::{TempFile, WalkItem, stat_for_list};
 pub use policy::BucketPolicy;
@@ -246,16 +247,18 @@ impl Write for BodyOut<'_> {
     }
 }
 
-/// Sequential reads of a stored body (plain or DGE1), from offset 0.
-pub(crate) struct StoredReader<'a> {
-    obj: &'a mut OpenObject,
+/// Sequential reads of an opened body (plain, DGE1 or in memory), from
+/// offset 0; owns the object or borrows it.
+pub(crate) struct BodyReader<O> {
+    obj: O,
     pos: u64,
 }
 
-impl Read for StoredReader<'_> {
+impl<O: BorrowMut<OpenObject>> Read for BodyReader<O> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self
             .obj
+            .borrow_mut()
             .read_at(self.pos, buf)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
         self.pos += n as u64;
@@ -264,8 +267,8 @@ impl Read for StoredReader<'_> {
 }
 
 impl OpenObject {
-    pub(crate) fn reader(&mut self) -> StoredReader<'_> {
-        StoredReader { obj: self, pos: 0 }
+    pub(crate) fn reader(&mut self) -> BodyReader<&mut OpenObject> {
+        BodyReader { obj: self, pos: 0 }
     }
 }
 
@@ -278,53 +281,38 @@ fn temp_reader<'a>(
     use std::io::Seek;
     let f = temp.file();
     f.rewind()?;
-    match dek {
-        None => Ok(Box::new(io::BufReader::with_capacity(256 * 1024, f))),
-        Some(dek) => {
-            let stored = f.metadata()?.len();
-            let d = Decryptor::open(f.try_clone()?, dek, stored).map_err(|err| {
-                EngineError::Crypto {
-                    key: "(staged body)".into(),
-                    err,
-                }
-            })?;
-            Ok(Box::new(OwnedStored {
-                obj: OpenBody::Encrypted(Box::new(d)),
-                len,
-                pos: 0,
-                key: "(staged body)".into(),
-            }))
-        }
-    }
+    let Some(dek) = dek else {
+        return Ok(Box::new(io::BufReader::with_capacity(256 * 1024, f)));
+    };
+    let key = "(staged body)";
+    let stored = f.metadata()?.len();
+    let d = Decryptor::open(f.try_clone()?, dek, stored).map_err(|err| EngineError::Crypto {
+        key: key.into(),
+        err,
+    })?;
+    let obj = OpenObject {
+        info: ObjectInfo {
+            key: key.into(),
+            meta: ObjectMeta::new(len, String::new(), std::time::SystemTime::now()),
+            unmanaged: false,
+        },
+        body: OpenBody::Encrypted(Box::new(d)),
+    };
+    Ok(Box::new(BodyReader { obj, pos: 0 }))
 }
 
-/// An owned sequential reader of a decrypted body.
-struct OwnedStored {
-    obj: OpenBody,
+/// The reference a delta points at: its id and content SHA-256.
+struct RefLink<'a> {
+    id: &'a str,
+    sha: &'a str,
+}
+
+/// A delta body written to a temp file (sealed with `dek` when the backend
+/// encrypts), `len` bytes of plaintext.
+struct Encoded {
+    temp: TempFile,
+    dek: Option<Dek>,
     len: u64,
-    pos: u64,
-    key: String,
-}
-
-impl Read for OwnedStored {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let OpenBody::Encrypted(d) = &mut self.obj else {
-            return Ok(0);
-        };
-        if self.pos >= self.len || buf.is_empty() {
-            return Ok(0);
-        }
-        let want = (buf.len() as u64).min(self.len - self.pos) as usize;
-        let mut done = 0;
-        d.read_range(self.pos, want as u64, |piece| {
-            buf[done..done + piece.len()].copy_from_slice(&piece);
-            done += piece.len();
-            ControlFlow::Continue(())
-        })
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", self.key)))?;
-        self.pos += done as u64;
-        Ok(done)
-    }
 }
 
 impl ObjectStore {
@@ -348,7 +336,7 @@ impl ObjectStore {
         dek: Option<Dek>,
         mut meta: ObjectMeta,
     ) -> Result<ObjectMeta> {
-        let op = parse_key(key)?;
+        parse_key(key)?;
         meta.encrypted = None;
         meta.key_id = None;
         meta.wrapped_key = None;
@@ -359,22 +347,28 @@ impl ObjectStore {
         let Some(delta) = self.delta_cfg().filter(|d| d.wants(bucket, key, meta.size)) else {
             // Not eligible: whole. An overwritten delta object may have been
             // the last user of its reference.
-            let old = self.head_blocking(bucket, key).ok();
-            if let Some(dek) = &dek {
-                self.seal_meta(bucket, key, dek, &mut meta);
+            // (Only a deltaspace that has a reference can hold delta objects:
+            // one directory lookup spares the metadata read on most PUTs.)
+            let prefix = deltaspace(key);
+            let old_delta = self.delta_cfg().is_some()
+                && !self
+                    .backend
+                    .list_refs(bucket, &deltaspace_id(prefix))?
+                    .is_empty()
+                && self
+                    .head_blocking(bucket, key)
+                    .is_ok_and(|o| o.meta.is_delta());
+            if !old_delta {
+                self.publish_whole(bucket, key, temp, dek.as_ref(), &mut meta)?;
+                return Ok(meta);
             }
-            if let Some(d) = self.delta_cfg()
-                && old.as_ref().is_some_and(|o| o.meta.is_delta())
-            {
-                let prefix = deltaspace(key);
-                let ds = deltaspace_id(prefix);
-                let lock = d.lock(bucket, &ds);
-                let _g = lock.lock().expect("deltaspace lock");
-                self.backend.publish(bucket, &op, temp, &meta.encode())?;
-                self.collect_refs(bucket, prefix)?;
-            } else {
-                self.backend.publish(bucket, &op, temp, &meta.encode())?;
-            }
+            let lock = self
+                .delta_cfg()
+                .expect("checked")
+                .lock(bucket, &deltaspace_id(prefix));
+            let _g = lock.lock().expect("deltaspace lock");
+            self.publish_whole(bucket, key, temp, dek.as_ref(), &mut meta)?;
+            self.collect_refs(bucket, prefix)?;
             return Ok(meta);
         };
         let prefix = deltaspace(key);
@@ -384,164 +378,151 @@ impl ObjectStore {
         let _slot = delta.slot();
         let refs = self.backend.list_refs(bucket, &ds)?;
         let size = meta.size;
-        match refs.last() {
-            None => {
-                // The first eligible object: its body becomes the reference.
-                let mut content = Vec::with_capacity(size as usize);
-                temp_reader(&mut temp, dek.as_ref(), size)?.read_to_end(&mut content)?;
-                if content.len() as u64 != size {
-                    return Err(io::Error::other("staged body changed size").into());
-                }
-                let content = Arc::new(content);
-                let sha = hex::encode(sha2::Sha256::digest(&content[..]));
-                let id = format!("ref-{}", uuid::Uuid::new_v4().simple());
-                let mut rmeta =
-                    ObjectMeta::new(size, meta.etag.clone(), std::time::SystemTime::now());
-                rmeta.sha256 = Some(sha.clone());
-                rmeta.user.insert("deltaspace".into(), prefix.to_owned());
-                if let Some(dek) = &dek {
-                    self.seal_meta(bucket, &ref_identity(&ds, &id), dek, &mut rmeta);
-                }
-                let ref_path = self
-                    .backend
-                    .publish_ref(bucket, &ds, &id, temp, &rmeta.encode())?;
-                let stored = self.write_delta(
-                    &content,
-                    &mut &content[..],
-                    bucket,
-                    key,
-                    &id,
-                    &sha,
-                    size,
-                    &sha,
-                    NOTE_REFERENCE,
-                    meta,
-                );
-                match stored {
-                    Ok(m) => Ok(m),
-                    Err(e) => {
-                        let _ = std::fs::remove_file(ref_path);
-                        self.backend.remove_ref(bucket, &ds, &id)?;
-                        Err(e)
-                    }
-                }
+        let Some((id, _)) = refs.last() else {
+            // The first eligible object: its body becomes the reference.
+            let mut content = Vec::with_capacity(size as usize);
+            temp_reader(&mut temp, dek.as_ref(), size)?.read_to_end(&mut content)?;
+            if content.len() as u64 != size {
+                return Err(io::Error::other("staged body changed size").into());
             }
-            Some((id, _)) => {
-                let id = id.clone();
-                let (reference, ref_sha) = self.load_ref(bucket, &ds, &id, key)?;
-                let mut dtemp = self.backend.new_temp()?;
-                let ddek = self.enc.encrypts().then(Dek::generate);
-                let (read, dlen, sha) = {
-                    let mut src = HashingRead {
-                        inner: temp_reader(&mut temp, dek.as_ref(), size)?,
-                        sha: sha2::Sha256::new(),
-                    };
-                    let mut out = BodyOut {
-                        w: BodyWriter::new(dtemp.file(), ddek.as_ref())?,
-                        n: 0,
-                    };
-                    let read = codec::encode(&reference, &mut src, &mut out)?;
-                    let n = out.n;
-                    out.w.finish()?;
-                    (read, n, hex::encode(src.sha.finalize()))
-                };
-                if read != size {
-                    return Err(io::Error::other("staged body changed size").into());
+            let sha = hex::encode(sha2::Sha256::digest(&content[..]));
+            let id = format!("ref-{}", uuid::Uuid::new_v4().simple());
+            let mut rmeta = ObjectMeta::new(size, meta.etag.clone(), std::time::SystemTime::now());
+            rmeta.sha256 = Some(sha.clone());
+            rmeta.user.insert("deltaspace".into(), prefix.to_owned());
+            if let Some(dek) = &dek {
+                self.seal_meta(bucket, &ref_identity(&ds, &id), dek, &mut rmeta);
+            }
+            self.backend
+                .publish_ref(bucket, &ds, &id, temp, &rmeta.encode())?;
+            let stored = self
+                .encode_delta(&content, &mut &content[..])
+                .and_then(|(enc, _)| {
+                    let link = RefLink { id: &id, sha: &sha };
+                    self.publish_delta(bucket, key, &content, enc, NOTE_REFERENCE, link, &sha, meta)
+                });
+            if stored.is_err() {
+                self.backend.remove_ref(bucket, &ds, &id)?;
+            }
+            return stored;
+        };
+        let id = id.clone();
+        let (reference, ref_sha) = self.load_ref(bucket, &ds, &id, key)?;
+        let (enc, read, sha) = {
+            let mut src = HashingRead {
+                inner: temp_reader(&mut temp, dek.as_ref(), size)?,
+                sha: sha2::Sha256::new(),
+            };
+            let (enc, read) = self.encode_delta(&reference, &mut src)?;
+            (enc, read, hex::encode(src.sha.finalize()))
+        };
+        if read != size {
+            return Err(io::Error::other("staged body changed size").into());
+        }
+        let (dlen, ratio) = (enc.len, enc.len as f64 / size as f64);
+        let limit = delta.policy(bucket).max_delta_ratio;
+        let old_delta = self
+            .head_blocking(bucket, key)
+            .is_ok_and(|o| o.meta.is_delta());
+        if ratio < limit {
+            let link = RefLink {
+                id: &id,
+                sha: &ref_sha,
+            };
+            match self.publish_delta(
+                bucket,
+                key,
+                &reference,
+                enc,
+                NOTE_DELTA,
+                link,
+                &sha,
+                meta.clone(),
+            ) {
+                Ok(m) => {
+                    tracing::debug!(bucket, key, size, delta = dlen, ratio, "stored as a delta");
+                    return Ok(m);
                 }
-                let ratio = dlen as f64 / size as f64;
-                let limit = delta.policy(bucket).max_delta_ratio;
-                let old = self.head_blocking(bucket, key).ok();
-                if ratio < limit {
-                    match self.verify_delta(&reference, &mut dtemp, ddek.as_ref(), dlen, size, &sha)
-                    {
-                        Ok(()) => {
-                            meta.note = Some(NOTE_DELTA.into());
-                            meta.ref_id = Some(id.clone());
-                            meta.ref_sha256 = Some(ref_sha.clone());
-                            meta.sha256 = Some(sha);
-                            meta.stored_size = Some(dlen);
-                            if let Some(dek) = &ddek {
-                                self.seal_meta(bucket, key, dek, &mut meta);
-                            }
-                            self.backend.publish(bucket, &op, dtemp, &meta.encode())?;
-                            tracing::debug!(
-                                bucket,
-                                key,
-                                size,
-                                delta = dlen,
-                                ratio,
-                                "stored as a delta"
-                            );
-                            return Ok(meta);
-                        }
-                        Err(e) => {
-                            tracing::warn!(bucket, key, error = %e, "a fresh delta did not reconstruct the object; storing it whole");
-                        }
-                    }
+                Err(e) => {
+                    tracing::warn!(bucket, key, error = %e, "a fresh delta did not reconstruct the object; storing it whole");
                 }
-                // Too different (or a failed check): whole.
-                meta.note = Some(NOTE_PASSTHROUGH.into());
-                meta.sha256 = Some(sha);
-                if let Some(dek) = &dek {
-                    self.seal_meta(bucket, key, dek, &mut meta);
-                }
-                self.backend.publish(bucket, &op, temp, &meta.encode())?;
-                tracing::debug!(
-                    bucket,
-                    key,
-                    size,
-                    delta = dlen,
-                    ratio,
-                    limit,
-                    "stored whole: the delta is not small enough"
-                );
-                if old.is_some_and(|o| o.meta.is_delta()) {
-                    self.collect_refs(bucket, prefix)?;
-                }
-                Ok(meta)
             }
         }
+        // Too different (or a failed check): whole.
+        meta.note = Some(NOTE_PASSTHROUGH.into());
+        meta.sha256 = Some(sha);
+        self.publish_whole(bucket, key, temp, dek.as_ref(), &mut meta)?;
+        tracing::debug!(
+            bucket,
+            key,
+            size,
+            delta = dlen,
+            ratio,
+            limit,
+            "stored whole: the delta is not small enough"
+        );
+        if old_delta {
+            self.collect_refs(bucket, prefix)?;
+        }
+        Ok(meta)
     }
 
-    /// Encodes `target` against `reference` into a new delta body, checks
-    /// that it reconstructs, and publishes it as `key` with `note`.
-    #[allow(clippy::too_many_arguments)]
-    fn write_delta(
+    /// Seals `meta` for `key` (when `dek`) and publishes `temp` as the object.
+    fn publish_whole(
         &self,
-        reference: &[u8],
-        target: &mut dyn Read,
         bucket: &str,
         key: &str,
-        ref_id: &str,
-        ref_sha: &str,
-        size: u64,
-        sha: &str,
-        note: &str,
-        mut meta: ObjectMeta,
-    ) -> Result<ObjectMeta> {
-        let op = parse_key(key)?;
-        let mut dtemp = self.backend.new_temp()?;
-        let ddek = self.enc.encrypts().then(Dek::generate);
-        let dlen = {
+        temp: TempFile,
+        dek: Option<&Dek>,
+        meta: &mut ObjectMeta,
+    ) -> Result<()> {
+        if let Some(dek) = dek {
+            self.seal_meta(bucket, key, dek, meta);
+        }
+        Ok(self
+            .backend
+            .publish(bucket, &parse_key(key)?, temp, &meta.encode())?)
+    }
+
+    /// Encodes `target` against `reference` into a new delta body; also
+    /// returns how many target bytes were read.
+    fn encode_delta(&self, reference: &[u8], target: &mut dyn Read) -> Result<(Encoded, u64)> {
+        let mut temp = self.backend.new_temp()?;
+        let dek = self.enc.encrypts().then(Dek::generate);
+        let (read, len) = {
             let mut out = BodyOut {
-                w: BodyWriter::new(dtemp.file(), ddek.as_ref())?,
+                w: BodyWriter::new(temp.file(), dek.as_ref())?,
                 n: 0,
             };
-            codec::encode(reference, target, &mut out)?;
+            let read = codec::encode(reference, target, &mut out)?;
             let n = out.n;
             out.w.finish()?;
-            n
+            (read, n)
         };
-        self.verify_delta(reference, &mut dtemp, ddek.as_ref(), dlen, size, sha)?;
+        Ok((Encoded { temp, dek, len }, read))
+    }
+
+    /// Checks that a fresh delta reconstructs the object (size and SHA-256
+    /// `sha`), then publishes it as `key` with `note` and its reference link.
+    #[allow(clippy::too_many_arguments)]
+    fn publish_delta(
+        &self,
+        bucket: &str,
+        key: &str,
+        reference: &[u8],
+        mut enc: Encoded,
+        note: &str,
+        link: RefLink<'_>,
+        sha: &str,
+        mut meta: ObjectMeta,
+    ) -> Result<ObjectMeta> {
+        self.verify_delta(reference, &mut enc, meta.size, sha)?;
         meta.note = Some(note.into());
-        meta.ref_id = Some(ref_id.into());
-        meta.ref_sha256 = Some(ref_sha.into());
+        meta.ref_id = Some(link.id.into());
+        meta.ref_sha256 = Some(link.sha.into());
         meta.sha256 = Some(sha.into());
-        meta.stored_size = Some(dlen);
-        if let Some(dek) = &ddek {
-            self.seal_meta(bucket, key, dek, &mut meta);
-        }
-        self.backend.publish(bucket, &op, dtemp, &meta.encode())?;
+        meta.stored_size = Some(enc.len);
+        self.publish_whole(bucket, key, enc.temp, enc.dek.as_ref(), &mut meta)?;
         Ok(meta)
     }
 
@@ -549,19 +530,22 @@ impl ObjectStore {
     fn verify_delta(
         &self,
         reference: &[u8],
-        dtemp: &mut TempFile,
-        ddek: Option<&Dek>,
-        dlen: u64,
+        enc: &mut Encoded,
         size: u64,
         sha: &str,
     ) -> Result<()> {
-        codec::check_framing(&mut temp_reader(dtemp, ddek, dlen)?, dlen, size)?;
+        let (dek, dlen) = (enc.dek.as_ref(), enc.len);
+        codec::check_framing(&mut temp_reader(&mut enc.temp, dek, dlen)?, dlen, size)?;
         let mut sink = Hashing {
             inner: io::sink(),
             sha: sha2::Sha256::new(),
             n: 0,
         };
-        codec::decode(reference, &mut temp_reader(dtemp, ddek, dlen)?, &mut sink)?;
+        codec::decode(
+            reference,
+            &mut temp_reader(&mut enc.temp, dek, dlen)?,
+            &mut sink,
+        )?;
         if sink.n != size || hex::encode(sink.sha.finalize()) != sha {
             return Err(io::Error::other("the delta does not reconstruct the object").into());
         }
@@ -578,14 +562,14 @@ impl ObjectStore {
         key: &str,
     ) -> Result<(Arc<Vec<u8>>, String)> {
         let delta = self.delta_cfg();
-        let path = self
-            .backend
-            .list_refs(bucket, ds)?
-            .into_iter()
-            .find(|(i, _)| i == id)
-            .map(|(_, p)| p)
-            .ok_or_else(|| broken(key, format!("its reference {id} is missing")))?;
-        let raw = crate::storage::fs::stat_for_list(&path)?;
+        let path = self.backend.ref_path(bucket, ds, id);
+        let raw = match crate::storage::fs::stat_for_list(&path) {
+            Ok(raw) => raw,
+            Err(crate::storage::StorageError::NoSuchKey) => {
+                return Err(broken(key, format!("its reference {id} is missing")));
+            }
+            Err(e) => return Err(e.into()),
+        };
         let rinfo = info_from_raw(&ref_identity(ds, id), &raw)?;
         let want_sha = rinfo
             .meta
@@ -665,15 +649,16 @@ impl ObjectStore {
             let mut temp = self.backend.new_temp()?;
             let dek = Dek::generate();
             let (n, sha) = {
-                let w = crypto::SealingWriter::new(temp.file(), &dek, crypto::DEFAULT_CHUNK_EXP)
-                    .map_err(|e| EngineError::from(io::Error::from(e)))?;
                 let mut out = Hashing {
-                    inner: SealOut(Some(w)),
+                    inner: BodyOut {
+                        w: BodyWriter::new(temp.file(), Some(&dek))?,
+                        n: 0,
+                    },
                     sha: sha2::Sha256::new(),
                     n: 0,
                 };
                 codec::decode(&reference, &mut stored.reader(), &mut out).map_err(|e| fail(&e))?;
-                out.inner.0.take().expect("writer").finish()?;
+                out.inner.w.finish()?;
                 (out.n, hex::encode(out.sha.finalize()))
             };
             if n != meta.size || sha != want {
@@ -742,18 +727,6 @@ impl ObjectStore {
         let _g = lock.lock().expect("deltaspace lock");
         self.backend.delete(bucket, &op)?;
         self.collect_refs(bucket, prefix)
-    }
-}
-
-/// A sealing writer as an `io::Write`.
-struct SealOut<'a>(Option<crypto::SealingWriter<&'a mut std::fs::File>>);
-impl Write for SealOut<'_> {
-    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-        self.0.as_mut().expect("writer").write_plain(b)?;
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
     }
 }
 
