@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod config;
 pub mod engine;
+pub mod failpoint;
 pub mod fuse;
 pub mod gateway;
 pub mod logging;

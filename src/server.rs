@@ -69,12 +69,10 @@ fn named_key(key: Option<&EncryptionKey>, id: Option<&String>) -> anyhow::Result
     Ok(Some(NamedKey { id, kek }))
 }
 
-/// The keys of one backend, checked against its key check records.
+/// The keys of one backend, as configured (checked by [`check_keyring`]).
 fn backend_encryption(
     b: &BackendSettings,
     keys: Option<&BackendKeys>,
-    internal: &Path,
-    serving: bool,
 ) -> anyhow::Result<Encryption> {
     let (current, legacy) = match keys {
         Some(k) => (
@@ -89,14 +87,28 @@ fn backend_encryption(
             b.name
         );
     }
-    let enc = Encryption { current, legacy };
+    Ok(Encryption { current, legacy })
+}
+
+/// Checks a backend's keys against its key check records (and, when a
+/// record is missing, against its objects), refusing a wrong key.
+fn check_keyring(
+    b: &BackendSettings,
+    store: &ObjectStore,
+    internal: &Path,
+    serving: bool,
+) -> anyhow::Result<()> {
+    let enc = store.encryption();
     let notices = open_keyring(
         &b.name,
         &internal.join("keys"),
-        &enc,
-        &key_source_name(b.encryption.key_source.as_ref()),
-        &key_source_name(b.encryption.legacy_key_source.as_ref()),
+        enc,
+        (
+            &key_source_name(b.encryption.key_source.as_ref()),
+            &key_source_name(b.encryption.legacy_key_source.as_ref()),
+        ),
         serving,
+        &mut || store.probe_keys().map_err(|e| e.to_string()),
     )?;
     for n in notices {
         match n {
@@ -109,12 +121,19 @@ fn backend_encryption(
             KeyringNotice::NewKeyId(id) => {
                 tracing::warn!(backend = %b.name, key_id = %id, "new encryption key id recorded; store this key off-box")
             }
+            KeyringNotice::Recreated { key_id, objects } => tracing::warn!(
+                backend = %b.name,
+                key_id = %key_id,
+                objects,
+                "the key check record for this key id was missing; the configured key opens the objects stamped with it{}",
+                if serving { ", so the record was written again" } else { "" }
+            ),
         }
     }
     if let Some(k) = &enc.current {
         tracing::info!(backend = %b.name, key_id = %k.id, "encryption at rest: aes256-gcm-proxy");
     }
-    Ok(enc)
+    Ok(())
 }
 
 /// The delta stage of one backend: the global defaults and the policy of
@@ -182,7 +201,8 @@ pub fn open_stores(
                         path.display()
                     )
                 })?;
-                let enc = backend_encryption(b, keys.get(&b.name), &fs.internal_dir(), serving)?;
+                let enc = backend_encryption(b, keys.get(&b.name))?;
+                let internal = fs.internal_dir();
                 if serving {
                     let (total, free) = fs.space().unwrap_or((0, 0));
                     tracing::info!(
@@ -201,6 +221,12 @@ pub fn open_stores(
                             .saturating_mul(1024 * 1024),
                     )
                     .with_delta(delta_config(settings, &b.name));
+                check_keyring(b, &store, &internal, serving)?;
+                if serving {
+                    store.recover_uploads().with_context(|| {
+                        format!("recovering multipart uploads on backend '{}'", b.name)
+                    })?;
+                }
                 stores.insert(b.name.clone(), Arc::new(store));
             }
             BackendKind::S3 { .. } => bail!(

@@ -6,11 +6,13 @@
 //! fixed label under the KEK (no key material), written the first time a key
 //! id is used. See `docs/encryption.md`.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use super::crypto::{self, Kek, KeyId};
+use super::maintenance::KeyEvidence;
 
 /// A key with its id.
 pub struct NamedKey {
@@ -88,6 +90,15 @@ pub enum KeyringError {
         "backend '{backend}' holds objects encrypted with key id(s) {ids} which are not configured; set legacy_key and legacy_key_id for the previous key, or use the original key"
     )]
     UnknownKeys { backend: String, ids: String },
+    #[error(
+        "key mismatch on backend '{backend}': its key check record for key id '{key_id}' is missing, and the key given ({source_name}) opens none of the {tried} sampled data keys of the objects stamped with that id; use the original key (or restore it from your off-box copy). Nothing was written"
+    )]
+    NoRecordMismatch {
+        backend: String,
+        key_id: String,
+        source_name: String,
+        tried: u32,
+    },
     #[error("key check records under {0}: {1}")]
     Io(PathBuf, std::io::Error),
 }
@@ -98,7 +109,14 @@ pub enum KeyringNotice {
     FirstEnabled(String),
     /// A new key id was recorded (rotation).
     NewKeyId(String),
+    /// A key's check record was missing; the key opened the data keys of
+    /// objects stamped with its id, so the record was written again.
+    Recreated { key_id: String, objects: u64 },
 }
+
+/// Key ids found on a backend's objects, with the evidence for each
+/// (see `ObjectStore::probe_keys`).
+pub type KeyProbe = BTreeMap<String, KeyEvidence>;
 
 fn read_records(dir: &Path) -> Result<Vec<CheckRecord>, KeyringError> {
     let mut out = Vec::new();
@@ -124,41 +142,50 @@ fn record_file(dir: &Path, id: &KeyId) -> PathBuf {
     dir.join(format!("{}.json", id.as_str()))
 }
 
+fn write_record(keys_dir: &Path, k: &NamedKey) -> Result<(), KeyringError> {
+    std::fs::create_dir_all(keys_dir).map_err(|e| KeyringError::Io(keys_dir.to_owned(), e))?;
+    let rec = CheckRecord {
+        v: 1,
+        key_id: k.id.as_str().into(),
+        check: hex::encode(crypto::key_check(&k.kek)),
+        created_ms: super::meta::to_ms(std::time::SystemTime::now()),
+    };
+    let path = record_file(keys_dir, &k.id);
+    crate::storage::fs::write_atomic(
+        &path,
+        &serde_json::to_vec_pretty(&rec).expect("record serializes"),
+    )
+    .map_err(|e| KeyringError::Io(path.clone(), e))
+}
+
 /// Checks `enc` against the backend's key check records in `keys_dir` and
 /// records a key id used for the first time. `source` names where each key
 /// came from (an environment variable or file), for messages.
+///
+/// A configured key without a record is never taken on trust: `probe` walks
+/// the backend's objects, and the key must open the data keys of the
+/// objects stamped with its id (then its record is written again), every
+/// encrypted object's key id must be configured, and "first time" means the
+/// backend holds no encrypted object at all. `record`: write records (the
+/// server); operator commands only check.
 pub fn open_keyring(
     backend: &str,
     keys_dir: &Path,
     enc: &Encryption,
-    current_source: &str,
-    legacy_source: &str,
+    sources: (&str, &str),
     record: bool,
+    probe: &mut dyn FnMut() -> Result<KeyProbe, String>,
 ) -> Result<Vec<KeyringNotice>, KeyringError> {
     let records = read_records(keys_dir)?;
     let mut notices = Vec::new();
-    for (key, source) in [(&enc.current, current_source), (&enc.legacy, legacy_source)] {
-        let Some(k) = key else { continue };
-        if let Some(r) = records.iter().find(|r| r.key_id == k.id.as_str()) {
-            let ok = hex::decode(&r.check).is_ok_and(|c| crypto::verify_key_check(&k.kek, &c));
-            if !ok {
-                return Err(KeyringError::Mismatch {
-                    backend: backend.into(),
-                    key_id: k.id.as_str().into(),
-                    source_name: source.into(),
-                });
-            }
-        }
-    }
-    let configured = |id: &str| enc.kek_for(id).is_some();
-    let unknown: Vec<&str> = records
-        .iter()
-        .map(|r| r.key_id.as_str())
-        .filter(|id| !configured(id))
-        .collect();
-    if !unknown.is_empty() {
-        let ids = unknown.join(", ");
-        return Err(if enc.current.is_none() {
+    let mismatch = |k: &NamedKey, source: &str| KeyringError::Mismatch {
+        backend: backend.into(),
+        key_id: k.id.as_str().into(),
+        source_name: source.into(),
+    };
+    let unknown_err = |ids: Vec<&str>| {
+        let ids = ids.join(", ");
+        if enc.current.is_none() {
             KeyringError::CannotDisable {
                 backend: backend.into(),
                 ids,
@@ -168,29 +195,81 @@ pub fn open_keyring(
                 backend: backend.into(),
                 ids,
             }
-        });
+        }
+    };
+    let configured = [(&enc.current, sources.0), (&enc.legacy, sources.1)];
+    let mut unrecorded = Vec::new();
+    for (key, source) in configured {
+        let Some(k) = key else { continue };
+        match records.iter().find(|r| r.key_id == k.id.as_str()) {
+            Some(r) => {
+                let ok = hex::decode(&r.check).is_ok_and(|c| crypto::verify_key_check(&k.kek, &c));
+                if !ok {
+                    return Err(mismatch(k, source));
+                }
+            }
+            None => unrecorded.push((k, source)),
+        }
     }
-    if let Some(k) = enc.current.as_ref().filter(|_| record)
-        && !records.iter().any(|r| r.key_id == k.id.as_str())
-    {
-        std::fs::create_dir_all(keys_dir).map_err(|e| KeyringError::Io(keys_dir.to_owned(), e))?;
-        let rec = CheckRecord {
-            v: 1,
-            key_id: k.id.as_str().into(),
-            check: hex::encode(crypto::key_check(&k.kek)),
-            created_ms: super::meta::to_ms(std::time::SystemTime::now()),
-        };
-        let path = record_file(keys_dir, &k.id);
-        crate::storage::fs::write_atomic(
-            &path,
-            &serde_json::to_vec_pretty(&rec).expect("record serializes"),
+    let unknown: Vec<&str> = records
+        .iter()
+        .map(|r| r.key_id.as_str())
+        .filter(|id| enc.kek_for(id).is_none())
+        .collect();
+    if !unknown.is_empty() {
+        return Err(unknown_err(unknown));
+    }
+    if unrecorded.is_empty() {
+        return Ok(notices);
+    }
+    let found = probe().map_err(|e| {
+        KeyringError::Io(
+            keys_dir.to_owned(),
+            std::io::Error::other(format!("checking the key against the stored objects: {e}")),
         )
-        .map_err(|e| KeyringError::Io(path.clone(), e))?;
-        notices.push(if records.is_empty() {
-            KeyringNotice::FirstEnabled(k.id.as_str().into())
-        } else {
-            KeyringNotice::NewKeyId(k.id.as_str().into())
-        });
+    })?;
+    let unknown: Vec<&str> = found
+        .keys()
+        .map(String::as_str)
+        .filter(|id| enc.kek_for(id).is_none())
+        .collect();
+    if !unknown.is_empty() {
+        return Err(unknown_err(unknown));
+    }
+    for (k, source) in unrecorded {
+        match found.get(k.id.as_str()) {
+            Some(ev) if ev.tried > 0 && ev.opened == 0 => {
+                return Err(KeyringError::NoRecordMismatch {
+                    backend: backend.into(),
+                    key_id: k.id.as_str().into(),
+                    source_name: source.into(),
+                    tried: ev.tried,
+                });
+            }
+            Some(ev) => {
+                if ev.opened < ev.tried {
+                    tracing::warn!(backend, key_id = %k.id, tried = ev.tried, opened = ev.opened, "some sampled data keys did not open with this key; run `deltaglider_proxy encryption audit`");
+                }
+                if record {
+                    write_record(keys_dir, k)?;
+                }
+                notices.push(KeyringNotice::Recreated {
+                    key_id: k.id.as_str().into(),
+                    objects: ev.objects,
+                });
+            }
+            // Nothing is stamped with this id yet: a new key (only the
+            // current key encrypts, so only it gets a record here).
+            None if enc.current.as_ref().is_some_and(|c| c.id == k.id) && record => {
+                write_record(keys_dir, k)?;
+                notices.push(if records.is_empty() && found.is_empty() {
+                    KeyringNotice::FirstEnabled(k.id.as_str().into())
+                } else {
+                    KeyringNotice::NewKeyId(k.id.as_str().into())
+                });
+            }
+            None => {}
+        }
     }
     Ok(notices)
 }

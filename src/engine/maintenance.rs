@@ -37,6 +37,21 @@ pub struct EncryptionStatus {
     pub census: Census,
 }
 
+/// What a backend's objects say about one key id (see [`ObjectStore::probe_keys`]).
+#[derive(Debug, Default, Clone)]
+pub struct KeyEvidence {
+    /// Encrypted objects, references and parts stamped with the key id.
+    pub objects: u64,
+    /// Data keys of a sample that the configured key was tried on...
+    pub tried: u32,
+    /// ...and how many of them it opened.
+    pub opened: u32,
+}
+
+/// Data keys tried per key id by the probe: a wrong key opens none of them
+/// (AES-GCM key wrap), so a few are proof enough either way.
+const PROBE_SAMPLE: u32 = 8;
+
 /// One problem found by the audit.
 #[derive(Debug, Serialize)]
 pub struct Finding {
@@ -137,6 +152,43 @@ impl ObjectStore {
             ControlFlow::Continue(())
         })?;
         Ok(c)
+    }
+
+    /// Every key id the backend's encrypted objects, references and
+    /// multipart parts are stamped with, and for the ids that have a
+    /// configured key, whether that key opens a sample of their data keys.
+    /// Used at startup when a key check record is missing.
+    pub fn probe_keys(&self) -> Result<BTreeMap<String, KeyEvidence>> {
+        let mut out: BTreeMap<String, KeyEvidence> = BTreeMap::new();
+        let mut note = |id: String, opens: &dyn Fn() -> bool| {
+            let configured = self.enc.kek_for(&id).is_some();
+            let ev = out.entry(id).or_default();
+            ev.objects += 1;
+            if configured && ev.tried < PROBE_SAMPLE {
+                ev.tried += 1;
+                ev.opened += u32::from(opens());
+            }
+        };
+        for_each_object(self, &mut |bucket, info, _path| {
+            if let Ok(info) = info
+                && info.meta.encrypted.is_some()
+            {
+                let id = info.meta.key_id.clone().unwrap_or_default();
+                note(id, &|| self.unwrap_meta(bucket, &info.key, &info.meta).is_ok());
+            }
+            ControlFlow::Continue(())
+        })?;
+        for p in self.backend.all_part_files()? {
+            let Some((ident, meta)) = super::multipart::part_key_info(&p) else {
+                continue;
+            };
+            let id = meta.key_id.clone().unwrap_or_default();
+            note(id, &|| {
+                self.unwrap_meta(super::multipart::PART_BUCKET, &ident, &meta)
+                    .is_ok()
+            });
+        }
+        Ok(out)
     }
 
     /// Mode, key ids and the census of this backend.

@@ -112,6 +112,14 @@ pub struct ObjectMeta {
         skip_serializing_if = "Option::is_none"
     )]
     pub stored_size: Option<u64>,
+    /// The multipart upload whose completion published this object version
+    /// (lets recovery tell a completion that published from one that did not).
+    #[serde(
+        rename = "dg-upload-id",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub upload_id: Option<String>,
     /// Fields from a newer schema version, preserved on rewrite.
     #[serde(flatten)]
     pub extra: BTreeMap<String, serde_json::Value>,
@@ -141,6 +149,7 @@ impl ObjectMeta {
             ref_id: None,
             ref_sha256: None,
             stored_size: None,
+            upload_id: None,
             extra: BTreeMap::new(),
         }
     }

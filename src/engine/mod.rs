@@ -202,6 +202,7 @@ pub struct ObjectStore {
     min_free: u64,
     /// The delta stage (None: every object is stored whole).
     delta: Option<Arc<delta::Delta>>,
+    upload_locks: multipart::UploadLocks,
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
@@ -260,6 +261,7 @@ impl ObjectStore {
             enc: Arc::new(enc),
             min_free: 0,
             delta: None,
+            upload_locks: Default::default(),
         }
     }
 
@@ -411,6 +413,7 @@ impl ObjectStore {
     ) -> Result<ObjectMeta> {
         parse_key(key)?;
         meta.size = staged.size;
+        meta.upload_id = None;
         let dek = staged.dek.take();
         let (this, bucket, key) = (self.clone(), bucket.to_owned(), key.to_owned());
         blocking(move || this.publish_body(&bucket, &key, staged.temp, dek, meta)).await

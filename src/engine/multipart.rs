@@ -2,8 +2,10 @@
 //! survive restarts; completion concatenates the parts into a temp file and
 //! publishes it atomically like any other object.
 
+use std::collections::HashMap;
 use std::io::{self, Write};
-use std::time::SystemTime;
+use std::sync::{Mutex, Weak};
+use std::time::{Duration, SystemTime};
 
 use md5::Digest as _;
 use serde::{Deserialize, Serialize};
@@ -16,6 +18,10 @@ use super::crypto::{self, Dek};
 use super::put::BodyWriter;
 use super::{EngineError, ObjectStore, Result, Staged, blocking, parse_key};
 use crate::storage::StorageError;
+
+/// How long a completed upload's id is remembered, so that a retried
+/// CompleteMultipartUpload gets the same answer instead of NoSuchUpload.
+pub const COMPLETED_RETENTION: Duration = Duration::from_secs(24 * 3600);
 
 /// S3's minimum size for every part but the last.
 pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
@@ -69,13 +75,83 @@ pub struct PartMeta {
 fn part_identity(id: &str, number: u32) -> String {
     format!("{id}/part-{number}")
 }
-const PART_BUCKET: &str = ".dg-multipart";
+pub(super) const PART_BUCKET: &str = ".dg-multipart";
+
+/// For a part file of an upload in progress: the identity its data key is
+/// bound to and its encryption fields, when the part is sealed.
+pub(super) fn part_key_info(path: &std::path::Path) -> Option<(String, ObjectMeta)> {
+    let number: u32 = path.file_name()?.to_str()?.strip_prefix("part-")?.parse().ok()?;
+    let id = path.parent()?.file_name()?.to_str()?;
+    let doc = xattr::get(path, crate::storage::fs::META_XATTR).ok()??;
+    let pm: PartMeta = serde_json::from_slice(&doc).ok()?;
+    pm.wrapped_key.as_ref()?;
+    let mut meta = ObjectMeta::new(pm.size, String::new(), SystemTime::now());
+    meta.encrypted = Some(super::meta::ENCRYPTED_MARKER.to_owned());
+    meta.key_id = pm.key_id;
+    meta.wrapped_key = pm.wrapped_key;
+    Some((part_identity(id, number), meta))
+}
 
 #[derive(Debug, Clone)]
 pub struct PartInfo {
     pub number: u32,
     pub meta: PartMeta,
     pub mtime: SystemTime,
+}
+
+/// What a completion publishes (`complete.json`): written before the
+/// object is published, kept after it as the answer to retried Completes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CompletionRecord {
+    pub v: u32,
+    pub bucket: String,
+    pub key: String,
+    pub etag: String,
+    pub size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<StoredChecksum>,
+    /// (part number, ETag) of every part named by the completion.
+    pub parts: Vec<(u32, String)>,
+    pub completed_ms: u64,
+}
+
+impl CompletionRecord {
+    fn same_request(&self, bucket: &str, key: &str, wanted: &[CompletePart]) -> bool {
+        self.bucket == bucket
+            && self.key == key
+            && self.parts.len() == wanted.len()
+            && self
+                .parts
+                .iter()
+                .zip(wanted)
+                .all(|((n, e), w)| *n == w.number && e == w.etag.trim_matches('"'))
+    }
+
+    fn answer(&self) -> ObjectMeta {
+        let mut m = ObjectMeta::new(self.size, self.etag.clone(), SystemTime::now());
+        m.parts = Some(self.parts.len() as u32);
+        m.checksum = self.checksum.clone();
+        m
+    }
+}
+
+/// One lock per upload id: UploadPart's final rename holds it shared,
+/// Complete and Abort hold it exclusive, so a part either lands before a
+/// completion reads the part list or finds the upload gone (NoSuchUpload).
+#[derive(Debug, Default)]
+pub struct UploadLocks(Mutex<HashMap<String, Weak<tokio::sync::RwLock<()>>>>);
+
+impl UploadLocks {
+    fn get(&self, id: &str) -> Arc<tokio::sync::RwLock<()>> {
+        let mut m = self.0.lock().expect("upload lock table");
+        if let Some(l) = m.get(id).and_then(Weak::upgrade) {
+            return l;
+        }
+        m.retain(|_, w| w.strong_count() > 0);
+        let l = Arc::new(tokio::sync::RwLock::new(()));
+        m.insert(id.to_owned(), Arc::downgrade(&l));
+        l
+    }
 }
 
 /// A part as named in CompleteMultipartUpload.
@@ -145,8 +221,13 @@ impl ObjectStore {
                 .map(|(_, v)| b64(v)),
         };
         let doc = serde_json::to_vec(&pm).expect("part meta serializes");
+        let guard = self.upload_locks.get(id).read_owned().await;
         let (b, id) = (self.backend.clone(), id.to_owned());
-        blocking(move || Ok(b.put_part(&id, number, staged.temp, &doc)?)).await?;
+        blocking(move || {
+            let _guard = guard;
+            Ok(b.put_part(&id, number, staged.temp, &doc)?)
+        })
+        .await?;
         Ok(pm)
     }
 
@@ -170,8 +251,40 @@ impl ObjectStore {
     }
 
     pub async fn abort_upload(&self, id: &str) -> Result<()> {
+        let guard = self.upload_locks.get(id).write_owned().await;
         let (b, id) = (self.backend.clone(), id.to_owned());
-        blocking(move || Ok(b.remove_upload(&id)?)).await
+        blocking(move || {
+            let _guard = guard;
+            Ok(b.remove_upload(&id)?)
+        })
+        .await
+    }
+
+    /// Finishes what a crash interrupted (startup, before serving): a
+    /// completion whose object was published is retired; one whose object
+    /// was not published loses its intent and stays an open upload. Then
+    /// half-deleted uploads and expired completion records are removed.
+    pub fn recover_uploads(&self) -> Result<()> {
+        let b = &self.backend;
+        for (id, doc) in b.list_completing()? {
+            let rec: Option<CompletionRecord> = serde_json::from_slice(&doc).ok();
+            let published = rec.as_ref().is_some_and(|r| {
+                self.head_blocking(&r.bucket, &r.key)
+                    .is_ok_and(|o| o.meta.upload_id.as_deref() == Some(id.as_str()))
+            });
+            if published {
+                b.retire_upload(&id)?;
+                tracing::info!(backend = %self.name, upload = %id, "finished a multipart completion interrupted after its object was published");
+            } else {
+                b.cancel_complete(&id)?;
+                tracing::warn!(backend = %self.name, upload = %id, "a multipart completion was interrupted before its object was published; the upload stays open for a retry");
+            }
+        }
+        let sweep = b.sweep_uploads(COMPLETED_RETENTION)?;
+        if sweep.trash + sweep.orphans + sweep.expired > 0 {
+            tracing::info!(backend = %self.name, aborted = sweep.trash, orphans = sweep.orphans, expired_records = sweep.expired, "cleaned multipart leftovers");
+        }
+        Ok(())
     }
 
     /// Uploads in progress for `bucket`, oldest first.
@@ -244,13 +357,32 @@ impl ObjectStore {
         }
     }
 
-    /// Assembles the named parts into the object and removes the upload.
+    /// Assembles the named parts into the object `bucket/key` and retires
+    /// the upload, as one durable step (see `storage::uploads`). A retry of a
+    /// completion that already happened gets the same answer.
     pub async fn complete_upload(
         self: &Arc<Self>,
+        bucket: &str,
+        key: &str,
         id: &str,
         wanted: Vec<CompletePart>,
     ) -> Result<ObjectMeta> {
-        let state = self.upload_state(id).await?;
+        let guard = self.upload_locks.get(id).write_owned().await;
+        let no_upload = || EngineError::Storage(StorageError::NoSuchUpload);
+        let state = match self.upload_state(id).await {
+            Ok(s) if s.bucket == bucket && s.key == key => s,
+            Ok(_) => return Err(no_upload()),
+            Err(EngineError::Storage(StorageError::NoSuchUpload)) => {
+                let (b, idc) = (self.backend.clone(), id.to_owned());
+                let rec = blocking(move || Ok(b.read_completed(&idc)?)).await?;
+                let rec = rec.and_then(|d| serde_json::from_slice::<CompletionRecord>(&d).ok());
+                return match rec {
+                    Some(r) if r.same_request(bucket, key, &wanted) => Ok(r.answer()),
+                    _ => Err(no_upload()),
+                };
+            }
+            Err(e) => return Err(e),
+        };
         parse_key(&state.key)?;
         let stored = self.list_parts(id).await?;
         if wanted.is_empty() {
@@ -304,6 +436,7 @@ impl ObjectStore {
         let (idc, bucket) = (id.to_owned(), state.bucket.clone());
         blocking(move || {
             let b = &this.backend;
+            let mut meta = meta;
             let dek = this.enc.encrypts().then(Dek::generate);
             let mut temp = b.new_temp()?;
             let plain_copy = dek.is_none() && chosen.iter().all(|p| p.meta.wrapped_key.is_none());
@@ -330,8 +463,33 @@ impl ObjectStore {
                 }
                 out.finish()?;
             }
-            let meta = this.publish_body(&bucket, &state.key, temp, dek, meta)?;
-            b.remove_upload(&idc)?;
+            let record = CompletionRecord {
+                v: 1,
+                bucket: bucket.clone(),
+                key: state.key.clone(),
+                etag: meta.etag.clone(),
+                size: meta.size,
+                checksum: meta.checksum.clone(),
+                parts: chosen.iter().map(|p| (p.number, p.meta.etag.clone())).collect(),
+                completed_ms: to_ms(SystemTime::now()),
+            };
+            b.begin_complete(&idc, &serde_json::to_vec(&record).expect("record serializes"))?;
+            crate::failpoint::hit("complete-before-publish");
+            meta.upload_id = Some(idc.clone());
+            let meta = match this.publish_body(&bucket, &state.key, temp, dek, meta) {
+                Ok(m) => m,
+                Err(e) => {
+                    let _ = b.cancel_complete(&idc);
+                    return Err(e);
+                }
+            };
+            crate::failpoint::hit("complete-after-publish");
+            // The object is published: from here the completion has happened,
+            // and the answer is 200 whatever the cleanup meets.
+            if let Err(e) = b.retire_upload(&idc) {
+                tracing::error!(upload = %idc, error = %e, "could not retire a completed upload; the next start finishes it");
+            }
+            drop(guard);
             Ok(meta)
         })
         .await

@@ -215,7 +215,8 @@ pub async fn upload_part_copy(ctx: Ctx) -> Result<Response, S3Error> {
 
 pub async fn complete(mut ctx: Ctx) -> Result<Response, S3Error> {
     ctx.authorize(Action::Write, ctx.key())?;
-    let (store, id, state) = upload_for(&ctx, true).await?;
+    let id = upload_id(&ctx)?;
+    let (store, real) = ctx.write_route()?;
     let body = ctx.body_bytes(4 * 1024 * 1024).await?;
     let req: xml::CompleteMultipartUpload = xml::parse(&body)?;
     let parts = req
@@ -228,7 +229,7 @@ pub async fn complete(mut ctx: Ctx) -> Result<Response, S3Error> {
         })
         .collect();
     let meta = store
-        .complete_upload(&id, parts)
+        .complete_upload(&real, ctx.key(), &id, parts)
         .await
         .map_err(|e| S3Error::from_engine(e, ctx.bucket(), ctx.key()))?;
     tracing::debug!(
@@ -251,7 +252,6 @@ pub async fn complete(mut ctx: Ctx) -> Result<Response, S3Error> {
         checksum,
         checksum_type: meta.checksum.as_ref().map(|c| c.kind.clone()),
     };
-    let _ = state;
     Ok(xml::response("CompleteMultipartUploadResult", &doc))
 }
 

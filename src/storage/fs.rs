@@ -84,6 +84,13 @@ impl TempFile {
     fn disarm(&mut self) {
         self.path = PathBuf::new();
     }
+    /// Renames the temp file to `target` (same filesystem); on success it is
+    /// no longer removed on drop.
+    pub(super) fn rename_to(&mut self, target: &Path) -> io::Result<()> {
+        fs::rename(&self.path, target)?;
+        self.disarm();
+        Ok(())
+    }
 }
 
 impl Drop for TempFile {
@@ -98,7 +105,7 @@ impl Drop for TempFile {
 pub struct FsBackend {
     root: PathBuf,
     tmp: PathBuf,
-    uploads: PathBuf,
+    pub(super) uploads: PathBuf,
 }
 
 fn not_found_to(e: io::Error, err: StorageError) -> StorageError {
@@ -113,7 +120,7 @@ fn is_enotdir(e: &io::Error) -> bool {
     e.raw_os_error() == Some(libc::ENOTDIR)
 }
 
-fn fsync_dir(dir: &Path) -> io::Result<()> {
+pub(super) fn fsync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
@@ -588,121 +595,6 @@ impl FsBackend {
         Ok(())
     }
 
-    // -------------------------------------------------------------- multipart
-
-    fn upload_dir(&self, id: &str) -> Result<PathBuf> {
-        let ok = !id.is_empty()
-            && id.len() <= 64
-            && id.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-');
-        if !ok {
-            return Err(StorageError::NoSuchUpload);
-        }
-        Ok(self.uploads.join(id))
-    }
-
-    /// Records a new upload with its state document (written atomically).
-    pub fn create_upload(&self, id: &str, state: &[u8]) -> Result<()> {
-        let dir = self.upload_dir(id)?;
-        fs::create_dir(&dir)?;
-        write_atomic(&dir.join("upload.json"), state)?;
-        fsync_dir(&self.uploads)?;
-        Ok(())
-    }
-
-    pub fn read_upload(&self, id: &str) -> Result<Vec<u8>> {
-        let dir = self.upload_dir(id)?;
-        fs::read(dir.join("upload.json")).map_err(|e| not_found_to(e, StorageError::NoSuchUpload))
-    }
-
-    /// Stores a part: its body is `temp`, its metadata goes in the part file's xattr.
-    pub fn put_part(&self, id: &str, number: u32, mut temp: TempFile, meta: &[u8]) -> Result<()> {
-        let dir = self.upload_dir(id)?;
-        if !dir.join("upload.json").exists() {
-            return Err(StorageError::NoSuchUpload);
-        }
-        set_meta_fd(temp.file(), meta)?;
-        temp.file().sync_all()?;
-        fs::rename(&temp.path, dir.join(part_name(number)))
-            .map_err(|e| not_found_to(e, StorageError::NoSuchUpload))?;
-        temp.disarm();
-        fsync_dir(&dir)?;
-        Ok(())
-    }
-
-    /// All parts of an upload, in part-number order.
-    pub fn list_parts(&self, id: &str) -> Result<Vec<StoredPart>> {
-        let dir = self.upload_dir(id)?;
-        let mut parts = Vec::new();
-        for e in fs::read_dir(&dir).map_err(|e| not_found_to(e, StorageError::NoSuchUpload))? {
-            let e = e?;
-            let name = e.file_name();
-            let Some(n) = name
-                .to_str()
-                .and_then(|s| s.strip_prefix("part-"))
-                .and_then(|s| s.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            let md = e.metadata()?;
-            let meta = xattr::get(e.path(), META_XATTR)?.unwrap_or_default();
-            parts.push(StoredPart {
-                number: n,
-                meta,
-                mtime: md.modified()?,
-            });
-        }
-        parts.sort_by_key(|p| p.number);
-        Ok(parts)
-    }
-
-    pub fn open_part(&self, id: &str, number: u32) -> Result<File> {
-        let dir = self.upload_dir(id)?;
-        File::open(dir.join(part_name(number)))
-            .map_err(|e| not_found_to(e, StorageError::NoSuchUpload))
-    }
-
-    pub fn remove_upload(&self, id: &str) -> Result<()> {
-        let dir = self.upload_dir(id)?;
-        fs::remove_dir_all(&dir).map_err(|e| not_found_to(e, StorageError::NoSuchUpload))?;
-        Ok(())
-    }
-
-    /// The files of every part of every upload in progress.
-    pub fn all_part_files(&self) -> Result<Vec<PathBuf>> {
-        let mut out = Vec::new();
-        for u in fs::read_dir(&self.uploads)? {
-            let u = u?;
-            if !u.file_type()?.is_dir() {
-                continue;
-            }
-            for p in fs::read_dir(u.path())? {
-                let p = p?;
-                if p.file_name()
-                    .to_str()
-                    .is_some_and(|n| n.starts_with("part-"))
-                {
-                    out.push(p.path());
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    /// Every upload in progress: (id, state document, initiated time).
-    pub fn list_uploads(&self) -> Result<Vec<(String, Vec<u8>)>> {
-        let mut out = Vec::new();
-        for e in fs::read_dir(&self.uploads)? {
-            let e = e?;
-            let Some(id) = e.file_name().to_str().map(str::to_owned) else {
-                continue;
-            };
-            if let Ok(state) = fs::read(e.path().join("upload.json")) {
-                out.push((id, state));
-            }
-        }
-        Ok(out)
-    }
-
     fn has_uploads_for(&self, _bucket: &str) -> Result<bool> {
         // Upload state is opaque here; the engine aborts a bucket's uploads
         // before deleting it. An empty bucket directory is all we check.
@@ -710,11 +602,7 @@ impl FsBackend {
     }
 }
 
-fn part_name(number: u32) -> String {
-    format!("part-{number:05}")
-}
-
-fn set_meta_fd(file: &File, meta: &[u8]) -> Result<()> {
+pub(super) fn set_meta_fd(file: &File, meta: &[u8]) -> Result<()> {
     file.set_xattr(META_XATTR, meta)
         .map_err(map_xattr_err(meta.len()))
 }

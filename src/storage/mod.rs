@@ -7,6 +7,7 @@
 
 pub mod fs;
 pub mod keypath;
+pub mod uploads;
 
 use std::io;
 
