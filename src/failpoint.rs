@@ -25,7 +25,10 @@ fn table() -> &'static [(String, Action)] {
         spec.split(',')
             .filter(|s| !s.trim().is_empty())
             .filter_map(|item| {
-                let (name, action) = item.trim().split_once('=').unwrap_or((item.trim(), "abort"));
+                let (name, action) = item
+                    .trim()
+                    .split_once('=')
+                    .unwrap_or((item.trim(), "abort"));
                 let action = match action.strip_prefix("sleep:") {
                     Some(ms) => Action::Sleep(Duration::from_millis(ms.parse().ok()?)),
                     None if action == "abort" => Action::Abort,

@@ -11,6 +11,7 @@ pub mod engine;
 pub mod failpoint;
 pub mod fuse;
 pub mod gateway;
+pub mod listener;
 pub mod logging;
 pub mod ops;
 pub mod s3;

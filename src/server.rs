@@ -12,7 +12,6 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use http::Request;
 
 use std::path::Path;
@@ -392,7 +391,7 @@ pub async fn run(settings: Settings, open_access: bool) -> anyhow::Result<()> {
         gateway,
         credentials,
         domains: settings.advanced.s3_domains.clone(),
-        region: "us-east-1".into(),
+        region: settings.advanced.region.clone(),
         started: std::time::Instant::now(),
         in_flight: Default::default(),
     });
@@ -406,22 +405,18 @@ pub async fn run(settings: Settings, open_access: bool) -> anyhow::Result<()> {
     if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
         tracing::warn!(error = %e, "could not send READY=1 to systemd");
     }
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
     let grace = Duration::from_secs(settings.advanced.shutdown_grace_secs);
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, app(state)).with_graceful_shutdown(async move {
+    let adv = &settings.advanced;
+    let limits = crate::listener::Limits {
+        header_read_timeout: Duration::from_secs(adv.header_read_timeout_secs),
+        idle_timeout: Duration::from_secs(adv.idle_timeout_secs),
+        max_connections: adv.max_connections as usize,
+    };
+    let shutdown = async move {
         signal.await;
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-        let _ = tx.send(());
-    });
-    tokio::select! {
-        r = server => r.context("server error")?,
-        _ = async { let _ = rx.await; tokio::time::sleep(grace).await } => {
-            tracing::warn!(grace_secs = grace.as_secs(), "requests still in flight after the grace period; exiting");
-        }
-    }
+    };
+    crate::listener::serve(listener, app(state), limits, shutdown, grace).await;
     if let Some(m) = mount {
         m.unmount();
     }

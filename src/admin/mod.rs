@@ -26,6 +26,7 @@ fn require_admin(st: &S3State, req: &Request<Body>) -> Result<(), Box<Response>>
         query: req.uri().query().unwrap_or(""),
         headers: req.headers(),
         now: time::OffsetDateTime::now_utc(),
+        region: Some(&st.region),
     };
     match authenticate(&auth, st.credentials.as_ref()) {
         Ok(AuthOutcome::Authenticated { .. }) => Ok(()),
@@ -125,10 +126,10 @@ pub async fn status(State(st): State<Arc<S3State>>, req: Request<Body>) -> Respo
         .gateway
         .stores()
         .map(|s| {
-            let (total, free) = s.backend().space().unwrap_or((0, 0));
+            let (total, free) = s.space().unwrap_or((0, 0));
             serde_json::json!({
                 "name": s.name,
-                "root": s.backend().root(),
+                "kind": "filesystem",
                 "disk_total_bytes": total,
                 "disk_free_bytes": free,
                 "encryption": if s.encryption().encrypts() { "aes256-gcm-proxy" } else { "none" },

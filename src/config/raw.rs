@@ -198,6 +198,10 @@ pub(super) struct RawAdvanced {
     pub s3_domains: Option<Vec<S>>,
     pub shutdown_grace_secs: Option<Spanned<u64>>,
     pub min_free_space_mb: Option<Spanned<u64>>,
+    pub region: Option<S>,
+    pub header_read_timeout_secs: Option<Spanned<u64>>,
+    pub idle_timeout_secs: Option<Spanned<u64>>,
+    pub max_connections: Option<Spanned<u64>>,
 }
 
 /// A YAML mapping kept in file order, with the location of every key.

@@ -1,43 +1,10 @@
 //! Small, pure naming rules: S3 bucket names, backend names, key ids, and
 //! the backend-name -> key environment variable mapping.
 
-/// Checks an S3 bucket name (general purpose bucket rules). Returns why it is
-/// invalid.
+/// Checks an S3 bucket name: the one rule of the program
+/// (`storage::keypath::check_bucket_name`), also applied by CreateBucket.
 pub(super) fn check_bucket_name(name: &str) -> Result<(), String> {
-    let len = name.len();
-    if !(3..=63).contains(&len) {
-        return Err(format!("must be 3 to 63 characters long (is {len})"));
-    }
-    if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '.' || *c == '-'))
-    {
-        return Err(format!(
-            "may contain only lower-case letters, digits, '.' and '-' (found {c:?})"
-        ));
-    }
-    let first = name.as_bytes()[0];
-    let last = name.as_bytes()[len - 1];
-    if !first.is_ascii_alphanumeric() || !last.is_ascii_alphanumeric() {
-        return Err("must start and end with a letter or digit".into());
-    }
-    if name.contains("..") {
-        return Err("must not contain \"..\"".into());
-    }
-    if name.parse::<std::net::Ipv4Addr>().is_ok() {
-        return Err("must not be formatted as an IPv4 address".into());
-    }
-    for prefix in ["xn--", "sthree-"] {
-        if name.starts_with(prefix) {
-            return Err(format!("must not start with \"{prefix}\" (reserved by S3)"));
-        }
-    }
-    for suffix in ["-s3alias", "--ol-s3", "--x-s3", ".mrap"] {
-        if name.ends_with(suffix) {
-            return Err(format!("must not end with \"{suffix}\" (reserved by S3)"));
-        }
-    }
-    Ok(())
+    crate::storage::keypath::check_bucket_name(name)
 }
 
 /// Backend names: 1-64 of `[A-Za-z0-9_.-]` (they become part of an
@@ -55,18 +22,10 @@ pub(super) fn check_backend_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Key ids (`key_id`, `legacy_key_id`): `[A-Za-z0-9._-]{1,64}`.
+/// Key ids (`key_id`, `legacy_key_id`): the crypto code's one rule
+/// (`engine::crypto::check_key_id`), so config and stored objects agree.
 pub(super) fn check_key_id(id: &str) -> Result<(), String> {
-    if id.is_empty() || id.len() > 64 {
-        return Err("must be 1 to 64 characters long".into());
-    }
-    if !id
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
-    {
-        return Err("may contain only letters, digits, '.', '_' and '-'".into());
-    }
-    Ok(())
+    crate::engine::crypto::check_key_id(id).map_err(str::to_owned)
 }
 
 /// `DGP_BACKEND_<NAME>_ENCRYPTION_KEY`, `<NAME>` upper-cased with `-` and

@@ -30,6 +30,14 @@ pub const DEFAULT_DELTA_CONCURRENCY: u64 = 1;
 pub const DEFAULT_MAX_REQUEST_BODY_MB: u64 = 5 * 1024;
 /// Default `advanced.min_free_space_mb`.
 pub const DEFAULT_MIN_FREE_SPACE_MB: u64 = 1024;
+/// Default `advanced.region`.
+pub const DEFAULT_REGION: &str = "us-east-1";
+/// Default `advanced.header_read_timeout_secs`.
+pub const DEFAULT_HEADER_READ_TIMEOUT_SECS: u64 = 30;
+/// Default `advanced.idle_timeout_secs`.
+pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 20;
+/// Default `advanced.max_connections`.
+pub const DEFAULT_MAX_CONNECTIONS: u64 = 1024;
 /// Default `advanced.shutdown_grace_secs`.
 pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 30;
 /// Default `advanced.s3_domains`.
@@ -439,6 +447,14 @@ pub struct AdvancedSettings {
     /// Writes that would leave less free space than this (MiB) on a
     /// filesystem backend are refused; the log warns below twice this.
     pub min_free_space_mb: u64,
+    /// The region this endpoint answers as: SigV4 credential scopes must name it.
+    pub region: String,
+    /// A connection must deliver a request's headers within this many seconds.
+    pub header_read_timeout_secs: u64,
+    /// A keep-alive connection with no request in flight is closed after this many seconds.
+    pub idle_timeout_secs: u64,
+    /// Connections served at once; more wait in the listen backlog.
+    pub max_connections: u64,
 }
 
 impl Default for AdvancedSettings {
@@ -452,6 +468,10 @@ impl Default for AdvancedSettings {
             s3_domains: vec![DEFAULT_S3_DOMAIN.to_string()],
             shutdown_grace_secs: DEFAULT_SHUTDOWN_GRACE_SECS,
             min_free_space_mb: DEFAULT_MIN_FREE_SPACE_MB,
+            region: DEFAULT_REGION.to_string(),
+            header_read_timeout_secs: DEFAULT_HEADER_READ_TIMEOUT_SECS,
+            idle_timeout_secs: DEFAULT_IDLE_TIMEOUT_SECS,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }

@@ -269,6 +269,21 @@ impl<'a> Validator<'a> {
                 &a.delta_concurrency,
                 &mut adv.delta_concurrency,
             ),
+            (
+                "advanced.header_read_timeout_secs",
+                &a.header_read_timeout_secs,
+                &mut adv.header_read_timeout_secs,
+            ),
+            (
+                "advanced.idle_timeout_secs",
+                &a.idle_timeout_secs,
+                &mut adv.idle_timeout_secs,
+            ),
+            (
+                "advanced.max_connections",
+                &a.max_connections,
+                &mut adv.max_connections,
+            ),
         ] {
             if let Some(v) = value {
                 if v.value == 0 {
@@ -283,6 +298,23 @@ impl<'a> Validator<'a> {
         }
         if let Some(v) = &a.min_free_space_mb {
             adv.min_free_space_mb = v.value;
+        }
+        if let Some(r) = &a.region
+            && let Some(v) = self.nonempty("advanced.region", r)
+        {
+            let v = v.trim();
+            if v.len() <= 64
+                && v.bytes()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+            {
+                adv.region = v.to_owned();
+            } else {
+                self.problem(
+                    "advanced.region",
+                    loc(r),
+                    "a region name is lower-case letters, digits and '-' (for example us-east-1)",
+                );
+            }
         }
         if let Some(list) = &a.s3_domains {
             let mut domains = Vec::new();

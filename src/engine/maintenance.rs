@@ -174,7 +174,9 @@ impl ObjectStore {
                 && info.meta.encrypted.is_some()
             {
                 let id = info.meta.key_id.clone().unwrap_or_default();
-                note(id, &|| self.unwrap_meta(bucket, &info.key, &info.meta).is_ok());
+                note(id, &|| {
+                    self.unwrap_meta(bucket, &info.key, &info.meta).is_ok()
+                });
             }
             ControlFlow::Continue(())
         })?;

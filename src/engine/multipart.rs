@@ -80,7 +80,12 @@ pub(super) const PART_BUCKET: &str = ".dg-multipart";
 /// For a part file of an upload in progress: the identity its data key is
 /// bound to and its encryption fields, when the part is sealed.
 pub(super) fn part_key_info(path: &std::path::Path) -> Option<(String, ObjectMeta)> {
-    let number: u32 = path.file_name()?.to_str()?.strip_prefix("part-")?.parse().ok()?;
+    let number: u32 = path
+        .file_name()?
+        .to_str()?
+        .strip_prefix("part-")?
+        .parse()
+        .ok()?;
     let id = path.parent()?.file_name()?.to_str()?;
     let doc = xattr::get(path, crate::storage::fs::META_XATTR).ok()??;
     let pm: PartMeta = serde_json::from_slice(&doc).ok()?;

@@ -184,6 +184,14 @@ impl S3Error {
             StorageError::NonEmptyDirectoryObject => Self::invalid_request(
                 "A key ending in '/' is a directory object and must have an empty body on this server",
             ),
+            StorageError::Symlink(path) => {
+                tracing::error!(path = %path.display(), bucket, key, "request refused: the object path crosses a symbolic link in the data directory");
+                Self::new(
+                    "AccessDenied",
+                    403,
+                    "The object's path on this server crosses a symbolic link, which is never followed.",
+                )
+            }
             StorageError::Io(io) => {
                 if io.raw_os_error() == Some(libc::ENOSPC) || io.raw_os_error() == Some(libc::EDQUOT) {
                     tracing::error!(error = %io, "backend out of space");
@@ -277,5 +285,5 @@ pub fn escape(s: &str) -> String {
             c => out.push(c),
         }
     }
-    out
+    super::xml::xml_safe(&out).into_owned()
 }

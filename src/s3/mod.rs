@@ -284,6 +284,7 @@ async fn handle_inner(
         query: raw_query,
         headers: &parts.headers,
         now: time::OffsetDateTime::now_utc(),
+        region: Some(&st.region),
     };
     let outcome = match (&bucket, vhost) {
         (Some(b), true) => auth::authenticate_virtual_hosted(&auth_req, b, st.credentials.as_ref()),

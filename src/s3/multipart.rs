@@ -218,7 +218,7 @@ pub async fn complete(mut ctx: Ctx) -> Result<Response, S3Error> {
     let id = upload_id(&ctx)?;
     let (store, real) = ctx.write_route()?;
     let body = ctx.body_bytes(4 * 1024 * 1024).await?;
-    let req: xml::CompleteMultipartUpload = xml::parse(&body)?;
+    let req: xml::CompleteMultipartUpload = xml::parse(&body, "CompleteMultipartUpload")?;
     let parts = req
         .parts
         .into_iter()

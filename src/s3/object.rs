@@ -362,7 +362,7 @@ pub async fn delete_objects(mut ctx: Ctx) -> Result<Response, S3Error> {
     ctx.authorize(Action::Write, "")?;
     let body = ctx.body_bytes(2 * 1024 * 1024).await?;
     verify_content_md5(&ctx.headers, &body)?;
-    let req: xml::DeleteRequest = xml::parse(&body)?;
+    let req: xml::DeleteRequest = xml::parse(&body, "Delete")?;
     if req.objects.is_empty() || req.objects.len() > MAX_DELETE_KEYS {
         return Err(S3Error::malformed_xml());
     }

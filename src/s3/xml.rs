@@ -9,11 +9,42 @@ use super::error::S3Error;
 
 pub const S3_NS: &str = "http://s3.amazonaws.com/doc/2006-03-01/";
 
+/// Whether a document may hold `c` as it is: XML 1.0's `Char` production,
+/// less CR (which parsers turn into LF; it is written as a reference).
+fn plain_xml_char(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
+}
+
+/// Makes text safe for an XML 1.0 document: CR becomes `&#13;` (read back
+/// exactly), and characters XML 1.0 cannot hold at all (other C0 controls,
+/// U+FFFE, U+FFFF) are percent-encoded as UTF-8 (`%01`), as
+/// `encoding-type=url` would. Keys with such characters are best listed with
+/// `encoding-type=url`; this keeps every document we write parseable.
+pub fn xml_safe(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.chars().all(plain_xml_char) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if plain_xml_char(c) {
+            out.push(c);
+        } else if c == '\r' {
+            out.push_str("&#13;");
+        } else {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// Serializes `doc` as the root element `root` into a 200 application/xml response.
 pub fn response<T: Serialize>(root: &str, doc: &T) -> Response {
     let mut body = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     match quick_xml::se::to_string_with_root(root, doc) {
-        Ok(s) => body.push_str(&s),
+        Ok(s) => body.push_str(&xml_safe(&s)),
         Err(e) => {
             tracing::error!(error = %e, root, "XML serialization failed");
             return S3Error::internal().to_response("-", false);
@@ -27,13 +58,62 @@ pub fn response<T: Serialize>(root: &str, doc: &T) -> Response {
     resp
 }
 
-/// Parses a request body document; any failure is MalformedXML.
-pub fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, S3Error> {
+/// The root element of a document: (local name, default namespace if declared).
+fn root_element(text: &str) -> Option<(String, Option<String>)> {
+    use quick_xml::events::Event;
+    let mut reader = quick_xml::Reader::from_str(text);
+    loop {
+        match reader.read_event().ok()? {
+            Event::Start(e) | Event::Empty(e) => {
+                let name = e.local_name().as_ref().to_owned();
+                let mut ns = None;
+                for a in e.attributes() {
+                    let a = a.ok()?;
+                    if a.key.as_ref() == "xmlns" {
+                        ns = Some(
+                            a.normalized_value(quick_xml::XmlVersion::default())
+                                .ok()?
+                                .into_owned(),
+                        );
+                    }
+                }
+                return Some((name, ns));
+            }
+            Event::Eof => return None,
+            _ => {}
+        }
+    }
+}
+
+/// Parses a request body document whose root element must be `root`, in
+/// S3's namespace or none; anything else is MalformedXML.
+pub fn parse<T: for<'de> Deserialize<'de>>(body: &[u8], root: &str) -> Result<T, S3Error> {
     let text = std::str::from_utf8(body).map_err(|_| S3Error::malformed_xml())?;
+    match root_element(text) {
+        Some((name, ns)) if name == root && ns.as_deref().is_none_or(|n| n == S3_NS) => {}
+        other => {
+            tracing::debug!(root = ?other, want = root, "request document has the wrong root element or namespace");
+            return Err(S3Error::malformed_xml());
+        }
+    }
     quick_xml::de::from_str(text).map_err(|e| {
         tracing::debug!(error = %e, "malformed XML body");
         S3Error::malformed_xml()
     })
+}
+
+#[cfg(test)]
+mod safe_tests {
+    use super::xml_safe;
+
+    #[test]
+    fn control_characters_never_reach_the_document() {
+        assert_eq!(xml_safe("plain/key.txt"), "plain/key.txt");
+        assert_eq!(xml_safe("a\u{1}b"), "a%01b");
+        assert_eq!(xml_safe("a\rb\tc\nd"), "a&#13;b\tc\nd");
+        assert_eq!(xml_safe("x\u{FFFE}"), "x%EF%BF%BE");
+        assert_eq!(xml_safe("ünïcödé 😀"), "ünïcödé 😀");
+    }
 }
 
 #[derive(Serialize)]

@@ -212,8 +212,9 @@ impl FsBackend {
 
     fn existing_bucket_dir(&self, bucket: &str) -> Result<PathBuf> {
         let dir = self.bucket_dir(bucket);
-        match fs::metadata(&dir) {
+        match fs::symlink_metadata(&dir) {
             Ok(m) if m.is_dir() => Ok(dir),
+            Ok(m) if m.file_type().is_symlink() => Err(symlink_met(dir)),
             Ok(_) => Err(StorageError::NoSuchBucket),
             Err(e) => Err(not_found_to(e, StorageError::NoSuchBucket)),
         }
@@ -304,8 +305,13 @@ impl FsBackend {
         })
     }
 
+    /// Where object `op` lives, checked to stay beneath the bucket directory:
+    /// no existing component of the path (the object itself included) may be
+    /// a symbolic link, so a link placed in the data directory never makes a
+    /// GET read, a PUT write or a DELETE remove anything outside the root.
     fn object_fs_path(&self, bucket: &str, op: &ObjectPath) -> Result<PathBuf> {
-        Ok(self.existing_bucket_dir(bucket)?.join(&op.rel))
+        let dir = self.existing_bucket_dir(bucket)?;
+        beneath(&dir, &op.rel)
     }
 
     /// Atomically makes `temp` the object `op`, with `meta` as its metadata document.
@@ -399,7 +405,7 @@ impl FsBackend {
         if op.is_dir {
             return Ok((None, stat_path(&path, true)?));
         }
-        let file = File::open(&path).map_err(map_open_err)?;
+        let file = open_nofollow(&path)?;
         let md = file.metadata()?;
         if md.is_dir() {
             return Err(StorageError::NoSuchKey);
@@ -430,7 +436,7 @@ impl FsBackend {
     /// Empty parent directories without a directory object are pruned.
     pub fn delete(&self, bucket: &str, op: &ObjectPath) -> Result<()> {
         let bucket_dir = self.existing_bucket_dir(bucket)?;
-        let path = bucket_dir.join(&op.rel);
+        let path = beneath(&bucket_dir, &op.rel)?;
         if op.is_dir {
             match xattr::remove(&path, META_XATTR) {
                 Ok(()) => {}
@@ -616,6 +622,47 @@ fn map_xattr_err(len: usize) -> impl Fn(io::Error) -> StorageError {
     }
 }
 
+fn symlink_met(path: PathBuf) -> StorageError {
+    tracing::warn!(path = %path.display(), "refusing an object path through a symbolic link in the data directory");
+    StorageError::Symlink(path)
+}
+
+/// `dir/rel`, after checking with `lstat` that no existing component below
+/// `dir` is a symbolic link. Components that do not exist yet end the check
+/// (a write creates them as directories).
+fn beneath(dir: &Path, rel: &Path) -> Result<PathBuf> {
+    let mut path = dir.to_path_buf();
+    for c in rel.components() {
+        path.push(c);
+        match fs::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_symlink() => return Err(symlink_met(path)),
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(dir.join(rel)),
+            // A file where a directory would be: the operation itself says
+            // what that means (a miss for reads, a key conflict for writes).
+            Err(e) if is_enotdir(&e) => return Ok(dir.join(rel)),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(path)
+}
+
+/// Opens a file for reading without following a symbolic link in its last component.
+fn open_nofollow(path: &Path) -> Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                symlink_met(path.to_path_buf())
+            } else {
+                map_open_err(e)
+            }
+        })
+}
+
 fn map_open_err(e: io::Error) -> StorageError {
     if e.kind() == ErrorKind::NotFound || is_enotdir(&e) {
         StorageError::NoSuchKey
@@ -625,7 +672,10 @@ fn map_open_err(e: io::Error) -> StorageError {
 }
 
 fn stat_path(path: &Path, want_dir: bool) -> Result<RawObject> {
-    let md = fs::metadata(path).map_err(map_open_err)?;
+    let md = fs::symlink_metadata(path).map_err(map_open_err)?;
+    if md.file_type().is_symlink() {
+        return Err(symlink_met(path.to_path_buf()));
+    }
     if md.is_dir() != want_dir {
         return Err(StorageError::NoSuchKey);
     }
@@ -645,7 +695,7 @@ fn stat_path(path: &Path, want_dir: bool) -> Result<RawObject> {
 
 /// Metadata of an object found by `walk` (a file, or a directory object).
 pub fn stat_for_list(path: &Path) -> Result<RawObject> {
-    let is_dir = fs::metadata(path).map_err(map_open_err)?.is_dir();
+    let is_dir = fs::symlink_metadata(path).map_err(map_open_err)?.is_dir();
     stat_path(path, is_dir)
 }
 
@@ -714,12 +764,13 @@ fn walk_dir(
             continue;
         };
         let ft = e.file_type()?;
-        let is_dir = if ft.is_symlink() {
-            e.path().is_dir()
-        } else {
-            ft.is_dir()
-        };
-        if !is_dir && !ft.is_file() && !ft.is_symlink() {
+        if ft.is_symlink() {
+            // Never followed: listing it would let GET reach outside the root.
+            tracing::warn!(path = %e.path().display(), "skipping a symbolic link in the data directory; links are not objects");
+            continue;
+        }
+        let is_dir = ft.is_dir();
+        if !is_dir && !ft.is_file() {
             continue;
         }
         // Sort key: a directory sorts as "name/" so the walk yields keys in S3 order.

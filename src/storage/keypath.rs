@@ -79,23 +79,50 @@ pub fn object_path(key: &str) -> Result<ObjectPath, KeyError> {
     Ok(ObjectPath { rel, is_dir })
 }
 
-/// S3 bucket naming rules (the subset that keeps names safe as directory names).
-pub fn valid_bucket_name(name: &str) -> bool {
-    let b = name.as_bytes();
-    if !(3..=63).contains(&b.len()) {
-        return false;
+/// S3's rules for general purpose bucket names: the one rule of the whole
+/// program (config lint, CreateBucket, addressing, the filesystem layout,
+/// which relies on it to keep names safe as directory names and away from
+/// the internal `.dg` area). Returns why a name is invalid.
+pub fn check_bucket_name(name: &str) -> Result<(), String> {
+    let len = name.len();
+    if !(3..=63).contains(&len) {
+        return Err(format!("must be 3 to 63 characters long (is {len})"));
     }
-    let ok_chars = b
-        .iter()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'.' || *c == b'-');
-    let ends_ok = b[0].is_ascii_alphanumeric() && b[b.len() - 1].is_ascii_alphanumeric();
-    let is_ip = name.parse::<std::net::Ipv4Addr>().is_ok();
-    ok_chars
-        && ends_ok
-        && !is_ip
-        && !name.contains("..")
-        && !name.starts_with("xn--")
-        && !name.ends_with("-s3alias")
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '.' || *c == '-'))
+    {
+        return Err(format!(
+            "may contain only lower-case letters, digits, '.' and '-' (found {c:?})"
+        ));
+    }
+    let first = name.as_bytes()[0];
+    let last = name.as_bytes()[len - 1];
+    if !first.is_ascii_alphanumeric() || !last.is_ascii_alphanumeric() {
+        return Err("must start and end with a letter or digit".into());
+    }
+    if name.contains("..") {
+        return Err("must not contain \"..\"".into());
+    }
+    if name.parse::<std::net::Ipv4Addr>().is_ok() {
+        return Err("must not be formatted as an IPv4 address".into());
+    }
+    for prefix in ["xn--", "sthree-", "amzn-s3-demo-"] {
+        if name.starts_with(prefix) {
+            return Err(format!("must not start with \"{prefix}\" (reserved by S3)"));
+        }
+    }
+    for suffix in ["-s3alias", "--ol-s3", "--x-s3", "--table-s3", ".mrap"] {
+        if name.ends_with(suffix) {
+            return Err(format!("must not end with \"{suffix}\" (reserved by S3)"));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `name` is a valid bucket name (see [`check_bucket_name`]).
+pub fn valid_bucket_name(name: &str) -> bool {
+    check_bucket_name(name).is_ok()
 }
 
 #[cfg(test)]
@@ -151,6 +178,13 @@ mod tests {
             ".dg",
             "a_b",
             "xn--abc",
+            "sthree-x",
+            "x--ol-s3",
+            "x--x-s3",
+            "x.mrap",
+            "abc-s3alias",
+            "amzn-s3-demo-bucket",
+            "x--table-s3",
         ] {
             assert!(!valid_bucket_name(n), "{n}");
         }

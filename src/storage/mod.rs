@@ -35,6 +35,10 @@ pub enum StorageError {
     MetadataTooLarge(usize),
     #[error("directory objects (keys ending in '/') must be empty")]
     NonEmptyDirectoryObject,
+    /// The object's path crosses a symbolic link inside the data directory
+    /// (never followed; the path is for the log, not for clients).
+    #[error("the object path crosses a symbolic link in the data directory: {}", .0.display())]
+    Symlink(std::path::PathBuf),
     #[error("storage I/O error: {0}")]
     Io(#[from] io::Error),
 }

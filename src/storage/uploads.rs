@@ -23,7 +23,9 @@ use std::io::{self, ErrorKind};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use super::fs::{FsBackend, META_XATTR, StoredPart, TempFile, fsync_dir, set_meta_fd, write_atomic};
+use super::fs::{
+    FsBackend, META_XATTR, StoredPart, TempFile, fsync_dir, set_meta_fd, write_atomic,
+};
 use super::{Result, StorageError};
 
 const STATE: &str = "upload.json";

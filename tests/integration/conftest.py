@@ -9,6 +9,7 @@ import subprocess
 import threading
 import time
 import uuid
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import boto3
@@ -94,7 +95,24 @@ class Server:
         return make_client(self.url, **kw)
 
 
+def _strict_xml(response_dict, **_):
+    """Every XML document the server sends must parse with a strict XML 1.0
+    parser (expat): a malformed body fails the test that received it."""
+    body = response_dict.get("body")
+    if isinstance(body, (bytes, bytearray)) and body.lstrip().startswith(b"<"):
+        try:
+            ET.fromstring(body)
+        except ET.ParseError as e:
+            raise AssertionError(f"server sent malformed XML ({e}): {body[:300]!r}") from e
+
+
 def make_client(url, access=ACCESS_KEY, secret=SECRET_KEY, style="path", **cfg):
+    client = _make_client(url, access, secret, style, **cfg)
+    client.meta.events.register("before-parse.s3", _strict_xml)
+    return client
+
+
+def _make_client(url, access, secret, style, **cfg):
     return boto3.client(
         "s3",
         endpoint_url=url,

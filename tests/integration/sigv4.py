@@ -15,14 +15,14 @@ def _h(key, msg):
     return hmac.new(key, msg.encode(), hashlib.sha256).digest()
 
 
-def signing_key(secret, date):
+def signing_key(secret, date, region=REGION):
     k = _h(("AWS4" + secret).encode(), date)
-    k = _h(k, REGION)
+    k = _h(k, region)
     k = _h(k, "s3")
     return _h(k, "aws4_request")
 
 
-def sign(method, url, headers, payload_hash, when=None, access=ACCESS_KEY, secret=SECRET_KEY):
+def sign(method, url, headers, payload_hash, when=None, access=ACCESS_KEY, secret=SECRET_KEY, region=REGION):
     """Returns headers with x-amz-date, x-amz-content-sha256 and Authorization; also the seed signature."""
     when = when or datetime.datetime.now(datetime.timezone.utc)
     amz_date = when.strftime("%Y%m%dT%H%M%SZ")
@@ -39,9 +39,9 @@ def sign(method, url, headers, payload_hash, when=None, access=ACCESS_KEY, secre
     canon_q = "&".join(f"{urllib.parse.quote(k, safe='-_.~')}={urllib.parse.quote(v, safe='-_.~')}" for k, v in sorted(q))
     path = u.path or "/"
     canon = "\n".join([method, path, canon_q, canon_headers, ";".join(names), payload_hash])
-    scope = f"{date}/{REGION}/s3/aws4_request"
+    scope = f"{date}/{region}/s3/aws4_request"
     sts = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canon.encode()).hexdigest()])
-    key = signing_key(secret, date)
+    key = signing_key(secret, date, region)
     sig = hmac.new(key, sts.encode(), hashlib.sha256).hexdigest()
     headers["Authorization"] = f"AWS4-HMAC-SHA256 Credential={access}/{scope}, SignedHeaders={';'.join(names)}, Signature={sig}"
     return headers, sig, key, amz_date, scope

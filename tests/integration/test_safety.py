@@ -267,3 +267,279 @@ def test_d3_many_concurrent_parts_and_complete(tmp_path):
         assert s3.list_multipart_uploads(Bucket="race").get("Uploads", []) == []
     finally:
         srv.stop()
+
+
+# ---------------------------------------------------------------- D4
+
+
+def test_d4_symlinks_in_the_data_directory_are_never_followed(tmp_path):
+    data = tmp_path / "data"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_bytes(b"outside the root")
+    srv = Server(data).start()
+    s3 = srv.client()
+    try:
+        s3.create_bucket(Bucket="links")
+        s3.put_object(Bucket="links", Key="ok.txt", Body=b"fine")
+        os.symlink(outside, data / "links" / "extdir")
+        os.symlink(outside / "secret.txt", data / "links" / "file-link.txt")
+        for key in ["extdir/secret.txt", "file-link.txt"]:
+            with pytest.raises(ClientError) as e:
+                s3.get_object(Bucket="links", Key=key)
+            assert code_of(e) == "AccessDenied", key
+            with pytest.raises(ClientError) as e:
+                s3.head_object(Bucket="links", Key=key)
+            assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+            with pytest.raises(ClientError) as e:
+                s3.copy_object(Bucket="links", Key="copied.txt", CopySource={"Bucket": "links", "Key": key})
+            assert code_of(e) == "AccessDenied"
+        with pytest.raises(ClientError) as e:
+            s3.put_object(Bucket="links", Key="extdir/new.txt", Body=b"escape")
+        assert code_of(e) == "AccessDenied"
+        assert not (outside / "new.txt").exists()
+        with pytest.raises(ClientError) as e:
+            s3.put_object(Bucket="links", Key="file-link.txt", Body=b"overwrite")
+        assert code_of(e) == "AccessDenied"
+        with pytest.raises(ClientError) as e:
+            s3.delete_object(Bucket="links", Key="extdir/secret.txt")
+        assert code_of(e) == "AccessDenied"
+        r = s3.delete_objects(Bucket="links", Delete={"Objects": [{"Key": "extdir/secret.txt"}]})
+        assert [x["Code"] for x in r.get("Errors", [])] == ["AccessDenied"]
+        assert (outside / "secret.txt").read_bytes() == b"outside the root"
+        assert [o["Key"] for o in s3.list_objects_v2(Bucket="links")["Contents"]] == ["ok.txt"]
+        # a bucket directory that is a link is not a bucket
+        os.symlink(outside, data / "linked-bucket")
+        assert "linked-bucket" not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+        with pytest.raises(ClientError) as e:
+            s3.get_object(Bucket="linked-bucket", Key="secret.txt")
+        assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] in (403, 404)
+        assert "symbolic link" in srv.output()
+    finally:
+        srv.stop()
+
+
+# ---------------------------------------------------------------- D5
+
+
+def boto(url, region, **kw):
+    import boto3
+    from botocore.config import Config
+    from conftest import ACCESS_KEY, SECRET_KEY
+    return boto3.client("s3", endpoint_url=url, aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY,
+                        region_name=region, config=Config(s3={"addressing_style": "path"}, retries={"total_max_attempts": 1}, **kw))
+
+
+def test_d5_credential_scope_region_is_checked(server):
+    import requests
+    bad = boto(server.url, "mars-1")
+    with pytest.raises(ClientError) as e:
+        bad.list_buckets()
+    assert code_of(e) == "AuthorizationHeaderMalformed"
+    assert "expecting 'us-east-1'" in e.value.response["Error"]["Message"]
+    url = bad.generate_presigned_url("list_buckets")
+    r = requests.get(url)
+    assert r.status_code == 400 and "AuthorizationQueryParametersError" in r.text and "mars-1" in r.text
+    assert boto(server.url, "us-east-1").list_buckets()["ResponseMetadata"]["HTTPStatusCode"] == 200
+
+
+def test_d5_region_is_a_setting(tmp_path):
+    cfg = tmp_path / "dgp.yaml"
+    cfg.write_text(f"storage:\n  filesystem: {tmp_path / 'data'}\nadvanced:\n  region: eu-central-1\n")
+    srv = Server(tmp_path / "unused", config=cfg).start()
+    try:
+        ok = boto(srv.url, "eu-central-1")
+        ok.create_bucket(Bucket="regional", CreateBucketConfiguration={"LocationConstraint": "eu-central-1"})
+        assert ok.get_bucket_location(Bucket="regional")["LocationConstraint"] in ("eu-central-1", None)
+        with pytest.raises(ClientError) as e:
+            boto(srv.url, "us-east-1").list_buckets()
+        assert code_of(e) == "AuthorizationHeaderMalformed"
+        assert "expecting 'eu-central-1'" in e.value.response["Error"]["Message"]
+    finally:
+        srv.stop()
+
+
+# ---------------------------------------------------------------- D6
+
+
+@pytest.mark.parametrize("name", ["sthree-x", "x--ol-s3", "x--x-s3", "x.mrap", "abc-s3alias", "xn--abc", "amzn-s3-demo-x"])
+def test_d6_create_bucket_uses_the_config_rule(server, tmp_path, name):
+    from test_config import lint
+    # a raw request: boto3 treats some of these names specially (--x-s3 is an S3 Express bucket to it)
+    r = signed("PUT", f"{server.url}/{name}")
+    assert r.status_code == 400 and "<Code>InvalidBucketName</Code>" in r.text, r.text
+    cfg = tmp_path / "dgp.yaml"
+    cfg.write_text(f"storage:\n  filesystem: {tmp_path / 'data'}\n  buckets:\n    {name}: {{}}\n")
+    r = lint(cfg, env={"DGP_ACCESS_KEY_ID": "a", "DGP_SECRET_ACCESS_KEY": "b"})
+    assert r.returncode != 0 and name in (r.stdout + r.stderr)
+
+
+def test_d6_key_id_rule_is_shared(tmp_path):
+    from test_config import lint
+    for bad in ["a/b", "k" * 65, "a b"]:
+        cfg = enc_config(tmp_path, tmp_path / "data", key_id=f'"{bad}"')
+        r = lint(cfg, env={"DGP_ENCRYPTION_KEY": K1, "DGP_ACCESS_KEY_ID": "a", "DGP_SECRET_ACCESS_KEY": "b"})
+        assert r.returncode != 0 and "key_id" in (r.stdout + r.stderr), bad
+
+
+# ---------------------------------------------------------------- D7
+
+
+def signed(method, url, body=b""):
+    import hashlib
+    import requests
+    import sigv4
+    h, *_ = sigv4.sign(method, url, {}, hashlib.sha256(body).hexdigest())
+    return requests.request(method, url, headers=h, data=body)
+
+
+def test_d7_every_xml_document_parses(server, s3, bucket):
+    import xml.etree.ElementTree as ET
+    r = signed("GET", f"{server.url}/{bucket}/x%00y")
+    assert r.status_code == 400
+    root = ET.fromstring(r.content)
+    assert root.find("Code").text == "InvalidObjectName"
+    assert root.find("Key").text == "x%00y"
+    r = signed("GET", f"{server.url}/{bucket}/a%01b")
+    assert r.status_code == 404
+    assert ET.fromstring(r.content).find("Key").text == "a%01b"
+    # a key with control characters lists as a parseable document either way
+    s3.put_object(Bucket=bucket, Key="ctl\x01\rkey.txt", Body=b"x")
+    plain = signed("GET", f"{server.url}/{bucket}?list-type=2")
+    keys = [e.text for e in ET.fromstring(plain.content).iter("{http://s3.amazonaws.com/doc/2006-03-01/}Key")]
+    assert keys == ["ctl%01\rkey.txt"]
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]] == ["ctl\x01\rkey.txt"]
+    s3.delete_object(Bucket=bucket, Key="ctl\x01\rkey.txt")
+
+
+# ---------------------------------------------------------------- D8
+
+
+def limits_config(tmp_path, **adv):
+    lines = [f"storage:\n  filesystem: {tmp_path / 'data'}\nadvanced:"] + [f"  {k}: {v}" for k, v in adv.items()]
+    cfg = tmp_path / f"dgp-{secrets.token_hex(3)}.yaml"
+    cfg.write_text("\n".join(lines) + "\n")
+    return cfg
+
+
+def closed_by_server(sock, within):
+    import socket
+    sock.settimeout(within)
+    try:
+        while True:
+            chunk = sock.recv(4096)
+            if not chunk:
+                return True
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except socket.timeout:
+        return False
+
+
+def test_d8_idle_and_slow_connections_do_not_stop_clients(tmp_path):
+    import socket
+    cfg = limits_config(tmp_path, header_read_timeout_secs=2, idle_timeout_secs=1, max_connections=1000)
+    srv = Server(tmp_path / "unused", config=cfg).start()
+    socks = []
+    try:
+        for i in range(300):
+            s = socket.create_connection(("127.0.0.1", srv.port))
+            if i % 6 == 0:
+                s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Partial: ")
+            socks.append(s)
+        s3 = srv.client()
+        s3.create_bucket(Bucket="busy")
+        for i in range(20):
+            s3.put_object(Bucket="busy", Key=f"k{i}.txt", Body=b"v" * i)
+            assert s3.get_object(Bucket="busy", Key=f"k{i}.txt")["Body"].read() == b"v" * i
+        # a client trickling its headers is cut off by the header deadline
+        trickle = socket.create_connection(("127.0.0.1", srv.port))
+        trickle.settimeout(0.5)
+        cut = False
+        for b in b"GET / HTTP/1.1\r\nHost: x\r\nX-Long: " + b"a" * 40:
+            try:
+                trickle.sendall(bytes([b]))
+                time.sleep(0.25)
+            except (BrokenPipeError, ConnectionResetError):
+                cut = True
+                break
+        assert cut or closed_by_server(trickle, 3), "trickled headers must hit the header deadline"
+        assert all(closed_by_server(s, 4) for s in socks), "idle and partial connections are closed"
+        assert s3.list_objects_v2(Bucket="busy")["KeyCount"] == 20
+    finally:
+        for s in socks:
+            s.close()
+        srv.stop()
+
+
+def test_d8_connection_cap_queues_instead_of_failing(tmp_path):
+    import socket
+    cfg = limits_config(tmp_path, idle_timeout_secs=2, max_connections=4)
+    srv = Server(tmp_path / "unused", config=cfg).start()
+    socks = []
+    try:
+        socks = [socket.create_connection(("127.0.0.1", srv.port)) for _ in range(4)]
+        time.sleep(0.2)
+        t = time.monotonic()
+        s3 = srv.client()
+        assert s3.list_buckets()["ResponseMetadata"]["HTTPStatusCode"] == 200
+        assert time.monotonic() - t >= 1.0, "a fifth connection waits for a slot"
+        assert "connection limit reached" in srv.output()
+    finally:
+        for s in socks:
+            s.close()
+        srv.stop()
+
+
+@pytest.mark.parametrize("field", ["header_read_timeout_secs", "idle_timeout_secs", "max_connections"])
+def test_d8_limits_are_checked_by_lint(tmp_path, field):
+    from test_config import lint
+    r = lint(limits_config(tmp_path, **{field: 0}), env={"DGP_ACCESS_KEY_ID": "a", "DGP_SECRET_ACCESS_KEY": "b"})
+    assert r.returncode != 0 and f"advanced.{field}" in (r.stdout + r.stderr)
+
+
+# ---------------------------------------------------------------- also seen
+
+
+@pytest.mark.parametrize("doc", [
+    b"<Wrong><Part><PartNumber>1</PartNumber><ETag>x</ETag></Part></Wrong>",
+    b'<CompleteMultipartUpload xmlns="http://example.com/"><Part><PartNumber>1</PartNumber><ETag>x</ETag></Part></CompleteMultipartUpload>',
+])
+def test_complete_with_wrong_root_or_namespace_is_malformed(server, s3, bucket, doc):
+    up = s3.create_multipart_upload(Bucket=bucket, Key="m.bin")["UploadId"]
+    r = signed("POST", f"{server.url}/{bucket}/m.bin?uploadId={up}", doc)
+    assert r.status_code == 400 and "<Code>MalformedXML</Code>" in r.text
+
+
+@pytest.mark.parametrize("doc", [
+    b"<NotDelete><Object><Key>a</Key></Object></NotDelete>",
+    b'<Delete xmlns="urn:other"><Object><Key>a</Key></Object></Delete>',
+])
+def test_delete_objects_with_wrong_root_or_namespace_is_malformed(server, s3, bucket, doc):
+    import base64
+    import hashlib
+    import requests
+    import sigv4
+    s3.put_object(Bucket=bucket, Key="a", Body=b"keep")
+    url = f"{server.url}/{bucket}?delete"
+    md5 = base64.b64encode(hashlib.md5(doc).digest()).decode()
+    h, *_ = sigv4.sign("POST", url, {"content-md5": md5}, hashlib.sha256(doc).hexdigest())
+    r = requests.post(url, headers=h, data=doc)
+    assert r.status_code == 400 and "<Code>MalformedXML</Code>" in r.text
+    assert s3.get_object(Bucket=bucket, Key="a")["Body"].read() == b"keep"
+
+
+def test_status_names_backends_without_paths(tmp_path):
+    import hashlib
+    import requests
+    import sigv4
+    srv = Server(tmp_path / "data").start()
+    try:
+        url = f"{srv.url}/_/api/status"
+        h, *_ = sigv4.sign("GET", url, {}, hashlib.sha256(b"").hexdigest())
+        r = requests.get(url, headers=h)
+        assert r.status_code == 200
+        assert str(tmp_path) not in r.text
+        assert [b["name"] for b in r.json()["backends"]] == ["default"]
+    finally:
+        srv.stop()

@@ -25,7 +25,7 @@ pub const KEY_ID_PREFIX: &str = "k-";
 /// Hex characters of the HMAC kept in a derived key id (8 bytes).
 pub const KEY_ID_HEX_LEN: usize = 16;
 /// Longest key id accepted (bytes).
-pub const KEY_ID_MAX_LEN: usize = 128;
+pub const KEY_ID_MAX_LEN: usize = 64;
 /// HMAC message of the key-check record.
 pub const KEY_CHECK_LABEL: &[u8] = b"deltaglider key check v1";
 /// Length of the key-check record in bytes.
@@ -138,18 +138,31 @@ impl fmt::Debug for Dek {
     }
 }
 
+/// The one rule for key ids, used by the config check and by the crypto
+/// code: 1 to 64 of `[A-Za-z0-9._-]`. Ids name key check record files and
+/// are bound into the AAD (NUL-separated), so nothing else is allowed.
+pub fn check_key_id(id: &str) -> Result<(), &'static str> {
+    if id.is_empty() || id.len() > KEY_ID_MAX_LEN {
+        return Err("must be 1 to 64 characters long");
+    }
+    if !id
+        .bytes()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+    {
+        return Err("may contain only letters, digits, '.', '_' and '-'");
+    }
+    Ok(())
+}
+
 /// The name of a KEK, stored beside every wrapped key and bound into its AAD.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct KeyId(String);
 
 impl KeyId {
-    /// An operator-chosen key id: 1 to 128 bytes, no control characters
-    /// (in particular no NUL, the AAD separator).
+    /// An operator-chosen key id (see [`check_key_id`]).
     pub fn new(id: impl Into<String>) -> Result<KeyId, CryptoError> {
         let id = id.into();
-        if id.is_empty() || id.len() > KEY_ID_MAX_LEN || id.chars().any(char::is_control) {
-            return Err(CryptoError::InvalidKeyId);
-        }
+        check_key_id(&id).map_err(|_| CryptoError::InvalidKeyId)?;
         Ok(KeyId(id))
     }
 

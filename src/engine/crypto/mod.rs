@@ -44,7 +44,7 @@ pub use format::{
     MIN_CHUNK_EXP, TAG_LEN, chunk_count, chunk_range, ciphertext_len, looks_encrypted,
     plaintext_len,
 };
-pub use keys::{Dek, KEY_LEN, Kek, KeyId, key_check, verify_key_check};
+pub use keys::{Dek, KEY_LEN, Kek, KeyId, check_key_id, key_check, verify_key_check};
 pub use reader::{Decryptor, range_stream};
 pub use stream::{decrypt_stream, encrypt_stream};
 pub use writer::SealingWriter;

@@ -884,7 +884,9 @@ fn key_id_derivation() {
     );
     assert!(KeyId::new("").is_err());
     assert!(KeyId::new("a\0b").is_err());
-    assert!(KeyId::new("x".repeat(129)).is_err());
+    assert!(KeyId::new("x".repeat(65)).is_err());
+    assert!(KeyId::new("a/b").is_err());
+    assert!(KeyId::new("x".repeat(64)).is_ok());
     assert_eq!(
         KeyId::new("prod-2026").expect("ok").to_string(),
         "prod-2026"

@@ -49,6 +49,10 @@ pub struct AuthRequest<'a> {
     pub headers: &'a http::HeaderMap,
     /// The server clock, for skew and expiry checks.
     pub now: time::OffsetDateTime,
+    /// The region this endpoint answers as: a SigV4 credential scope naming
+    /// another is refused (`None`: any region, for tests against published
+    /// vectors).
+    pub region: Option<&'a str>,
 }
 
 /// The result of a successful [`authenticate`].

@@ -208,6 +208,17 @@ impl Credential {
     }
 }
 
+/// Whether a credential scope's region names `want`. `US` is the legacy
+/// name of us-east-1 (s3cmd signs bucket creation with it by default).
+fn region_matches(got: &str, want: &str) -> bool {
+    got == want || (got == "US" && want == "us-east-1")
+}
+
+/// S3's words for a credential scope that names another region.
+fn wrong_region(got: &str, want: &str) -> String {
+    format!("the region '{got}' is wrong; expecting '{want}'")
+}
+
 /// Parses `AKID/YYYYMMDD/region/s3/aws4_request`; the error is the detail
 /// text S3 puts after the error's prefix.
 fn parse_credential(value: &str) -> Result<Credential, String> {
@@ -398,6 +409,14 @@ pub(super) fn verify_header(
     let auth = parse_authorization(auth_value)?;
     let cred =
         parse_credential(auth.credential).map_err(AuthError::AuthorizationHeaderMalformed)?;
+    if let Some(want) = req.region
+        && !region_matches(&cred.region, want)
+    {
+        return Err(AuthError::AuthorizationHeaderMalformed(wrong_region(
+            &cred.region,
+            want,
+        )));
+    }
     let signed = parse_signed_headers(auth.signed_headers).ok_or_else(|| {
         AuthError::AuthorizationHeaderMalformed(
             "the SignedHeaders component is invalid.".to_owned(),
@@ -534,6 +553,14 @@ pub(super) fn verify_presigned(
             "Error parsing the X-Amz-Credential parameter; {m}"
         ))
     })?;
+    if let Some(want) = req.region
+        && !region_matches(&cred.region, want)
+    {
+        return Err(qerr(&format!(
+            "Error parsing the X-Amz-Credential parameter; {}",
+            wrong_region(&cred.region, want)
+        )));
+    }
     let ts = parse_amz_date(&date).ok_or_else(|| {
         qerr("X-Amz-Date must be in the ISO8601 Long Format \"yyyyMMdd'T'HHmmss'Z'\"")
     })?;

@@ -52,6 +52,7 @@ fn run(
             query,
             headers: h,
             now,
+            region: None,
         },
         creds,
     )
@@ -1545,6 +1546,7 @@ fn sigv2_virtual_hosted_style() {
         query: "",
         headers: &h,
         now: v2_at(date),
+        region: None,
     };
     let out = authenticate_virtual_hosted(&req, "awsexamplebucket1", &v2_creds())
         .expect("virtual-hosted v2");
@@ -1567,6 +1569,7 @@ fn sigv2_virtual_hosted_style() {
         query: "acl",
         headers: &h,
         now: v2_at("Tue, 27 Mar 2007 19:44:46 +0000"),
+        region: None,
     };
     assert!(authenticate_virtual_hosted(&req, "awsexamplebucket1", &v2_creds()).is_ok());
     // SigV4 is unaffected by the bucket argument.
@@ -1580,6 +1583,7 @@ fn sigv2_virtual_hosted_style() {
         query: "",
         headers: &h,
         now: at(S3_NOW),
+        region: None,
     };
     assert!(authenticate_virtual_hosted(&req, "examplebucket", &store(S3_AKID, S3_SECRET)).is_ok());
 }
