@@ -543,3 +543,27 @@ def test_status_names_backends_without_paths(tmp_path):
         assert [b["name"] for b in r.json()["backends"]] == ["default"]
     finally:
         srv.stop()
+
+
+def test_d3_orphans_and_trash_are_cleaned_at_startup(tmp_path):
+    data = tmp_path / "data"
+    srv = Server(data).start()
+    s3 = srv.client()
+    s3.create_bucket(Bucket="mpu")
+    up, _ = upload_parts(s3, "mpu", "live.bin", [b"part one"])
+    srv.stop()
+    # what crashes leave: an upload directory without state, an abort half deleted
+    orphan = data / ".dg" / "multipart" / ("0" * 32)
+    orphan.mkdir()
+    (orphan / "part-00001").write_bytes(b"lost part")
+    trash = data / ".dg" / "multipart-trash" / "x-1"
+    trash.mkdir(parents=True)
+    (trash / "part-00002").write_bytes(b"aborted")
+    srv = Server(data).start()
+    try:
+        assert upload_dirs(data) == [up], "the live upload stays, the orphan goes"
+        assert list((data / ".dg" / "multipart-trash").iterdir()) == []
+        s3 = srv.client()
+        assert [u["UploadId"] for u in s3.list_multipart_uploads(Bucket="mpu")["Uploads"]] == [up]
+    finally:
+        srv.stop()
