@@ -67,11 +67,57 @@ impl Visit for Text {
     }
 }
 
-impl<S: Subscriber> Layer<S> for JournalLayer {
-    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+/// A span's fields as text, kept in its extensions for the events inside it.
+struct SpanFields(String);
+
+/// Records fields as ` span.name=value`.
+struct Prefixed {
+    prefix: &'static str,
+    out: String,
+}
+
+impl Visit for Prefixed {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        let _ = write!(self.out, " {}.{}={value:?}", self.prefix, field.name());
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        let _ = write!(self.out, " {}.{}={value}", self.prefix, field.name());
+    }
+}
+
+impl<S> Layer<S> for JournalLayer
+where
+    S: Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        ctx: Context<'_, S>,
+    ) {
+        if let Some(span) = ctx.span(id) {
+            let mut f = Prefixed {
+                prefix: span.name(),
+                out: String::new(),
+            };
+            attrs.record(&mut f);
+            span.extensions_mut().insert(SpanFields(f.out));
+        }
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
         let meta = event.metadata();
         let mut text = Text::default();
         event.record(&mut text);
+        // The fields of the spans around the event (`request.id=…`), so an
+        // error in the journal can be found from the id the client got.
+        if let Some(scope) = ctx.event_scope(event) {
+            for span in scope.from_root() {
+                if let Some(f) = span.extensions().get::<SpanFields>() {
+                    text.fields.push_str(&f.0);
+                }
+            }
+        }
         let level = match *meta.level() {
             Level::ERROR => log::Level::Error,
             Level::WARN => log::Level::Warn,

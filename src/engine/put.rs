@@ -1,6 +1,7 @@
 //! Staging a new object body: the body streams into a temp file while MD5
 //! (for the ETag), SHA-256 and the requested `x-amz-checksum-*` run as
-//! parallel stages on their own threads, joined by bounded channels.
+//! parallel stages, one short blocking job per block each, so a slow client
+//! never holds a thread while it sends.
 //!
 //! The result is a `Staged` body with its digests; nothing is visible until
 //! the caller checks the digests and commits it. Dropping it deletes the temp
@@ -12,7 +13,6 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use md5::Digest as _;
-use tokio::sync::mpsc;
 
 use super::EngineError;
 use super::body::ByteStream;
@@ -23,8 +23,6 @@ use crate::storage::fs::TempFile;
 
 /// Bodies are cut into blocks of this size before they fan out to the stages.
 pub const STAGE_BLOCK: usize = 1024 * 1024;
-/// Blocks queued per stage: bounds memory per upload to a few MiB.
-const STAGE_DEPTH: usize = 4;
 
 #[derive(Debug, Clone, Default)]
 pub struct StageOptions {
@@ -113,77 +111,144 @@ pub async fn stage(
             .await
             .map_err(join_err)??
     };
-    let (w_tx, w_rx) = mpsc::channel::<Bytes>(STAGE_DEPTH);
-    let writer = tokio::task::spawn_blocking(move || write_stage(temp, dek, w_rx));
-    let mut hash_txs = Vec::new();
-    let mut hash_tasks = Vec::new();
-    // MD5 runs alone (it is the slowest); SHA-256 and the checksum share a second thread.
+    // Each block goes through the stages as short blocking jobs (write, MD5,
+    // SHA-256 + checksum in parallel), while the next block is received: no
+    // thread waits on the client, so a slow uploader costs a task, not a
+    // thread of the blocking pool.
+    let mut writer = Some(WriteStage::new(temp, dek)?);
     let d = Digests::new(&opts);
-    let mut md5_part = Digests {
+    // MD5 runs alone (it is the slowest); SHA-256 and the checksum share a job.
+    let mut md5_part = Some(Digests {
         md5: d.md5,
         ..Default::default()
-    };
-    let mut rest = Digests {
+    });
+    let mut rest = Some(Digests {
         md5: None,
         sha256: d.sha256,
         checksum: d.checksum,
-    };
-    for mut part in [std::mem::take(&mut md5_part), std::mem::take(&mut rest)] {
-        if part.md5.is_none() && part.sha256.is_none() && part.checksum.is_none() {
-            continue;
-        }
-        let (tx, mut rx) = mpsc::channel::<Bytes>(STAGE_DEPTH);
-        hash_txs.push(tx);
-        hash_tasks.push(tokio::task::spawn_blocking(move || {
-            while let Some(b) = rx.blocking_recv() {
-                update_all(&mut part, &b);
-            }
-            part
-        }));
-    }
+    })
+    .filter(|r| r.sha256.is_some() || r.checksum.is_some());
 
     let mut size: u64 = 0;
     let mut pending = first;
     let mut body_err = None;
     loop {
-        if pending.len() >= STAGE_BLOCK || (ended && !pending.is_empty()) {
-            let block = pending.split().freeze();
+        let block = if pending.len() >= STAGE_BLOCK || (ended && !pending.is_empty()) {
+            Some(pending.split_to(pending.len().min(STAGE_BLOCK)).freeze())
+        } else {
+            None
+        };
+        let process = async {
+            let Some(block) = block else {
+                return Ok(());
+            };
             size += block.len() as u64;
-            let mut ok = w_tx.send(block.clone()).await.is_ok();
-            for tx in &hash_txs {
-                ok &= tx.send(block.clone()).await.is_ok();
+            let w = writer.take().expect("writer present between blocks");
+            let b = block.clone();
+            let write = tokio::task::spawn_blocking(move || {
+                let mut w = w;
+                let r = w.write(&b);
+                (w, r)
+            });
+            let hash = |part: Option<Digests>, b: Bytes| async move {
+                match part {
+                    None => Ok(None),
+                    Some(mut p) => tokio::task::spawn_blocking(move || {
+                        update_all(&mut p, &b);
+                        p
+                    })
+                    .await
+                    .map(Some),
+                }
+            };
+            let (w, m, r) = tokio::join!(
+                write,
+                hash(md5_part.take(), block.clone()),
+                hash(rest.take(), block)
+            );
+            let (w, res) = w.map_err(join_err)?;
+            writer = Some(w);
+            md5_part = m.map_err(join_err)?;
+            rest = r.map_err(join_err)?;
+            res
+        };
+        let receive = async {
+            if ended || pending.len() >= STAGE_BLOCK {
+                return None;
             }
-            if !ok {
-                break; // a stage failed; the writer reports why
+            // Fill the next block while the current one is processed.
+            while pending.len() < STAGE_BLOCK {
+                match body.next().await {
+                    Some(Ok(chunk)) => pending.extend_from_slice(&chunk),
+                    Some(Err(e)) => return Some(e),
+                    None => {
+                        ended = true;
+                        break;
+                    }
+                }
             }
-        }
-        if ended {
+            None
+        };
+        let (processed, received) = tokio::join!(process, receive);
+        processed?;
+        if let Some(e) = received {
+            body_err = Some(e);
             break;
         }
-        match body.next().await {
-            Some(Ok(chunk)) => pending.extend_from_slice(&chunk),
-            Some(Err(e)) => {
-                body_err = Some(e);
-                break;
-            }
-            None => ended = true,
+        if ended && pending.is_empty() {
+            break;
         }
-    }
-    drop(w_tx);
-    drop(hash_txs);
-    let write_result = writer.await.map_err(join_err)?;
-    let mut digests = Digests::default();
-    for t in hash_tasks {
-        let p = t.await.map_err(join_err)?;
-        digests.md5 = digests.md5.or(p.md5);
-        digests.sha256 = digests.sha256.or(p.sha256);
-        digests.checksum = digests.checksum.or(p.checksum);
     }
     if let Some(e) = body_err {
         return Err(EngineError::Body(e));
     }
-    let (temp, dek) = write_result?;
+    let mut digests = Digests::default();
+    for p in [md5_part, rest].into_iter().flatten() {
+        digests.md5 = digests.md5.or(p.md5);
+        digests.sha256 = digests.sha256.or(p.sha256);
+        digests.checksum = digests.checksum.or(p.checksum);
+    }
+    let w = writer.take().expect("writer present at the end");
+    let (temp, dek) = tokio::task::spawn_blocking(move || w.finish())
+        .await
+        .map_err(join_err)??;
     Ok(finish_into(temp, dek, size, digests))
+}
+
+/// The writer stage, owning its temp file (and the sealing writer on a
+/// duplicate of its descriptor), so it can move between blocking jobs.
+struct WriteStage {
+    temp: TempFile,
+    sealer: Option<Box<SealingWriter<std::fs::File>>>,
+    dek: Option<Dek>,
+}
+
+impl WriteStage {
+    fn new(mut temp: TempFile, dek: Option<Dek>) -> Result<Self, EngineError> {
+        let sealer = match &dek {
+            None => None,
+            Some(k) => Some(Box::new(
+                SealingWriter::new(temp.file().try_clone()?, k, crypto::DEFAULT_CHUNK_EXP)
+                    .map_err(|e| EngineError::from(io::Error::from(e)))?,
+            )),
+        };
+        Ok(WriteStage { temp, sealer, dek })
+    }
+
+    fn write(&mut self, data: &[u8]) -> Result<(), EngineError> {
+        match &mut self.sealer {
+            Some(w) => w.write_plain(data)?,
+            None => self.temp.file().write_all(data)?,
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Result<(TempFile, Option<Dek>), EngineError> {
+        if let Some(w) = self.sealer {
+            w.finish()?;
+        }
+        Ok((self.temp, self.dek))
+    }
 }
 
 fn update_all(d: &mut Digests, data: &[u8]) {
@@ -196,19 +261,6 @@ fn update_all(d: &mut Digests, data: &[u8]) {
     if let Some((_, h)) = d.checksum.as_mut() {
         h.update(data);
     }
-}
-
-fn write_stage(
-    mut temp: TempFile,
-    dek: Option<Dek>,
-    mut rx: mpsc::Receiver<Bytes>,
-) -> Result<(TempFile, Option<Dek>), EngineError> {
-    let mut out = BodyWriter::new(temp.file(), dek.as_ref())?;
-    while let Some(b) = rx.blocking_recv() {
-        out.write(&b)?;
-    }
-    out.finish()?;
-    Ok((temp, dek))
 }
 
 /// The writer stage's sink: plaintext straight to the file, or through the

@@ -203,13 +203,16 @@ pub async fn handle(st: Arc<S3State>, req: Request<Body>) -> Response {
         .get("expect")
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     let empty_body = headers::get(req.headers(), "content-length").is_none_or(|v| v.trim() == "0");
-    let mut resp = match handle_inner(st, req, &request_id).await {
+    // Every event of this request (on blocking threads too: see
+    // `engine::blocking`) carries the id the client gets back.
+    let span = tracing::info_span!("request", id = %request_id);
+    let mut resp = match tracing::Instrument::instrument(handle_inner(st, req, &request_id), span.clone()).await {
         Ok(r) => r,
         Err(e) => {
             if e.status.is_server_error() {
-                tracing::warn!(request_id, %method, path, code = e.code, "request failed");
+                span.in_scope(|| tracing::warn!(%method, path, code = e.code, "request failed"));
             } else {
-                tracing::debug!(request_id, %method, path, code = e.code, message = %e.message, "request refused");
+                span.in_scope(|| tracing::debug!(%method, path, code = e.code, message = %e.message, "request refused"));
             }
             e.to_response(&request_id, head)
         }

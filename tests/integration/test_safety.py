@@ -567,3 +567,69 @@ def test_d3_orphans_and_trash_are_cleaned_at_startup(tmp_path):
         assert [u["UploadId"] for u in s3.list_multipart_uploads(Bucket="mpu")["Uploads"]] == [up]
     finally:
         srv.stop()
+
+
+# ------------------------------------------------- slow clients (issue 12)
+
+
+def test_slow_clients_do_not_pin_the_server(tmp_path):
+    """300 uploads that stall mid-body (600 blocking threads' worth, more than
+    the pool's 512, when each upload held its writer and MD5 threads) and 50
+    downloads that never read: other clients are still served."""
+    import socket
+    import sigv4
+    srv = Server(tmp_path / "data").start()
+    socks = []
+    try:
+        s3 = srv.client()
+        s3.create_bucket(Bucket="slow")
+        s3.put_object(Bucket="slow", Key="big.bin", Body=random_bytes(16 * MiB))
+        chunk = b"\0" * (2 * MiB)
+        for i in range(300):
+            url = f"{srv.url}/slow/stalled-{i}.bin"
+            h, *_ = sigv4.sign("PUT", url, {"content-length": str(100 * MiB)}, "UNSIGNED-PAYLOAD")
+            s = socket.create_connection(("127.0.0.1", srv.port))
+            head = f"PUT /slow/stalled-{i}.bin HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in h.items()) + "\r\n"
+            s.sendall(head.encode() + chunk)
+            socks.append(s)
+        for i in range(50):
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.connect(("127.0.0.1", srv.port))
+            h, *_ = sigv4.sign("GET", f"{srv.url}/slow/big.bin", {}, "UNSIGNED-PAYLOAD")
+            s.sendall(("GET /slow/big.bin HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in h.items()) + "\r\n").encode())
+            socks.append(s)
+        time.sleep(1)
+        fresh = srv.client()
+        for i in range(5):
+            data = random_bytes(3 * MiB)
+            fresh.put_object(Bucket="slow", Key=f"ok-{i}.bin", Body=data)
+            assert fresh.get_object(Bucket="slow", Key=f"ok-{i}.bin")["Body"].read() == data
+    finally:
+        for s in socks:
+            s.close()
+        srv.stop()
+    # nothing half-written became visible
+    assert not list((tmp_path / "data" / "slow").glob("stalled-*"))
+
+
+def test_log_lines_carry_the_request_id_the_client_got(tmp_path):
+    data = tmp_path / "data"
+    srv = Server(data).start()
+    try:
+        s3 = srv.client()
+        s3.create_bucket(Bucket="logs")
+        s3.put_object(Bucket="logs", Key="damaged.txt", Body=b"x" * 5000)
+        with open(data / "logs" / "damaged.txt", "r+b") as f:
+            f.truncate(100)
+        with pytest.raises(ClientError) as e:
+            s3.get_object(Bucket="logs", Key="damaged.txt")
+        assert code_of(e) == "InternalError"
+        rid = e.value.response["ResponseMetadata"]["RequestId"]
+        assert rid
+        time.sleep(0.2)
+        lines = [l for l in srv.output().splitlines() if rid in l]
+        assert any("file holds 100 bytes" in l for l in lines), lines
+        assert any("request failed" in l for l in lines), lines
+    finally:
+        srv.stop()

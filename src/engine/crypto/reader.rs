@@ -174,25 +174,56 @@ fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> Result<(), CryptoError> 
     })
 }
 
-/// Runs `read_range` on a blocking thread and streams the pieces, at most
-/// four chunks in flight. Call [`Decryptor::verify_first`] before, to
-/// refuse a bad object before the response starts. Dropping the stream
-/// stops the reader. Needs a tokio runtime.
-pub fn range_stream<R>(mut decryptor: Decryptor<R>, plain_start: u64, plain_len: u64) -> ByteStream
+/// Plaintext decrypted per blocking job by [`range_stream`].
+const RANGE_STREAM_STEP: u64 = 1024 * 1024;
+
+/// Streams the plaintext range: each step of about 1 MiB is decrypted by a
+/// short blocking job and sent from an async task (at most four chunks
+/// queued), so a slow client holds a task, never a thread. Call
+/// [`Decryptor::verify_first`] before, to refuse a bad object before the
+/// response starts. Dropping the stream stops the reader. Needs a tokio
+/// runtime.
+pub fn range_stream<R>(decryptor: Decryptor<R>, plain_start: u64, plain_len: u64) -> ByteStream
 where
     R: Read + Seek + Send + 'static,
 {
     let (tx, mut rx) = mpsc::channel::<io::Result<Bytes>>(RANGE_STREAM_DEPTH);
-    tokio::task::spawn_blocking(move || {
-        let result = decryptor.read_range(plain_start, plain_len, |piece| {
-            if tx.blocking_send(Ok(piece)).is_err() {
-                ControlFlow::Break(()) // the client went away
-            } else {
-                ControlFlow::Continue(())
+    tokio::spawn(async move {
+        let mut d = Some(decryptor);
+        let mut pos = plain_start;
+        let end = plain_start + plain_len;
+        while pos < end {
+            let step = (end - pos).min(RANGE_STREAM_STEP);
+            let mut dec = d.take().expect("decryptor present between steps");
+            let job = tokio::task::spawn_blocking(move || {
+                let mut pieces = Vec::new();
+                let r = dec.read_range(pos, step, |piece| {
+                    pieces.push(piece);
+                    ControlFlow::Continue(())
+                });
+                (dec, pieces, r)
+            })
+            .await;
+            let (dec, pieces, r) = match job {
+                Ok(v) => v,
+                Err(e) => {
+                    let _ = tx
+                        .send(Err(io::Error::other(format!("decrypt task failed: {e}"))))
+                        .await;
+                    return;
+                }
+            };
+            d = Some(dec);
+            for piece in pieces {
+                if tx.send(Ok(piece)).await.is_err() {
+                    return; // the client went away
+                }
             }
-        });
-        if let Err(err) = result {
-            let _ = tx.blocking_send(Err(err.into()));
+            if let Err(err) = r {
+                let _ = tx.send(Err(err.into())).await;
+                return;
+            }
+            pos += step;
         }
     });
     Box::pin(futures::stream::poll_fn(move |cx| rx.poll_recv(cx)))
