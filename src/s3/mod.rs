@@ -206,7 +206,12 @@ pub async fn handle(st: Arc<S3State>, req: Request<Body>) -> Response {
     // Every event of this request (on blocking threads too: see
     // `engine::blocking`) carries the id the client gets back.
     let span = tracing::info_span!("request", id = %request_id);
-    let mut resp = match tracing::Instrument::instrument(handle_inner(st, req, &request_id), span.clone()).await {
+    let mut resp = match tracing::Instrument::instrument(
+        handle_inner(st, req, &request_id),
+        span.clone(),
+    )
+    .await
+    {
         Ok(r) => r,
         Err(e) => {
             if e.status.is_server_error() {
