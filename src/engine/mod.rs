@@ -280,7 +280,7 @@ impl ObjectStore {
 
     /// Refuses a write of `incoming` bytes that would eat into the reserve;
     /// warns when free space is below twice the reserve.
-    pub fn ensure_space(&self, incoming: u64) -> Result<()> {
+    fn ensure_space(&self, incoming: u64) -> Result<()> {
         if self.min_free == 0 {
             return Ok(());
         }
@@ -362,7 +362,10 @@ impl ObjectStore {
     // ---------------------------------------------------------------- objects
 
     /// Streams a body into the backend's temp area with its digests.
+    /// Refused with `InsufficientSpace` before anything is written when
+    /// `opts.expected_size` would eat into the free-space reserve.
     pub async fn stage(&self, body: ByteStream, opts: StageOptions) -> Result<Staged> {
+        self.ensure_space(opts.expected_size)?;
         let dek = self.enc.encrypts().then(crypto::Dek::generate);
         put::stage(self.backend.clone(), body, opts, dek).await
     }

@@ -437,6 +437,8 @@ impl ObjectStore {
         meta.size = chosen.iter().map(|p| p.meta.size).sum();
         meta.checksum = multipart_checksum(&state, &chosen);
 
+        // The assembled object is written in full before the parts go.
+        self.ensure_space(meta.size)?;
         let this = self.clone();
         let (idc, bucket) = (id.to_owned(), state.bucket.clone());
         blocking(move || {

@@ -28,6 +28,9 @@ pub const STAGE_BLOCK: usize = 1024 * 1024;
 pub struct StageOptions {
     pub sha256: bool,
     pub checksum: Option<ChecksumAlgorithm>,
+    /// Bytes the body is expected to hold (declared length, copy size), for
+    /// the free-space guard before anything is written; 0 when unknown.
+    pub expected_size: u64,
 }
 
 /// A body written to a temp file, with its digests, not yet visible.

@@ -230,6 +230,10 @@ impl ObjectStore {
         }
         j.finished = true;
         self.save_job(&j)?;
+        // The job file is the write gate: a finished job moves aside, so a
+        // write costs one failed stat again, not a read of the file.
+        let p = self.job_path();
+        std::fs::rename(&p, p.with_file_name("reencrypt.last.json"))?;
         progress(&j);
         Ok(j)
     }

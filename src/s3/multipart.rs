@@ -196,6 +196,7 @@ pub async fn upload_part_copy(ctx: Ctx) -> Result<Response, S3Error> {
             StageOptions {
                 sha256: false,
                 checksum: state.checksum_algorithm(),
+                expected_size: len,
             },
         )
         .await

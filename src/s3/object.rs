@@ -115,12 +115,10 @@ pub(super) async fn receive_body(ctx: &mut Ctx, store: &ObjectStore) -> Result<S
         ));
     }
     let incoming = declared.and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    store
-        .ensure_space(incoming)
-        .map_err(|e| S3Error::from_engine(e, ctx.bucket(), ctx.key()))?;
     let opts = StageOptions {
         sha256: matches!(ctx.payload, PayloadMode::Sha256(_)),
         checksum: want.as_ref().map(|(a, _)| *a),
+        expected_size: incoming,
     };
     let (stream, trailers) = ctx.body_stream();
     let (bucket, key) = (ctx.bucket().to_owned(), ctx.key().to_owned());
@@ -520,6 +518,7 @@ pub async fn copy_object(ctx: Ctx) -> Result<Response, S3Error> {
                 StageOptions {
                     sha256: src_meta.sha256.is_some(),
                     checksum: alg,
+                    expected_size: size,
                 },
             )
             .await

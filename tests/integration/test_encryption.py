@@ -391,6 +391,9 @@ def test_reencrypt_job_gates_writes_survives_kill_and_resumes(tmp_path):
         assert (data / "rebucket" / k).read_bytes()[:4] == b"DGE1"
         assert hashlib.sha256(s3.get_object(Bucket="rebucket", Key=k)["Body"].read()).hexdigest() == h
     srv.stop()
+    # a finished job no longer gates (nor costs writes a read): its file moved aside
+    assert not jobfile.exists()
+    assert json.loads((jobfile.parent / "reencrypt.last.json").read_text())["finished"] is True
     st = json.loads(tool(tmp_path, data, "status", "--format", "json").stdout)["backends"][0]
     assert st["plaintext"] == 0 and st["encrypted"] == 121
 

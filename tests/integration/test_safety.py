@@ -633,3 +633,34 @@ def test_log_lines_carry_the_request_id_the_client_got(tmp_path):
         assert any("request failed" in l for l in lines), lines
     finally:
         srv.stop()
+
+
+def test_free_space_guard_covers_copies_and_completion(tmp_path):
+    data = tmp_path / "data"
+    srv = Server(data).start()
+    s3 = srv.client()
+    s3.create_bucket(Bucket="fill")
+    s3.put_object(Bucket="fill", Key="src.txt", Body=b"s" * 10000)
+    up, done = upload_parts(s3, "fill", "mp.bin", [b"p" * 1000])
+    srv.stop()
+    cfg = tmp_path / "full.yaml"
+    cfg.write_text(f"storage:\n  filesystem: {data}\nadvanced:\n  min_free_space_mb: 1000000000\n")
+    srv = Server(tmp_path / "unused", config=cfg).start()
+    s3 = srv.client()
+    try:
+        with pytest.raises(ClientError) as e:
+            s3.copy_object(Bucket="fill", Key="copy.txt", CopySource={"Bucket": "fill", "Key": "src.txt"})
+        assert code_of(e) == "InsufficientStorage"
+        with pytest.raises(ClientError) as e:
+            s3.upload_part_copy(Bucket="fill", Key="mp.bin", UploadId=up, PartNumber=2,
+                                CopySource={"Bucket": "fill", "Key": "src.txt"})
+        assert code_of(e) == "InsufficientStorage"
+        with pytest.raises(ClientError) as e:
+            s3.complete_multipart_upload(Bucket="fill", Key="mp.bin", UploadId=up, MultipartUpload={"Parts": done})
+        assert code_of(e) == "InsufficientStorage"
+        assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 507
+        # nothing lost: the upload is still there to complete later
+        assert [u["UploadId"] for u in s3.list_multipart_uploads(Bucket="fill")["Uploads"]] == [up]
+        assert not (data / "fill" / "copy.txt").exists() and not (data / "fill" / "mp.bin").exists()
+    finally:
+        srv.stop()
