@@ -9,7 +9,6 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 
 use crate::config::Settings;
-use crate::engine::encryption::retire_other_keys;
 use crate::engine::maintenance::Finding;
 use crate::server::open_stores;
 
@@ -114,10 +113,7 @@ pub fn rotate_kek(settings: &Settings, json: bool) -> anyhow::Result<()> {
         let secs = t.elapsed().as_secs_f64();
         let mut retired = Vec::new();
         if failed.is_empty() && pending_parts == 0 {
-            retired = retire_other_keys(
-                &store.backend().internal_dir().join("keys"),
-                Some(&current.id),
-            )?;
+            retired = store.retire_other_keys(Some(&current.id))?;
         }
         if !json {
             println!(
@@ -175,7 +171,7 @@ pub fn export(settings: &Settings, bucket: &str, target: &Path) -> anyhow::Resul
     let store = stores
         .get(&backend)
         .context("bucket routes to an unknown backend")?;
-    if !store.backend().bucket_exists(&real) {
+    if !store.bucket_exists_blocking(&real) {
         bail!("no such bucket: {bucket}");
     }
     let n = store
@@ -245,7 +241,7 @@ pub fn reencrypt(
             .any(|id| keep.is_none_or(|k| k.as_str() != id));
         let mut retired = Vec::new();
         if fin.failed == 0 && !others_left && store.parts_under_old_keys()? == 0 {
-            retired = retire_other_keys(&store.backend().internal_dir().join("keys"), keep)?;
+            retired = store.retire_other_keys(keep)?;
         }
         if !json {
             println!(

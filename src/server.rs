@@ -14,8 +14,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use http::Request;
 
-use std::path::Path;
-
 use crate::config::{
     BackendKeys, BackendKind, BackendSettings, EncryptionKey, EncryptionMode, KeySource,
     ResolvedKeys, Settings,
@@ -23,7 +21,7 @@ use crate::config::{
 use crate::engine::ObjectStore;
 use crate::engine::crypto::{Kek, KeyId};
 use crate::engine::delta::{BucketPolicy, DeltaConfig};
-use crate::engine::encryption::{Encryption, KeyringNotice, NamedKey, open_keyring};
+use crate::engine::encryption::{Encryption, KeyringNotice, NamedKey};
 use crate::gateway::{BucketRoute, Gateway};
 use crate::s3::S3State;
 use crate::s3::auth::{CredentialStore, SecretKey};
@@ -91,23 +89,14 @@ fn backend_encryption(
 
 /// Checks a backend's keys against its key check records (and, when a
 /// record is missing, against its objects), refusing a wrong key.
-fn check_keyring(
-    b: &BackendSettings,
-    store: &ObjectStore,
-    internal: &Path,
-    serving: bool,
-) -> anyhow::Result<()> {
+fn check_keyring(b: &BackendSettings, store: &ObjectStore, serving: bool) -> anyhow::Result<()> {
     let enc = store.encryption();
-    let notices = open_keyring(
-        &b.name,
-        &internal.join("keys"),
-        enc,
+    let notices = store.open_keyring(
         (
             &key_source_name(b.encryption.key_source.as_ref()),
             &key_source_name(b.encryption.legacy_key_source.as_ref()),
         ),
         serving,
-        &mut || store.probe_keys().map_err(|e| e.to_string()),
     )?;
     for n in notices {
         match n {
@@ -201,7 +190,6 @@ pub fn open_stores(
                     )
                 })?;
                 let enc = backend_encryption(b, keys.get(&b.name))?;
-                let internal = fs.internal_dir();
                 if serving {
                     let (total, free) = fs.space().unwrap_or((0, 0));
                     tracing::info!(
@@ -220,7 +208,7 @@ pub fn open_stores(
                             .saturating_mul(1024 * 1024),
                     )
                     .with_delta(delta_config(settings, &b.name));
-                check_keyring(b, &store, &internal, serving)?;
+                check_keyring(b, &store, serving)?;
                 if serving {
                     store.recover_uploads().with_context(|| {
                         format!("recovering multipart uploads on backend '{}'", b.name)

@@ -7,12 +7,12 @@
 //! id is used. See `docs/encryption.md`.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use super::crypto::{self, Kek, KeyId};
 use super::maintenance::KeyEvidence;
+use crate::storage::StateStore;
 
 /// A key with its id.
 pub struct NamedKey {
@@ -99,8 +99,8 @@ pub enum KeyringError {
         source_name: String,
         tried: u32,
     },
-    #[error("key check records under {0}: {1}")]
-    Io(PathBuf, std::io::Error),
+    #[error("key check record {0}: {1}")]
+    Io(String, String),
 }
 
 /// What happened at startup, for the log.
@@ -118,47 +118,51 @@ pub enum KeyringNotice {
 /// (see `ObjectStore::probe_keys`).
 pub type KeyProbe = BTreeMap<String, KeyEvidence>;
 
-fn read_records(dir: &Path) -> Result<Vec<CheckRecord>, KeyringError> {
+/// Where key check records live in the backend's state.
+const KEYS: &str = "keys";
+
+fn io_err(name: &str) -> impl Fn(crate::storage::StorageError) -> KeyringError + '_ {
+    move |e| KeyringError::Io(name.to_owned(), e.to_string())
+}
+
+fn read_records(state: &dyn StateStore) -> Result<Vec<CheckRecord>, KeyringError> {
     let mut out = Vec::new();
-    let rd = match std::fs::read_dir(dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(KeyringError::Io(dir.to_owned(), e)),
-    };
-    for e in rd {
-        let e = e.map_err(|e| KeyringError::Io(dir.to_owned(), e))?;
-        if e.path().extension().is_some_and(|x| x == "json") {
-            let raw = std::fs::read(e.path()).map_err(|err| KeyringError::Io(e.path(), err))?;
-            if let Ok(r) = serde_json::from_slice::<CheckRecord>(&raw) {
-                out.push(r);
-            }
+    for name in state.list_state(KEYS).map_err(io_err(KEYS))? {
+        if !name.ends_with(".json") {
+            continue;
+        }
+        let full = format!("{KEYS}/{name}");
+        if let Some(raw) = state.read_state(&full).map_err(io_err(&full))?
+            && let Ok(r) = serde_json::from_slice::<CheckRecord>(&raw)
+        {
+            out.push(r);
         }
     }
     Ok(out)
 }
 
-fn record_file(dir: &Path, id: &KeyId) -> PathBuf {
-    // Key ids are [A-Za-z0-9._-] (validated by config) or derived hex.
-    dir.join(format!("{}.json", id.as_str()))
+fn record_name(id: &str) -> String {
+    // Key ids are [A-Za-z0-9._-] (crypto::check_key_id): safe as a name.
+    format!("{KEYS}/{id}.json")
 }
 
-fn write_record(keys_dir: &Path, k: &NamedKey) -> Result<(), KeyringError> {
-    std::fs::create_dir_all(keys_dir).map_err(|e| KeyringError::Io(keys_dir.to_owned(), e))?;
+fn write_record(state: &dyn StateStore, k: &NamedKey) -> Result<(), KeyringError> {
     let rec = CheckRecord {
         v: 1,
         key_id: k.id.as_str().into(),
         check: hex::encode(crypto::key_check(&k.kek)),
         created_ms: super::meta::to_ms(std::time::SystemTime::now()),
     };
-    let path = record_file(keys_dir, &k.id);
-    crate::storage::fs::write_atomic(
-        &path,
-        &serde_json::to_vec_pretty(&rec).expect("record serializes"),
-    )
-    .map_err(|e| KeyringError::Io(path.clone(), e))
+    let name = record_name(k.id.as_str());
+    state
+        .write_state(
+            &name,
+            &serde_json::to_vec_pretty(&rec).expect("record serializes"),
+        )
+        .map_err(io_err(&name))
 }
 
-/// Checks `enc` against the backend's key check records in `keys_dir` and
+/// Checks `enc` against the backend's key check records in `state` and
 /// records a key id used for the first time. `source` names where each key
 /// came from (an environment variable or file), for messages.
 ///
@@ -170,13 +174,13 @@ fn write_record(keys_dir: &Path, k: &NamedKey) -> Result<(), KeyringError> {
 /// server); operator commands only check.
 pub fn open_keyring(
     backend: &str,
-    keys_dir: &Path,
+    state: &dyn StateStore,
     enc: &Encryption,
     sources: (&str, &str),
     record: bool,
     probe: &mut dyn FnMut() -> Result<KeyProbe, String>,
 ) -> Result<Vec<KeyringNotice>, KeyringError> {
-    let records = read_records(keys_dir)?;
+    let records = read_records(state)?;
     let mut notices = Vec::new();
     let mismatch = |k: &NamedKey, source: &str| KeyringError::Mismatch {
         backend: backend.into(),
@@ -224,8 +228,8 @@ pub fn open_keyring(
     }
     let found = probe().map_err(|e| {
         KeyringError::Io(
-            keys_dir.to_owned(),
-            std::io::Error::other(format!("checking the key against the stored objects: {e}")),
+            KEYS.to_owned(),
+            format!("checking the key against the stored objects: {e}"),
         )
     })?;
     let unknown: Vec<&str> = found
@@ -251,7 +255,7 @@ pub fn open_keyring(
                     tracing::warn!(backend, key_id = %k.id, tried = ev.tried, opened = ev.opened, "some sampled data keys did not open with this key; run `deltaglider_proxy encryption audit`");
                 }
                 if record {
-                    write_record(keys_dir, k)?;
+                    write_record(state, k)?;
                 }
                 notices.push(KeyringNotice::Recreated {
                     key_id: k.id.as_str().into(),
@@ -261,7 +265,7 @@ pub fn open_keyring(
             // Nothing is stamped with this id yet: a new key (only the
             // current key encrypts, so only it gets a record here).
             None if enc.current.as_ref().is_some_and(|c| c.id == k.id) && record => {
-                write_record(keys_dir, k)?;
+                write_record(state, k)?;
                 notices.push(if records.is_empty() && found.is_empty() {
                     KeyringNotice::FirstEnabled(k.id.as_str().into())
                 } else {
@@ -278,19 +282,18 @@ pub fn open_keyring(
 /// every key id but `keep` to `keys/retired/`, so the old key is no longer
 /// required at startup (`None` retires them all: the backend is plaintext).
 pub fn retire_other_keys(
-    keys_dir: &Path,
+    state: &dyn StateStore,
     keep: Option<&KeyId>,
 ) -> Result<Vec<String>, KeyringError> {
     let mut retired = Vec::new();
-    let dest = keys_dir.join("retired");
-    for r in read_records(keys_dir)? {
+    for r in read_records(state)? {
         if keep.is_some_and(|k| r.key_id == k.as_str()) {
             continue;
         }
-        std::fs::create_dir_all(&dest).map_err(|e| KeyringError::Io(dest.clone(), e))?;
-        let from = keys_dir.join(format!("{}.json", r.key_id));
-        std::fs::rename(&from, dest.join(format!("{}.json", r.key_id)))
-            .map_err(|e| KeyringError::Io(from.clone(), e))?;
+        let from = record_name(&r.key_id);
+        state
+            .rename_state(&from, &format!("{KEYS}/retired/{}.json", r.key_id))
+            .map_err(io_err(&from))?;
         retired.push(r.key_id);
     }
     Ok(retired)

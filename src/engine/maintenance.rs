@@ -66,7 +66,7 @@ type ObjectVisitor<'a> = dyn FnMut(&str, Result<ObjectInfo>, &Path) -> ControlFl
 /// Every object of every bucket of a backend, then every delta reference
 /// (its `key` is the identity its data key is bound to, which starts with NUL).
 fn for_each_object(store: &ObjectStore, f: &mut ObjectVisitor<'_>) -> Result<()> {
-    let b = store.backend();
+    let b = &store.backend;
     for_each_bucket_object(store, f)?;
     for (bucket, ds, id, path) in b.all_refs()? {
         let key = super::delta::ref_identity(&ds, &id);
@@ -81,7 +81,7 @@ fn for_each_object(store: &ObjectStore, f: &mut ObjectVisitor<'_>) -> Result<()>
 }
 
 fn for_each_bucket_object(store: &ObjectStore, f: &mut ObjectVisitor<'_>) -> Result<()> {
-    let b = store.backend();
+    let b = &store.backend;
     for bucket in b.list_buckets()? {
         let mut stop = false;
         b.walk(&bucket.name, "", "", false, &mut |item| {

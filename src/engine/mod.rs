@@ -303,8 +303,42 @@ impl ObjectStore {
         &self.enc
     }
 
-    pub fn backend(&self) -> &Arc<FsBackend> {
-        &self.backend
+    /// Checks this backend's keys against its key check records, and
+    /// against its objects when a record is missing (see
+    /// [`encryption::open_keyring`]); `record` writes new records.
+    pub fn open_keyring(
+        &self,
+        sources: (&str, &str),
+        record: bool,
+    ) -> std::result::Result<Vec<encryption::KeyringNotice>, encryption::KeyringError> {
+        encryption::open_keyring(
+            &self.name,
+            self.backend.as_ref(),
+            &self.enc,
+            sources,
+            record,
+            &mut || self.probe_keys().map_err(|e| e.to_string()),
+        )
+    }
+
+    /// Retires the key check records of every key id but `keep`.
+    pub fn retire_other_keys(
+        &self,
+        keep: Option<&crypto::KeyId>,
+    ) -> std::result::Result<Vec<String>, encryption::KeyringError> {
+        encryption::retire_other_keys(self.backend.as_ref(), keep)
+    }
+
+    pub async fn bucket_exists(&self, bucket: &str) -> bool {
+        let (b, bucket) = (self.backend.clone(), bucket.to_owned());
+        tokio::task::spawn_blocking(move || b.bucket_exists(&bucket))
+            .await
+            .unwrap_or(false)
+    }
+
+    /// `bucket_exists` for callers already on a blocking thread.
+    pub fn bucket_exists_blocking(&self, bucket: &str) -> bool {
+        self.backend.bucket_exists(bucket)
     }
 
     // ---------------------------------------------------------------- buckets

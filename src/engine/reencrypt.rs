@@ -8,7 +8,6 @@
 //! so nothing is lost or done twice).
 
 use std::ops::ControlFlow;
-use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
@@ -16,7 +15,8 @@ use serde::{Deserialize, Serialize};
 use super::crypto::Dek;
 use super::put::BodyWriter;
 use super::{EngineError, ObjectStore, OpenBody, Result, info_from_raw, meta, parse_key};
-use crate::storage::fs::{WalkItem, stat_for_list, write_atomic};
+use crate::storage::StateStore as _;
+use crate::storage::fs::{WalkItem, stat_for_list};
 
 /// The job's durable state.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -35,29 +35,27 @@ pub struct JobState {
     pub finished: bool,
 }
 
+/// The job's state document (also the write gate) and where a finished one goes.
+const JOB: &str = "jobs/reencrypt.json";
+const JOB_LAST: &str = "jobs/reencrypt.last.json";
+
 /// How long clients are told to wait before retrying a gated write.
 pub const RETRY_AFTER_SECS: u64 = 5;
 
 impl ObjectStore {
-    fn job_path(&self) -> PathBuf {
-        self.backend
-            .internal_dir()
-            .join("jobs")
-            .join("reencrypt.json")
-    }
-
     /// The unfinished re-encrypt job of this backend, if any.
     pub fn pending_reencrypt(&self) -> Option<JobState> {
-        let raw = std::fs::read(self.job_path()).ok()?;
+        let raw = self.backend.read_state(JOB).ok()??;
         serde_json::from_slice::<JobState>(&raw)
             .ok()
             .filter(|j| !j.finished)
     }
 
     /// Writes to `bucket` are refused while a re-encrypt job covers it.
+    /// The job may have been started by another process (the CLI), so the
+    /// state is looked at, not cached; the common case is one failed stat.
     pub fn write_gated(&self, bucket: &str) -> bool {
-        // The common case is one failed stat.
-        if std::fs::metadata(self.job_path()).is_err() {
+        if !self.backend.state_exists(JOB) {
             return false;
         }
         self.pending_reencrypt()
@@ -65,9 +63,8 @@ impl ObjectStore {
     }
 
     fn save_job(&self, j: &JobState) -> Result<()> {
-        let p = self.job_path();
-        std::fs::create_dir_all(p.parent().expect("jobs dir"))?;
-        write_atomic(&p, &serde_json::to_vec_pretty(j).expect("job serializes"))?;
+        self.backend
+            .write_state(JOB, &serde_json::to_vec_pretty(j).expect("job serializes"))?;
         Ok(())
     }
 
@@ -232,8 +229,7 @@ impl ObjectStore {
         self.save_job(&j)?;
         // The job file is the write gate: a finished job moves aside, so a
         // write costs one failed stat again, not a read of the file.
-        let p = self.job_path();
-        std::fs::rename(&p, p.with_file_name("reencrypt.last.json"))?;
+        self.backend.rename_state(JOB, JOB_LAST)?;
         progress(&j);
         Ok(j)
     }

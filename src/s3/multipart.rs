@@ -316,7 +316,7 @@ pub async fn list_parts(ctx: Ctx) -> Result<Response, S3Error> {
 pub async fn list_uploads(ctx: Ctx) -> Result<Response, S3Error> {
     ctx.authorize(Action::Write, "")?;
     let (store, real) = ctx.st.gateway.route(ctx.bucket());
-    if !store.backend().bucket_exists(&real) {
+    if !store.bucket_exists(&real).await {
         return Err(S3Error::no_such_bucket(ctx.bucket()));
     }
     let prefix = ctx.q("prefix").unwrap_or("").to_owned();

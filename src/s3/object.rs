@@ -365,7 +365,7 @@ pub async fn delete_objects(mut ctx: Ctx) -> Result<Response, S3Error> {
         return Err(S3Error::malformed_xml());
     }
     let (store, real) = ctx.write_route()?;
-    if !store.backend().bucket_exists(&real) {
+    if !store.bucket_exists(&real).await {
         return Err(S3Error::no_such_bucket(ctx.bucket()));
     }
     let quiet = req.quiet.unwrap_or(false);

@@ -7,11 +7,13 @@
 
 pub mod fs;
 pub mod keypath;
+pub mod state;
 pub mod uploads;
 
 use std::io;
 
 pub use fs::FsBackend;
+pub use state::StateStore;
 
 /// What went wrong in a storage call. Temporary conditions (disk full, I/O)
 /// are `Io`; the rest are permanent answers about the request.

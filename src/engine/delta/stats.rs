@@ -55,7 +55,7 @@ fn savings(logical: u64, stored: u64) -> (i64, f64) {
 impl ObjectStore {
     /// Storage statistics of `bucket` (by its name on this backend).
     pub fn bucket_stats(&self, bucket: &str) -> Result<BucketStats> {
-        let b = self.backend();
+        let b = &self.backend;
         let mut spaces: BTreeMap<String, SpaceStats> = BTreeMap::new();
         b.walk(bucket, "", "", false, &mut |item| {
             let WalkItem::Object { key, path } = item else {
