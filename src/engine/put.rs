@@ -13,6 +13,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use md5::Digest as _;
+use tokio::sync::mpsc;
 
 use super::EngineError;
 use super::body::ByteStream;
@@ -23,6 +24,8 @@ use crate::storage::fs::TempFile;
 
 /// Bodies are cut into blocks of this size before they fan out to the stages.
 pub const STAGE_BLOCK: usize = 1024 * 1024;
+/// Blocks queued per stage: bounds memory per upload to a few MiB.
+const STAGE_DEPTH: usize = 4;
 
 #[derive(Debug, Clone, Default)]
 pub struct StageOptions {
@@ -114,108 +117,111 @@ pub async fn stage(
             .await
             .map_err(join_err)??
     };
-    // Each block goes through the stages as short blocking jobs (write, MD5,
-    // SHA-256 + checksum in parallel), while the next block is received: no
-    // thread waits on the client, so a slow uploader costs a task, not a
-    // thread of the blocking pool.
-    let mut writer = Some(WriteStage::new(temp, dek)?);
+    // Each stage (write, MD5, SHA-256 + checksum) is an async task fed by a
+    // bounded channel; it handles each block with a short blocking job. The
+    // stages run independently (the slowest sets the pace, at most
+    // STAGE_DEPTH blocks queued each), and no thread waits on the client:
+    // a slow uploader costs tasks, not threads of the blocking pool.
     let d = Digests::new(&opts);
-    // MD5 runs alone (it is the slowest); SHA-256 and the checksum share a job.
-    let mut md5_part = Some(Digests {
+    let md5_part = Digests {
         md5: d.md5,
         ..Default::default()
-    });
-    let mut rest = Some(Digests {
+    };
+    let rest = Digests {
         md5: None,
         sha256: d.sha256,
         checksum: d.checksum,
-    })
-    .filter(|r| r.sha256.is_some() || r.checksum.is_some());
+    };
+    let (w_tx, w_rx) = mpsc::channel::<Bytes>(STAGE_DEPTH);
+    let writer = tokio::spawn(run_stage(WriteStage::new(temp, dek)?, w_rx, |w, b| w.write(b)));
+    let mut hash_txs = Vec::new();
+    let mut hash_tasks = Vec::new();
+    for part in [md5_part, rest] {
+        if part.md5.is_none() && part.sha256.is_none() && part.checksum.is_none() {
+            continue;
+        }
+        let (tx, rx) = mpsc::channel::<Bytes>(STAGE_DEPTH);
+        hash_txs.push(tx);
+        hash_tasks.push(tokio::spawn(run_stage(part, rx, |p, b| {
+            update_all(p, b);
+            Ok(())
+        })));
+    }
 
     let mut size: u64 = 0;
     let mut pending = first;
     let mut body_err = None;
-    loop {
-        let block = if pending.len() >= STAGE_BLOCK || (ended && !pending.is_empty()) {
-            Some(pending.split_to(pending.len().min(STAGE_BLOCK)).freeze())
-        } else {
-            None
-        };
-        let process = async {
-            let Some(block) = block else {
-                return Ok(());
-            };
+    'feed: loop {
+        while pending.len() >= STAGE_BLOCK || (ended && !pending.is_empty()) {
+            let block = pending.split_to(pending.len().min(STAGE_BLOCK)).freeze();
             size += block.len() as u64;
-            let w = writer.take().expect("writer present between blocks");
-            let b = block.clone();
-            let write = tokio::task::spawn_blocking(move || {
-                let mut w = w;
-                let r = w.write(&b);
-                (w, r)
-            });
-            let hash = |part: Option<Digests>, b: Bytes| async move {
-                match part {
-                    None => Ok(None),
-                    Some(mut p) => tokio::task::spawn_blocking(move || {
-                        update_all(&mut p, &b);
-                        p
-                    })
-                    .await
-                    .map(Some),
-                }
-            };
-            let (w, m, r) = tokio::join!(
-                write,
-                hash(md5_part.take(), block.clone()),
-                hash(rest.take(), block)
-            );
-            let (w, res) = w.map_err(join_err)?;
-            writer = Some(w);
-            md5_part = m.map_err(join_err)?;
-            rest = r.map_err(join_err)?;
-            res
-        };
-        let receive = async {
-            if ended || pending.len() >= STAGE_BLOCK {
-                return None;
+            let mut ok = w_tx.send(block.clone()).await.is_ok();
+            for tx in &hash_txs {
+                ok &= tx.send(block.clone()).await.is_ok();
             }
-            // Fill the next block while the current one is processed.
-            while pending.len() < STAGE_BLOCK {
-                match body.next().await {
-                    Some(Ok(chunk)) => pending.extend_from_slice(&chunk),
-                    Some(Err(e)) => return Some(e),
-                    None => {
-                        ended = true;
-                        break;
-                    }
-                }
+            if !ok {
+                break 'feed; // a stage failed; it reports why below
             }
-            None
-        };
-        let (processed, received) = tokio::join!(process, receive);
-        processed?;
-        if let Some(e) = received {
-            body_err = Some(e);
+        }
+        if ended {
             break;
         }
-        if ended && pending.is_empty() {
-            break;
+        match body.next().await {
+            Some(Ok(chunk)) => pending.extend_from_slice(&chunk),
+            Some(Err(e)) => {
+                body_err = Some(e);
+                break;
+            }
+            None => ended = true,
         }
     }
-    if let Some(e) = body_err {
-        return Err(EngineError::Body(e));
-    }
+    drop(w_tx);
+    drop(hash_txs);
+    let w = writer.await.map_err(join_err)?;
     let mut digests = Digests::default();
-    for p in [md5_part, rest].into_iter().flatten() {
+    for t in hash_tasks {
+        let p = t.await.map_err(join_err)??;
         digests.md5 = digests.md5.or(p.md5);
         digests.sha256 = digests.sha256.or(p.sha256);
         digests.checksum = digests.checksum.or(p.checksum);
     }
-    let w = writer.take().expect("writer present at the end");
+    if let Some(e) = body_err {
+        return Err(EngineError::Body(e));
+    }
+    let w = w?;
     let (temp, dek) = tokio::task::spawn_blocking(move || w.finish())
         .await
         .map_err(join_err)??;
     Ok(finish_into(temp, dek, size, digests))
+}
+
+/// One stage of staging: applies `f` to every block from `rx` in a short
+/// blocking job, waiting for the next block asynchronously. Stops at the
+/// first error (the channel then closes and the feeder sees it).
+async fn run_stage<S: Send + 'static>(
+    mut state: S,
+    mut rx: mpsc::Receiver<Bytes>,
+    f: fn(&mut S, &[u8]) -> Result<(), EngineError>,
+) -> Result<S, EngineError> {
+    while let Some(block) = rx.recv().await {
+        // Take what else is already queued: a fast client's blocks go in one
+        // job (fewer hand-offs), a slow client's one at a time.
+        let mut blocks = vec![block];
+        while blocks.len() < STAGE_DEPTH
+            && let Ok(b) = rx.try_recv()
+        {
+            blocks.push(b);
+        }
+        let (st, r) = tokio::task::spawn_blocking(move || {
+            let r = blocks.iter().try_for_each(|b| f(&mut state, b));
+            (state, r)
+        })
+        .await
+        .map_err(join_err)?;
+        state = st;
+        r?;
+    }
+    Ok(state)
 }
 
 /// The writer stage, owning its temp file (and the sealing writer on a
