@@ -380,6 +380,10 @@ pub async fn run(settings: Settings, open_access: bool) -> anyhow::Result<()> {
         credentials,
         domains: settings.advanced.s3_domains.clone(),
         region: settings.advanced.region.clone(),
+        max_body: settings
+            .advanced
+            .max_request_body_mb
+            .saturating_mul(1024 * 1024),
         started: std::time::Instant::now(),
         in_flight: Default::default(),
     });

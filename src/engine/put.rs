@@ -133,7 +133,9 @@ pub async fn stage(
         checksum: d.checksum,
     };
     let (w_tx, w_rx) = mpsc::channel::<Bytes>(STAGE_DEPTH);
-    let writer = tokio::spawn(run_stage(WriteStage::new(temp, dek)?, w_rx, |w, b| w.write(b)));
+    let writer = tokio::spawn(run_stage(WriteStage::new(temp, dek)?, w_rx, |w, b| {
+        w.write(b)
+    }));
     let mut hash_txs = Vec::new();
     let mut hash_tasks = Vec::new();
     for part in [md5_part, rest] {

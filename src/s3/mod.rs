@@ -35,6 +35,8 @@ pub struct S3State {
     /// Base domains for virtual-hosted-style requests (`bucket.<domain>`).
     pub domains: Vec<String>,
     pub region: String,
+    /// Largest request body (one PUT or one part), bytes: `advanced.max_request_body_mb`.
+    pub max_body: u64,
     /// When the server started (for the status endpoint).
     pub started: std::time::Instant,
     /// S3 requests being handled right now.

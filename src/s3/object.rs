@@ -105,8 +105,9 @@ pub(super) async fn receive_body(ctx: &mut Ctx, store: &ObjectStore) -> Result<S
     let md5 = content_md5(&ctx.headers)?;
     let declared = get(&ctx.headers, "x-amz-decoded-content-length")
         .or_else(|| get(&ctx.headers, "content-length"));
+    let limit = ctx.st.max_body.min(MAX_PUT_SIZE);
     if let Some(n) = declared.and_then(|v| v.parse::<u64>().ok())
-        && n > MAX_PUT_SIZE
+        && n > limit
     {
         return Err(S3Error::new(
             "EntityTooLarge",
@@ -131,7 +132,7 @@ pub(super) async fn receive_body(ctx: &mut Ctx, store: &ObjectStore) -> Result<S
     {
         return Err(sha256_mismatch());
     }
-    if staged.size > MAX_PUT_SIZE {
+    if staged.size > limit {
         return Err(S3Error::new(
             "EntityTooLarge",
             400,

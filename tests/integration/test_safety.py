@@ -664,3 +664,24 @@ def test_free_space_guard_covers_copies_and_completion(tmp_path):
         assert not (data / "fill" / "copy.txt").exists() and not (data / "fill" / "mp.bin").exists()
     finally:
         srv.stop()
+
+
+def test_max_request_body_mb_is_enforced(tmp_path):
+    """advanced.max_request_body_mb was parsed and ignored (issue 13's first defect)."""
+    cfg = tmp_path / "dgp.yaml"
+    cfg.write_text(f"storage:\n  filesystem: {tmp_path / 'data'}\nadvanced:\n  max_request_body_mb: 1\n")
+    srv = Server(tmp_path / "unused", config=cfg).start()
+    try:
+        s3 = srv.client()
+        s3.create_bucket(Bucket="limits")
+        s3.put_object(Bucket="limits", Key="small.bin", Body=b"x" * MiB)
+        with pytest.raises(ClientError) as e:
+            s3.put_object(Bucket="limits", Key="big.bin", Body=b"x" * (MiB + 1))
+        assert code_of(e) == "EntityTooLarge"
+        up = s3.create_multipart_upload(Bucket="limits", Key="mp.bin")["UploadId"]
+        with pytest.raises(ClientError) as e:
+            s3.upload_part(Bucket="limits", Key="mp.bin", UploadId=up, PartNumber=1, Body=b"x" * (2 * MiB))
+        assert code_of(e) == "EntityTooLarge"
+        assert [o["Key"] for o in s3.list_objects_v2(Bucket="limits")["Contents"]] == ["small.bin"]
+    finally:
+        srv.stop()
