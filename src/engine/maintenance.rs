@@ -296,11 +296,7 @@ impl ObjectStore {
         let current = self.enc.current.as_ref().map(|k| k.id.as_str().to_owned());
         let mut n = 0;
         for p in self.backend.all_part_files()? {
-            let doc = xattr::get(&p, crate::storage::fs::META_XATTR)?.unwrap_or_default();
-            if let Ok(pm) = serde_json::from_slice::<super::multipart::PartMeta>(&doc)
-                && pm.key_id.is_some()
-                && pm.key_id != current
-            {
+            if super::multipart::part_key_info(&p).is_some_and(|(_, m)| m.key_id != current) {
                 n += 1;
             }
         }

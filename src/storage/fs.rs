@@ -108,7 +108,7 @@ pub struct FsBackend {
     pub(super) uploads: PathBuf,
 }
 
-fn not_found_to(e: io::Error, err: StorageError) -> StorageError {
+pub(super) fn not_found_to(e: io::Error, err: StorageError) -> StorageError {
     if e.kind() == ErrorKind::NotFound {
         err
     } else {

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use super::fs::{
-    FsBackend, META_XATTR, StoredPart, TempFile, fsync_dir, set_meta_fd, write_atomic,
+    FsBackend, META_XATTR, StoredPart, TempFile, fsync_dir, not_found_to, set_meta_fd, write_atomic,
 };
 use super::{Result, StorageError};
 
@@ -36,11 +36,7 @@ fn part_name(number: u32) -> String {
 }
 
 fn not_found_to_upload(e: io::Error) -> StorageError {
-    if e.kind() == ErrorKind::NotFound {
-        StorageError::NoSuchUpload
-    } else {
-        StorageError::Io(e)
-    }
+    not_found_to(e, StorageError::NoSuchUpload)
 }
 
 fn valid_id(id: &str) -> bool {
