@@ -171,7 +171,7 @@ pub fn export(settings: &Settings, bucket: &str, target: &Path) -> anyhow::Resul
     let store = stores
         .get(&backend)
         .context("bucket routes to an unknown backend")?;
-    if !store.bucket_exists_blocking(&real) {
+    if !store.bucket_exists_blocking(&real)? {
         bail!("no such bucket: {bucket}");
     }
     let n = store

@@ -25,7 +25,8 @@ use crate::engine::encryption::{Encryption, KeyringNotice, NamedKey};
 use crate::gateway::{BucketRoute, Gateway};
 use crate::s3::S3State;
 use crate::s3::auth::{CredentialStore, SecretKey};
-use crate::storage::FsBackend;
+use crate::storage::s3::{S3Backend, S3Config, Sse};
+use crate::storage::{Backend, FsBackend, StorageError};
 
 /// The single admin credential from the environment or the `access` section.
 struct AdminCredential {
@@ -159,6 +160,44 @@ fn delta_config(settings: &Settings, backend: &str) -> DeltaConfig {
     }
 }
 
+/// An endpoint whose host is an IP address or `localhost` cannot be
+/// addressed virtual-hosted style (`bucket.127.0.0.1` does not resolve).
+fn host_needs_path_style(endpoint: &str) -> bool {
+    let rest = endpoint.split_once("://").map_or(endpoint, |(_, r)| r);
+    let authority = rest.split('/').next().unwrap_or("");
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => {
+            return v6
+                .split(']')
+                .next()
+                .is_some_and(|h| h.parse::<std::net::Ipv6Addr>().is_ok());
+        }
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok()
+}
+
+/// Upstream credentials: the config's pair, else
+/// `DGP_BACKEND_<NAME>_ACCESS_KEY_ID` / `_SECRET_ACCESS_KEY`, else `None`
+/// (the SDK's standard chain: AWS_* variables, profile, instance role).
+fn upstream_credentials(
+    backend: &str,
+    id: Option<&str>,
+    secret: Option<&str>,
+) -> anyhow::Result<Option<(String, String)>> {
+    if let (Some(id), Some(secret)) = (id, secret) {
+        return Ok(Some((id.to_owned(), secret.to_owned())));
+    }
+    let id_var = crate::config::backend_env_var(backend, "ACCESS_KEY_ID");
+    let secret_var = crate::config::backend_env_var(backend, "SECRET_ACCESS_KEY");
+    let get = |v: &str| std::env::var(v).ok().filter(|s| !s.trim().is_empty());
+    match (get(&id_var), get(&secret_var)) {
+        (Some(id), Some(secret)) => Ok(Some((id.trim().to_owned(), secret.trim().to_owned()))),
+        (None, None) => Ok(None),
+        _ => bail!("backend '{backend}': set both {id_var} and {secret_var}, or neither"),
+    }
+}
+
 /// Opens every backend with its keys. `serving`: the server itself (removes
 /// temp files left by a crash, records a new key id); otherwise an operator
 /// command that may run next to a live server and changes nothing.
@@ -169,13 +208,10 @@ pub fn open_stores(
 ) -> anyhow::Result<BTreeMap<String, Arc<ObjectStore>>> {
     let mut stores = BTreeMap::new();
     for b in &settings.backends {
-        if matches!(
-            b.encryption.mode,
-            EncryptionMode::SseS3 | EncryptionMode::SseKms
-        ) {
+        if b.encryption.mode.is_native() && !matches!(b.kind, BackendKind::S3 { .. }) {
             bail!("backend '{}': native SSE modes are S3-only", b.name);
         }
-        match &b.kind {
+        let backend: Arc<dyn Backend> = match &b.kind {
             BackendKind::Filesystem { path } => {
                 let fs = if serving {
                     FsBackend::open(path)
@@ -189,9 +225,8 @@ pub fn open_stores(
                         path.display()
                     )
                 })?;
-                let enc = backend_encryption(b, keys.get(&b.name))?;
                 if serving {
-                    let (total, free) = fs.space().unwrap_or((0, 0));
+                    let (total, free) = fs.disk_space().unwrap_or((0, 0));
                     tracing::info!(
                         backend = %b.name,
                         root = %fs.root().display(),
@@ -200,27 +235,88 @@ pub fn open_stores(
                         "filesystem backend ready"
                     );
                 }
-                let store = ObjectStore::new(b.name.clone(), Arc::new(fs), enc)
-                    .with_min_free(
-                        settings
-                            .advanced
-                            .min_free_space_mb
-                            .saturating_mul(1024 * 1024),
-                    )
-                    .with_delta(delta_config(settings, &b.name));
-                check_keyring(b, &store, serving)?;
-                if serving {
-                    store.recover_uploads().with_context(|| {
-                        format!("recovering multipart uploads on backend '{}'", b.name)
-                    })?;
-                }
-                stores.insert(b.name.clone(), Arc::new(store));
+                Arc::new(fs)
             }
-            BackendKind::S3 { .. } => bail!(
-                "backend '{}' has type s3, which this version does not serve yet; use a filesystem backend",
-                b.name
-            ),
+            BackendKind::S3 {
+                endpoint,
+                region,
+                force_path_style,
+                access_key_id,
+                secret_access_key,
+            } => {
+                let cfg = S3Config {
+                    name: b.name.clone(),
+                    endpoint: endpoint.clone(),
+                    region: region.clone(),
+                    force_path_style: *force_path_style
+                        || endpoint.as_deref().is_some_and(host_needs_path_style),
+                    credentials: upstream_credentials(
+                        &b.name,
+                        access_key_id.as_deref(),
+                        secret_access_key.as_ref().map(|s| s.expose()),
+                    )?,
+                    spool: settings.advanced.spool_dir.join(&b.name),
+                    sse: match b.encryption.mode {
+                        EncryptionMode::SseS3 => Some(Sse::S3),
+                        EncryptionMode::SseKms => Some(Sse::Kms {
+                            key_id: b.encryption.kms_key_id.clone().unwrap_or_default(),
+                            bucket_key: b.encryption.bucket_key_enabled,
+                        }),
+                        _ => None,
+                    },
+                };
+                let spool = cfg.spool.clone();
+                let s3 = S3Backend::open(cfg, serving).with_context(|| {
+                    format!(
+                        "opening the spool of s3 backend '{}' at {}",
+                        b.name,
+                        spool.display()
+                    )
+                })?;
+                match s3.check() {
+                    Ok(()) => {}
+                    // Unreachable: start anyway; its buckets answer 503 until
+                    // it is back, and /_/api/status shows it.
+                    Err(StorageError::Upstream {
+                        status: None,
+                        ref message,
+                        ..
+                    }) => {
+                        tracing::error!(backend = %b.name, endpoint = %s3.endpoint(), error = %message, "s3 backend unreachable at startup; its buckets answer 503 ServiceUnavailable until it answers")
+                    }
+                    Err(e) => bail!(
+                        "s3 backend '{}': the upstream at {} refuses ListBuckets with the configured credentials: {e}",
+                        b.name,
+                        s3.endpoint()
+                    ),
+                }
+                if serving {
+                    tracing::info!(
+                        backend = %b.name,
+                        endpoint = %s3.endpoint(),
+                        spool = %s3.spool().display(),
+                        "s3 backend ready"
+                    );
+                }
+                Arc::new(s3)
+            }
+        };
+        let enc = backend_encryption(b, keys.get(&b.name))?;
+        let store = ObjectStore::new(b.name.clone(), backend, enc)
+            .with_min_free(
+                settings
+                    .advanced
+                    .min_free_space_mb
+                    .saturating_mul(1024 * 1024),
+            )
+            .with_delta(delta_config(settings, &b.name));
+        check_keyring(b, &store, serving)?;
+        if serving {
+            store
+                .recover_uploads()
+                .with_context(|| format!("recovering multipart uploads on backend '{}'", b.name))?;
         }
+        stores.insert(b.name.clone(), Arc::new(store));
     }
     Ok(stores)
 }
@@ -360,12 +456,16 @@ pub async fn run(settings: Settings, open_access: bool) -> anyhow::Result<()> {
     };
     let keys = crate::config::resolve_encryption_keys(&settings, &|n| std::env::var(n).ok())?;
     protect_keys(&keys);
-    let gateway = Arc::new(open_gateway(
-        &settings,
-        &keys,
-        open_access && settings.credentials.is_none(),
-        true,
-    )?);
+    // Opening backends blocks (startup checks, recovery, upstream requests):
+    // off the async worker, so S3 backends can block on their own runtime.
+    let gateway = Arc::new(tokio::task::block_in_place(|| {
+        open_gateway(
+            &settings,
+            &keys,
+            open_access && settings.credentials.is_none(),
+            true,
+        )
+    })?);
     // The FUSE view, when configured, is up before READY and down after the drain.
     let mount = match &settings.fuse {
         Some(f) => Some(crate::fuse::mount(
@@ -414,4 +514,21 @@ pub async fn run(settings: Settings, open_access: bool) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ip_and_localhost_endpoints_are_path_style() {
+        for (ep, want) in [
+            ("http://127.0.0.1:9000", true),
+            ("http://localhost:9000/", true),
+            ("https://[::1]:443", true),
+            ("http://10.0.0.5", true),
+            ("https://fsn1.your-objectstorage.com", false),
+            ("https://s3.eu-west-1.amazonaws.com:443/x", false),
+        ] {
+            assert_eq!(super::host_needs_path_style(ep), want, "{ep}");
+        }
+    }
 }

@@ -122,21 +122,29 @@ pub async fn status(State(st): State<Arc<S3State>>, req: Request<Body>) -> Respo
     if let Err(r) = require_admin(&st, &req) {
         return *r;
     }
-    let backends: Vec<_> = st
-        .gateway
-        .stores()
-        .map(|s| {
-            let (total, free) = s.space().unwrap_or((0, 0));
-            serde_json::json!({
-                "name": s.name,
-                "kind": "filesystem",
-                "disk_total_bytes": total,
-                "disk_free_bytes": free,
-                "encryption": if s.encryption().encrypts() { "aes256-gcm-proxy" } else { "none" },
-                "reencrypt_job_running": s.pending_reencrypt().is_some(),
+    let stores: Vec<_> = st.gateway.stores().cloned().collect();
+    // Health asks each upstream once: off the async workers.
+    let backends = tokio::task::spawn_blocking(move || {
+        stores
+            .iter()
+            .map(|s| {
+                let (total, free) = s.space().unwrap_or((0, 0));
+                let health = s.health();
+                serde_json::json!({
+                    "name": s.name,
+                    "kind": s.backend_kind(),
+                    "healthy": health.is_ok(),
+                    "error": health.err(),
+                    "disk_total_bytes": total,
+                    "disk_free_bytes": free,
+                    "encryption": s.encryption_mode(),
+                    "reencrypt_job_running": s.pending_reencrypt().is_some(),
+                })
             })
-        })
-        .collect();
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_default();
     let (rss, peak) = memory_kib();
     Json(serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),

@@ -39,7 +39,7 @@ pub use keys::{
     BackendKeys, EncryptionKey, KEY_LEN, ResolvedKeys, parse_hex_key, read_key, read_key_file,
     resolve_encryption_keys,
 };
-pub use rules::env_var_for_backend;
+pub use rules::{backend_env_var, env_var_for_backend};
 pub use settings::*;
 pub use validate::SINGLETON_KEY_VAR;
 

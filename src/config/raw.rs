@@ -202,6 +202,7 @@ pub(super) struct RawAdvanced {
     pub header_read_timeout_secs: Option<Spanned<u64>>,
     pub idle_timeout_secs: Option<Spanned<u64>>,
     pub max_connections: Option<Spanned<u64>>,
+    pub spool_dir: Option<S>,
 }
 
 /// A YAML mapping kept in file order, with the location of every key.

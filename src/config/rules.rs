@@ -31,12 +31,20 @@ pub(super) fn check_key_id(id: &str) -> Result<(), String> {
 /// `DGP_BACKEND_<NAME>_ENCRYPTION_KEY`, `<NAME>` upper-cased with `-` and
 /// `.` turned into `_` (`hetzner-fsn1` -> `DGP_BACKEND_HETZNER_FSN1_ENCRYPTION_KEY`).
 pub fn env_var_for_backend(name: &str) -> String {
+    backend_env_var(name, "ENCRYPTION_KEY")
+}
+
+/// `DGP_BACKEND_<NAME>_<FIELD>` (upper-case, `-` and `.` as `_`): the
+/// environment variables of one backend (`ENCRYPTION_KEY`,
+/// `ACCESS_KEY_ID`, `SECRET_ACCESS_KEY`).
+pub fn backend_env_var(name: &str, field: &str) -> String {
     let mut var = String::from("DGP_BACKEND_");
     var.extend(name.chars().map(|c| match c {
         '-' | '.' => '_',
         c => c.to_ascii_uppercase(),
     }));
-    var.push_str("_ENCRYPTION_KEY");
+    var.push('_');
+    var.push_str(field);
     var
 }
 

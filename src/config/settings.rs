@@ -45,6 +45,8 @@ pub const DEFAULT_S3_DOMAIN: &str = "localhost";
 /// Data directory of the embedded default backend when neither the config
 /// nor `--data-dir`/`DGP_DATA_DIR` gives one (relative to the working dir).
 pub const DEFAULT_DATA_DIR: &str = "./data";
+/// Default `advanced.spool_dir` (relative to the working directory, like the data dir).
+pub const DEFAULT_SPOOL_DIR: &str = "./spool";
 /// Name of the singleton backend (`backend:`, `filesystem:`, `s3:`, or the
 /// embedded default).
 pub const SINGLETON_BACKEND_NAME: &str = "default";
@@ -455,6 +457,9 @@ pub struct AdvancedSettings {
     pub idle_timeout_secs: u64,
     /// Connections served at once; more wait in the listen backlog.
     pub max_connections: u64,
+    /// Local directory where S3 backends stage bodies and keep multipart
+    /// uploads and their state (`<spool_dir>/<backend name>`).
+    pub spool_dir: PathBuf,
 }
 
 impl Default for AdvancedSettings {
@@ -472,6 +477,7 @@ impl Default for AdvancedSettings {
             header_read_timeout_secs: DEFAULT_HEADER_READ_TIMEOUT_SECS,
             idle_timeout_secs: DEFAULT_IDLE_TIMEOUT_SECS,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            spool_dir: PathBuf::from(DEFAULT_SPOOL_DIR),
         }
     }
 }

@@ -142,9 +142,40 @@ impl<'a> Validator<'a> {
     pub(super) fn build(&mut self, raw: RawConfig, overrides: &Overrides) -> Settings {
         let (listen_addr, log_level, advanced) =
             self.advanced(raw.advanced.unwrap_or_default(), overrides);
-        let (credentials, iam_mode) = self.access(raw.access, overrides);
+        // Seed 004's five-line config (`storage: {s3: URL, access_key_id,
+        // secret_access_key}`) runs as written: without `access:`
+        // credentials, clients sign with that same pair.
+        let shorthand_creds = raw.storage.as_ref().is_some_and(|s| {
+            s.s3.is_some() && s.access_key_id.is_some() && s.secret_access_key.is_some()
+        });
+        let (mut credentials, iam_mode) = self.access(raw.access, overrides, shorthand_creds);
         let (backends, default_backend, buckets) =
             self.storage(raw.storage, overrides.data_dir.as_ref());
+        if credentials.is_none()
+            && shorthand_creds
+            && let [
+                BackendSettings {
+                    kind:
+                        BackendKind::S3 {
+                            access_key_id: Some(id),
+                            secret_access_key: Some(secret),
+                            ..
+                        },
+                    ..
+                },
+            ] = backends.as_slice()
+        {
+            credentials = Some(AdminCredentials {
+                access_key_id: id.clone(),
+                secret_access_key: secret.clone(),
+            });
+            self.warnings.push(
+                "clients sign with the `s3:` shorthand's access_key_id/secret_access_key (the \
+                 upstream's credentials); set access.access_key_id and access.secret_access_key \
+                 to give clients their own"
+                    .to_owned(),
+            );
+        }
         let admission = self.admission(raw.admission.unwrap_or_default());
         let fuse = raw.fuse.as_ref().and_then(|f| self.fuse(f));
         Settings {
@@ -299,6 +330,11 @@ impl<'a> Validator<'a> {
         if let Some(v) = &a.min_free_space_mb {
             adv.min_free_space_mb = v.value;
         }
+        if let Some(d) = &a.spool_dir
+            && let Some(v) = self.nonempty("advanced.spool_dir", d)
+        {
+            adv.spool_dir = PathBuf::from(v);
+        }
         if let Some(r) = &a.region
             && let Some(v) = self.nonempty("advanced.region", r)
         {
@@ -340,6 +376,7 @@ impl<'a> Validator<'a> {
         &mut self,
         raw: Option<RawAccess>,
         ov: &Overrides,
+        upstream_creds_serve: bool,
     ) -> (Option<AdminCredentials>, IamMode) {
         let a = raw.unwrap_or_default();
         let mut key_id = self.opt_nonempty("access.access_key_id", a.access_key_id.as_ref());
@@ -371,7 +408,10 @@ impl<'a> Validator<'a> {
                 secret_access_key: Secret::new(s),
             }),
             (None, None) => {
-                if self.mode == Mode::Lint && (self.env)("DGP_ACCESS_KEY_ID").is_none() {
+                if self.mode == Mode::Lint
+                    && !upstream_creds_serve
+                    && (self.env)("DGP_ACCESS_KEY_ID").is_none()
+                {
                     self.warn(
                         "access",
                         None,

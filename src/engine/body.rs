@@ -1,13 +1,14 @@
 //! The one stream type for object bodies, and the stages that read a stored
-//! file into it. Memory per stream is bounded by `READ_BLOCK * READ_DEPTH`.
+//! body into it. Memory per stream is bounded by `READ_BLOCK * READ_DEPTH`.
 
-use std::fs::File;
 use std::io;
 use std::pin::Pin;
 
 use bytes::{Bytes, BytesMut};
 use futures::Stream;
 use tokio::sync::mpsc;
+
+use crate::storage::{Body, StoredBody};
 
 /// A body: a stream of byte chunks with I/O errors in-band. Errors carry an
 /// inner error (auth, digest) that the protocol layer can downcast.
@@ -20,29 +21,22 @@ const READ_DEPTH: usize = 4;
 /// Blocks the kernel is asked to prefetch beyond the one being read.
 const READ_AHEAD_BLOCKS: usize = 8;
 
-/// Streams `len` bytes of `file` starting at `offset`. Each block is read by
-/// a short blocking job and sent from an async task, so a client that reads
-/// slowly holds a task and at most `READ_DEPTH` blocks, never a thread.
-/// Dropping the stream stops the reader.
-pub fn file_stream(file: File, offset: u64, len: u64) -> ByteStream {
+/// Streams `len` bytes of a stored body starting at `offset`. Each block is
+/// read by a short blocking job and sent from an async task, so a client
+/// that reads slowly holds a task and at most `READ_DEPTH` blocks, never a
+/// thread. Dropping the stream stops the reader.
+pub fn file_stream(body: Body, offset: u64, len: u64) -> ByteStream {
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(READ_DEPTH);
     tokio::spawn(async move {
-        // Tell the kernel we read front to back: it doubles its read-ahead.
-        let _ = rustix::fs::fadvise(
-            &file,
-            offset,
-            std::num::NonZeroU64::new(len),
-            rustix::fs::Advice::Sequential,
-        );
-        let file = std::sync::Arc::new(file);
         let mut left = len;
         let mut pos = offset;
         while left > 0 {
             let want = left.min(READ_BLOCK as u64) as usize;
-            let f = file.clone();
-            let block = tokio::task::spawn_blocking(move || read_block(&f, pos, want, left))
-                .await
-                .unwrap_or_else(|e| Err(io::Error::other(format!("reader task failed: {e}"))));
+            let b = body.clone();
+            let block =
+                tokio::task::spawn_blocking(move || read_block(b.as_ref(), pos, want, left))
+                    .await
+                    .unwrap_or_else(|e| Err(io::Error::other(format!("reader task failed: {e}"))));
             let failed = block.is_err();
             if let Ok(b) = &block {
                 pos += b.len() as u64;
@@ -56,33 +50,17 @@ pub fn file_stream(file: File, offset: u64, len: u64) -> ByteStream {
     Box::pin(tokio_stream_from(rx))
 }
 
-/// One block of a file at `pos` (positional read: the file is shared),
-/// asking the kernel to prefetch the next blocks meanwhile.
-fn read_block(file: &File, pos: u64, want: usize, left: u64) -> io::Result<Bytes> {
-    use std::os::unix::fs::FileExt;
-    // Ask the kernel to fetch the next blocks while this one is sent, so disk
-    // reads overlap with the network on a cold cache.
+/// One block of a body at `pos`, telling the backend which blocks come
+/// next so their reads overlap with sending this one.
+fn read_block(body: &dyn StoredBody, pos: u64, want: usize, left: u64) -> io::Result<Bytes> {
     let ahead = (READ_BLOCK * READ_AHEAD_BLOCKS) as u64;
-    let _ = rustix::fs::fadvise(
-        file,
-        pos + want as u64,
-        std::num::NonZeroU64::new(ahead.min(left.saturating_sub(want as u64)).max(1)),
-        rustix::fs::Advice::WillNeed,
-    );
+    body.will_read(pos, (want as u64 + ahead).min(left).max(1));
     let mut buf = BytesMut::zeroed(want);
-    let mut filled = 0;
-    while filled < want {
-        match file.read_at(&mut buf[filled..], pos + filled as u64) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
-    }
+    let filled = crate::storage::read_full_at(body, &mut buf, pos)?;
     if filled < want {
         return Err(io::Error::new(
             io::ErrorKind::UnexpectedEof,
-            "object file shorter than its recorded size",
+            "stored body shorter than its recorded size",
         ));
     }
     Ok(buf.freeze())

@@ -5,8 +5,7 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use super::{ObjectInfo, ObjectStore, Result, blocking, info_from_raw};
-use crate::storage::StorageError;
-use crate::storage::fs::WalkItem;
+use crate::storage::{Found, StorageError, WalkItem};
 
 #[derive(Debug, Clone, Default)]
 pub struct ListParams {
@@ -27,7 +26,7 @@ pub struct ListPage {
 }
 
 enum Item {
-    Obj(String, std::path::PathBuf),
+    Obj(String, Found),
     Prefix(String),
 }
 
@@ -49,7 +48,7 @@ impl ObjectStore {
             b.walk(bucket, &p.prefix, &p.start_after, roll_slash, &mut |wi| {
                 let item = match wi {
                     WalkItem::Prefix(pfx) => Item::Prefix(pfx),
-                    WalkItem::Object { key, path } => match delim.as_deref() {
+                    WalkItem::Object { key, found } => match delim.as_deref() {
                         Some(d) if !roll_slash => match key[p.prefix.len()..].find(d) {
                             Some(i) => {
                                 let cp = key[..p.prefix.len() + i + d.len()].to_owned();
@@ -61,9 +60,9 @@ impl ObjectStore {
                                 last_prefix = Some(cp.clone());
                                 Item::Prefix(cp)
                             }
-                            None => Item::Obj(key, path),
+                            None => Item::Obj(key, found),
                         },
-                        _ => Item::Obj(key, path),
+                        _ => Item::Obj(key, found),
                     },
                 };
                 if items.len() >= p.max_keys {
@@ -77,25 +76,87 @@ impl ObjectStore {
                 truncated,
                 ..Default::default()
             };
+            let mut found = Vec::new();
             for it in items {
                 match it {
                     Item::Prefix(pfx) => {
                         page.last = Some(pfx.clone());
                         page.prefixes.push(pfx);
                     }
-                    Item::Obj(key, path) => {
+                    Item::Obj(key, f) => {
                         page.last = Some(key.clone());
-                        let raw = match crate::storage::fs::stat_for_list(&path) {
-                            Ok(r) => r,
-                            // Deleted between the walk and now: not part of the page.
-                            Err(StorageError::NoSuchKey) => continue,
-                            Err(e) => return Err(e.into()),
-                        };
-                        page.objects.push(info_from_raw(&key, &raw)?);
+                        found.push((key, f));
                     }
                 }
             }
+            // Prefixes and objects each come in key order; S3 returns them
+            // in separate lists, so their interleaving does not matter.
+            let raws = b.stat_found(bucket, &found);
+            for ((key, _), raw) in found.iter().zip(raws) {
+                let raw = match raw {
+                    Ok(r) => r,
+                    // Deleted between the walk and now: not part of the page.
+                    Err(StorageError::NoSuchKey) => continue,
+                    Err(e) => return Err(e.into()),
+                };
+                page.objects.push(info_from_raw(key, &raw)?);
+            }
             Ok(page)
         }
+    }
+}
+
+/// Objects statted per batch by [`ObjectStore::each_object`] (an S3
+/// backend fetches a batch's metadata concurrently).
+const STAT_BATCH: usize = 256;
+
+impl ObjectStore {
+    /// Every object of `bucket` under `prefix` after `start_after` in key
+    /// order (`shallow`: not below the next '/'), with its stored metadata
+    /// (or the error reading it), until `f` breaks. Objects deleted during
+    /// the walk are skipped. Blocking.
+    pub(crate) fn each_object(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        start_after: &str,
+        shallow: bool,
+        f: &mut dyn FnMut(
+            &str,
+            crate::storage::Result<crate::storage::RawObject>,
+        ) -> ControlFlow<()>,
+    ) -> Result<()> {
+        let mut batch: Vec<(String, Found)> = Vec::new();
+        let mut stopped = false;
+        let mut flush = |batch: &mut Vec<(String, Found)>, stopped: &mut bool| {
+            let raws = self.backend.stat_found(bucket, batch);
+            for ((key, _), raw) in batch.iter().zip(raws) {
+                if matches!(raw, Err(StorageError::NoSuchKey)) {
+                    continue;
+                }
+                if f(key, raw).is_break() {
+                    *stopped = true;
+                    break;
+                }
+            }
+            batch.clear();
+        };
+        self.backend
+            .walk(bucket, prefix, start_after, shallow, &mut |item| {
+                if let WalkItem::Object { key, found } = item {
+                    batch.push((key, found));
+                    if batch.len() >= STAT_BATCH {
+                        flush(&mut batch, &mut stopped);
+                        if stopped {
+                            return ControlFlow::Break(());
+                        }
+                    }
+                }
+                ControlFlow::Continue(())
+            })?;
+        if !stopped && !batch.is_empty() {
+            flush(&mut batch, &mut stopped);
+        }
+        Ok(())
     }
 }

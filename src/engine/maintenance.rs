@@ -7,11 +7,12 @@ use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
+use crate::storage::{BodyReader, Loc};
+
 use serde::Serialize;
 
 use super::crypto::{self, Decryptor};
 use super::{EngineError, ObjectInfo, ObjectStore, Result, info_from_raw};
-use crate::storage::fs::{WalkItem, stat_for_list};
 
 /// What the census found in one backend.
 #[derive(Debug, Default, Serialize)]
@@ -60,61 +61,68 @@ pub struct Finding {
     pub problem: String,
 }
 
-/// A visitor of objects: (bucket, info, path) → continue or stop.
-type ObjectVisitor<'a> = dyn FnMut(&str, Result<ObjectInfo>, &Path) -> ControlFlow<()> + 'a;
+/// A visitor of objects: (where, info) → continue or stop.
+type ObjectVisitor<'a> = dyn FnMut(&Loc, Result<ObjectInfo>) -> ControlFlow<()> + 'a;
 
 /// Every object of every bucket of a backend, then every delta reference
 /// (its `key` is the identity its data key is bound to, which starts with NUL).
 fn for_each_object(store: &ObjectStore, f: &mut ObjectVisitor<'_>) -> Result<()> {
     let b = &store.backend;
-    for_each_bucket_object(store, f)?;
-    for (bucket, ds, id, path) in b.all_refs()? {
+    if for_each_bucket_object(store, f)?.is_break() {
+        return Ok(());
+    }
+    for (bucket, ds, id) in b.all_refs()? {
         let key = super::delta::ref_identity(&ds, &id);
-        let info = stat_for_list(&path)
+        let at = Loc::reference(&bucket, &ds, &id);
+        let info = b
+            .stat(&at)
             .map_err(EngineError::from)
             .and_then(|raw| info_from_raw(&key, &raw));
-        if f(&bucket, info, &path).is_break() {
+        if f(&at, info).is_break() {
             break;
         }
     }
     Ok(())
 }
 
-fn for_each_bucket_object(store: &ObjectStore, f: &mut ObjectVisitor<'_>) -> Result<()> {
-    let b = &store.backend;
-    for bucket in b.list_buckets()? {
+fn for_each_bucket_object(
+    store: &ObjectStore,
+    f: &mut ObjectVisitor<'_>,
+) -> Result<ControlFlow<()>> {
+    for bucket in store.backend.list_buckets()? {
         let mut stop = false;
-        b.walk(&bucket.name, "", "", false, &mut |item| {
-            let WalkItem::Object { key, path } = item else {
-                return ControlFlow::Continue(());
-            };
-            let info = stat_for_list(&path)
+        store.each_object(&bucket.name, "", "", false, &mut |key, raw| {
+            let info = raw
                 .map_err(EngineError::from)
-                .and_then(|raw| info_from_raw(&key, &raw));
-            let flow = f(&bucket.name, info, &path);
+                .and_then(|raw| info_from_raw(key, &raw));
+            let flow = f(&Loc::object(&bucket.name, key), info);
             stop = flow.is_break();
             flow
         })?;
         if stop {
-            break;
+            return Ok(ControlFlow::Break(()));
         }
     }
-    Ok(())
+    Ok(ControlFlow::Continue(()))
+}
+
+/// How an audit finding names a place: the object key, or the reference.
+fn finding_key(at: &Loc) -> String {
+    match at {
+        Loc::Object { key, .. } => key.clone(),
+        Loc::Ref { ds, id, .. } => format!(".dg/refs/{ds}/{id}"),
+    }
 }
 
 impl ObjectStore {
     /// Checks one encrypted object's envelope and header (and with `deep`,
     /// every chunk). `Ok` means a GET would succeed.
-    fn check_encrypted(
-        &self,
-        bucket: &str,
-        info: &ObjectInfo,
-        path: &Path,
-        deep: bool,
-    ) -> Result<()> {
+    fn check_encrypted(&self, bucket: &str, info: &ObjectInfo, at: &Loc, deep: bool) -> Result<()> {
         let dek = self.unwrap_meta(bucket, &info.key, &info.meta)?;
-        let file = std::fs::File::open(path)?;
-        let len = file.metadata()?.len();
+        let (body, _) = self.backend.open(at)?;
+        let body = body.ok_or(crate::storage::StorageError::NoSuchKey)?;
+        let len = body.len();
+        let file = BodyReader::new(body);
         let crypto_err = |err| EngineError::Crypto {
             key: info.key.clone(),
             err,
@@ -135,7 +143,8 @@ impl ObjectStore {
     /// Counts objects by encryption state and key id.
     pub fn census(&self) -> Result<Census> {
         let mut c = Census::default();
-        for_each_object(self, &mut |bucket, info, _path| {
+        for_each_object(self, &mut |at, info| {
+            let bucket = at.bucket();
             c.objects += 1;
             match info {
                 Ok(info) if info.meta.encrypted.is_some() => {
@@ -169,7 +178,8 @@ impl ObjectStore {
                 ev.opened += u32::from(opens());
             }
         };
-        for_each_object(self, &mut |bucket, info, _path| {
+        for_each_object(self, &mut |at, info| {
+            let bucket = at.bucket();
             if let Ok(info) = info
                 && info.meta.encrypted.is_some()
             {
@@ -180,8 +190,8 @@ impl ObjectStore {
             }
             ControlFlow::Continue(())
         })?;
-        for p in self.backend.all_part_files()? {
-            let Some((ident, meta)) = super::multipart::part_key_info(&p) else {
+        for (upload, number, doc) in self.backend.all_parts()? {
+            let Some((ident, meta)) = super::multipart::part_key_info(&upload, number, &doc) else {
                 continue;
             };
             let id = meta.key_id.clone().unwrap_or_default();
@@ -197,11 +207,7 @@ impl ObjectStore {
     pub fn encryption_status(&self) -> Result<EncryptionStatus> {
         Ok(EncryptionStatus {
             backend: self.name.clone(),
-            mode: if self.enc.encrypts() {
-                "aes256-gcm-proxy"
-            } else {
-                "none"
-            },
+            mode: self.encryption_mode(),
             current_key_id: self.enc.current.as_ref().map(|k| k.id.as_str().to_owned()),
             legacy_key_id: self.enc.legacy.as_ref().map(|k| k.id.as_str().to_owned()),
             census: self.census()?,
@@ -211,32 +217,27 @@ impl ObjectStore {
     /// Read-only check of every object's marker, envelope and header.
     pub fn audit(&self, deep: bool) -> Result<Vec<Finding>> {
         let mut out = Vec::new();
-        for_each_object(self, &mut |bucket, info, path| {
+        for_each_object(self, &mut |at, info| {
+            let bucket = at.bucket();
             let problem = match info {
                 Err(e) => Some(e.to_string()),
                 Ok(info) if info.meta.encrypted.is_some() => self
-                    .check_encrypted(bucket, &info, path, deep)
+                    .check_encrypted(bucket, &info, at, deep)
                     .err()
                     .map(|e| e.to_string()),
-                Ok(info) => {
-                    let mut magic = [0u8; 4];
-                    let starts = std::fs::File::open(path)
-                        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
-                        .is_ok();
+                Ok(_) => {
                     // Plaintext objects are fine (mixed mode); `status` counts them.
-                    let _ = info;
+                    let mut magic = [0u8; 4];
+                    let starts = matches!(self.backend.open(at), Ok((Some(body), _))
+                        if crate::storage::read_full_at(body.as_ref(), &mut magic, 0).ok() == Some(4));
                     (starts && crypto::looks_encrypted(&magic))
                         .then(|| "file is DGE1 ciphertext but has no encryption marker".to_owned())
                 }
             };
             if let Some(problem) = problem {
-                let key = path
-                    .strip_prefix(self.backend.root().join(bucket))
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default();
                 out.push(Finding {
                     bucket: bucket.to_owned(),
-                    key,
+                    key: finding_key(at),
                     problem,
                 });
             }
@@ -255,7 +256,8 @@ impl ObjectStore {
         };
         let mut done = 0u64;
         let mut failed = Vec::new();
-        for_each_object(self, &mut |bucket, info, path| {
+        for_each_object(self, &mut |at, info| {
+            let bucket = at.bucket();
             let Ok(info) = info else {
                 return ControlFlow::Continue(());
             };
@@ -274,8 +276,8 @@ impl ObjectStore {
                 let dek = self.unwrap_meta(bucket, &info.key, &info.meta)?;
                 let mut meta = info.meta.clone();
                 self.seal_meta(bucket, &info.key, &dek, &mut meta);
-                // One setxattr: the object switches keys atomically.
-                crate::storage::fs::set_meta_at(path, &meta.encode())?;
+                // One metadata replace: the object switches keys atomically.
+                self.backend.set_meta(at, &meta.encode())?;
                 Ok(())
             })();
             match res {
@@ -295,8 +297,10 @@ impl ObjectStore {
     pub fn parts_under_old_keys(&self) -> Result<u64> {
         let current = self.enc.current.as_ref().map(|k| k.id.as_str().to_owned());
         let mut n = 0;
-        for p in self.backend.all_part_files()? {
-            if super::multipart::part_key_info(&p).is_some_and(|(_, m)| m.key_id != current) {
+        for (upload, number, doc) in self.backend.all_parts()? {
+            if super::multipart::part_key_info(&upload, number, &doc)
+                .is_some_and(|(_, m)| m.key_id != current)
+            {
                 n += 1;
             }
         }
@@ -309,12 +313,9 @@ impl ObjectStore {
         std::fs::create_dir(target)?;
         let mut n = 0u64;
         let mut err: Option<EngineError> = None;
-        self.backend.walk(bucket, "", "", false, &mut |item| {
-            let WalkItem::Object { key, path } = item else {
-                return ControlFlow::Continue(());
-            };
+        self.each_object(bucket, "", "", false, &mut |key, raw| {
             let res = (|| -> Result<()> {
-                info_from_raw(&key, &stat_for_list(&path)?)?;
+                info_from_raw(key, &raw?)?;
                 let out_path: PathBuf = target.join(key.trim_end_matches('/'));
                 if key.ends_with('/') {
                     std::fs::create_dir_all(&out_path)?;
@@ -325,9 +326,8 @@ impl ObjectStore {
                 }
                 let mut out = std::fs::File::create(&out_path)?;
                 // Through the engine: decrypted, and reconstructed when a delta.
-                let mut obj = self.open_blocking(bucket, &key)?;
+                let mut obj = self.open_blocking(bucket, key)?;
                 std::io::copy(&mut obj.reader(), &mut out)?;
-                let _ = &path;
                 out.sync_all()?;
                 Ok(())
             })();

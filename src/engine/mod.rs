@@ -24,9 +24,10 @@ use std::time::SystemTime;
 
 use md5::Digest as _;
 
-use crate::storage::fs::{BucketEntry, RawObject};
 use crate::storage::keypath::{ObjectPath, object_path};
-use crate::storage::{FsBackend, StorageError};
+use crate::storage::{
+    Backend, Body, BodyReader, BucketEntry, Loc, RawObject, StorageError, read_full_at,
+};
 pub use body::ByteStream;
 pub use meta::ObjectMeta;
 pub use put::{StageOptions, Staged};
@@ -96,8 +97,8 @@ enum OpenBody {
     Empty,
     /// A reconstructed object small enough to hold in memory.
     Memory(bytes::Bytes),
-    Plain(std::fs::File),
-    Encrypted(Box<crypto::Decryptor<std::fs::File>>),
+    Plain(Body),
+    Encrypted(Box<crypto::Decryptor<BodyReader>>),
 }
 
 /// An object opened for reading: a consistent snapshot of one version.
@@ -134,19 +135,7 @@ impl OpenObject {
                 buf[..want].copy_from_slice(&b[o..o + want]);
                 Ok(want)
             }
-            OpenBody::Plain(f) => {
-                use std::os::unix::fs::FileExt;
-                let mut done = 0;
-                while done < want {
-                    match f.read_at(&mut buf[done..want], offset + done as u64) {
-                        Ok(0) => break,
-                        Ok(n) => done += n,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-                Ok(done)
-            }
+            OpenBody::Plain(f) => Ok(read_full_at(f.as_ref(), &mut buf[..want], offset)?),
             OpenBody::Encrypted(d) => {
                 let mut done = 0;
                 d.read_range(offset, want as u64, |piece| {
@@ -196,7 +185,7 @@ impl OpenObject {
 #[derive(Debug)]
 pub struct ObjectStore {
     pub name: String,
-    backend: Arc<FsBackend>,
+    backend: Arc<dyn Backend>,
     enc: Arc<encryption::Encryption>,
     /// Free space (bytes) that writes must leave on the backend's filesystem.
     min_free: u64,
@@ -255,7 +244,7 @@ fn parse_key(key: &str) -> Result<ObjectPath> {
 }
 
 impl ObjectStore {
-    pub fn new(name: String, backend: Arc<FsBackend>, enc: encryption::Encryption) -> Self {
+    pub fn new(name: String, backend: Arc<dyn Backend>, enc: encryption::Encryption) -> Self {
         ObjectStore {
             name,
             backend,
@@ -329,16 +318,33 @@ impl ObjectStore {
         encryption::retire_other_keys(self.backend.as_ref(), keep)
     }
 
-    pub async fn bucket_exists(&self, bucket: &str) -> bool {
+    pub async fn bucket_exists(&self, bucket: &str) -> Result<bool> {
         let (b, bucket) = (self.backend.clone(), bucket.to_owned());
-        tokio::task::spawn_blocking(move || b.bucket_exists(&bucket))
-            .await
-            .unwrap_or(false)
+        blocking(move || Ok(b.bucket_exists(&bucket)?)).await
     }
 
     /// `bucket_exists` for callers already on a blocking thread.
-    pub fn bucket_exists_blocking(&self, bucket: &str) -> bool {
-        self.backend.bucket_exists(bucket)
+    pub fn bucket_exists_blocking(&self, bucket: &str) -> Result<bool> {
+        Ok(self.backend.bucket_exists(bucket)?)
+    }
+
+    /// `filesystem` or `s3`.
+    pub fn backend_kind(&self) -> &'static str {
+        self.backend.kind()
+    }
+
+    /// Whether the backend answers now (blocking: an upstream is asked).
+    pub fn health(&self) -> std::result::Result<(), String> {
+        self.backend.health()
+    }
+
+    /// `aes256-gcm-proxy`, `sse-s3`, `sse-kms` or `none`.
+    pub fn encryption_mode(&self) -> &'static str {
+        if self.enc.encrypts() {
+            "aes256-gcm-proxy"
+        } else {
+            self.backend.native_encryption().unwrap_or("none")
+        }
     }
 
     // ---------------------------------------------------------------- buckets
@@ -353,7 +359,7 @@ impl ObjectStore {
         Ok(self.backend.list_buckets()?)
     }
 
-    /// Total and available bytes of the filesystem holding this backend.
+    /// Total and available bytes of the disk this backend's writes land on.
     pub fn space(&self) -> Result<(u64, u64)> {
         Ok(self.backend.space()?)
     }
@@ -372,7 +378,7 @@ impl ObjectStore {
     pub async fn delete_bucket(&self, bucket: &str) -> Result<()> {
         let (b, bucket) = (self.backend.clone(), bucket.to_owned());
         blocking(move || {
-            if !b.bucket_exists(&bucket) {
+            if !b.bucket_exists(&bucket)? {
                 return Err(StorageError::NoSuchBucket.into());
             }
             let mut probe = false;
@@ -458,15 +464,19 @@ impl ObjectStore {
     }
 
     pub async fn head(&self, bucket: &str, key: &str) -> Result<ObjectInfo> {
-        let op = parse_key(key)?;
-        let (b, bucket, key) = (self.backend.clone(), bucket.to_owned(), key.to_owned());
-        blocking(move || info_from_raw(&key, &b.stat(&bucket, &op)?)).await
+        parse_key(key)?;
+        let (b, at, key) = (
+            self.backend.clone(),
+            Loc::object(bucket, key),
+            key.to_owned(),
+        );
+        blocking(move || info_from_raw(&key, &b.stat(&at)?)).await
     }
 
     /// `head` for callers already on a blocking thread.
     pub fn head_blocking(&self, bucket: &str, key: &str) -> Result<ObjectInfo> {
-        let op = parse_key(key)?;
-        info_from_raw(key, &self.backend.stat(bucket, &op)?)
+        parse_key(key)?;
+        info_from_raw(key, &self.backend.stat(&Loc::object(bucket, key))?)
     }
 
     pub async fn open(self: &Arc<Self>, bucket: &str, key: &str) -> Result<OpenObject> {
@@ -487,12 +497,12 @@ impl ObjectStore {
     /// The stored body of an object as it is on disk, decrypted: for a delta
     /// object, the delta (its length is `meta.body_size()`).
     pub(crate) fn open_stored_blocking(&self, bucket: &str, key: &str) -> Result<OpenObject> {
-        let op = parse_key(key)?;
+        parse_key(key)?;
         let (this, bucket, key) = (self, bucket.to_owned(), key.to_owned());
         {
-            let (file, raw) = this.backend.open_object(&bucket, &op)?;
+            let (file, raw) = this.backend.open(&Loc::object(&bucket, &key))?;
             let info = info_from_raw(&key, &raw)?;
-            let Some(mut file) = file else {
+            let Some(file) = file else {
                 return Ok(OpenObject {
                     info,
                     body: OpenBody::Empty,
@@ -500,12 +510,11 @@ impl ObjectStore {
             };
             if info.meta.encrypted.is_some() {
                 let dek = this.unwrap_meta(&bucket, &key, &info.meta)?;
-                let d = crypto::Decryptor::open(file, &dek, raw.stored_len).map_err(|err| {
-                    EngineError::Crypto {
+                let d = crypto::Decryptor::open(BodyReader::new(file), &dek, raw.stored_len)
+                    .map_err(|err| EngineError::Crypto {
                         key: key.clone(),
                         err,
-                    }
-                })?;
+                    })?;
                 if d.plaintext_len() != info.meta.body_size() {
                     return Err(EngineError::Crypto {
                         key,
@@ -520,11 +529,11 @@ impl ObjectStore {
             // Mixed mode: no marker means plaintext, served as stored, unless
             // the body is in fact ciphertext whose marker was lost.
             let mut magic = [0u8; 4];
-            if raw.stored_len >= 4 && std::io::Read::read_exact(&mut file, &mut magic).is_ok() {
-                if crypto::looks_encrypted(&magic) {
-                    return Err(EngineError::UnmarkedCiphertext(key));
-                }
-                std::io::Seek::rewind(&mut file)?;
+            if raw.stored_len >= 4
+                && read_full_at(file.as_ref(), &mut magic, 0)? == 4
+                && crypto::looks_encrypted(&magic)
+            {
+                return Err(EngineError::UnmarkedCiphertext(key));
             }
             if info.meta.body_size() != raw.stored_len {
                 return Err(EngineError::Storage(StorageError::Io(io::Error::other(
@@ -550,21 +559,21 @@ impl ObjectStore {
         key: &str,
         new: &ObjectMeta,
     ) -> Result<ObjectMeta> {
-        let op = parse_key(key)?;
-        let (b, bucket, keyc, new) = (
+        parse_key(key)?;
+        let (b, at, keyc, new) = (
             self.backend.clone(),
-            bucket.to_owned(),
+            Loc::object(bucket, key),
             key.to_owned(),
             new.clone(),
         );
         blocking(move || {
-            let raw = b.stat(&bucket, &op)?;
+            let raw = b.stat(&at)?;
             let mut meta = info_from_raw(&keyc, &raw)?.meta;
             meta.content_type = new.content_type;
             meta.headers = new.headers;
             meta.user = new.user;
             meta.mtime_ms = new.mtime_ms;
-            b.set_meta(&bucket, &op, &meta.encode())?;
+            b.set_meta(&at, &meta.encode())?;
             Ok(meta)
         })
         .await

@@ -77,18 +77,11 @@ fn part_identity(id: &str, number: u32) -> String {
 }
 pub(super) const PART_BUCKET: &str = ".dg-multipart";
 
-/// For a part file of an upload in progress: the identity its data key is
-/// bound to and its encryption fields, when the part is sealed.
-pub(super) fn part_key_info(path: &std::path::Path) -> Option<(String, ObjectMeta)> {
-    let number: u32 = path
-        .file_name()?
-        .to_str()?
-        .strip_prefix("part-")?
-        .parse()
-        .ok()?;
-    let id = path.parent()?.file_name()?.to_str()?;
-    let doc = xattr::get(path, crate::storage::fs::META_XATTR).ok()??;
-    let pm: PartMeta = serde_json::from_slice(&doc).ok()?;
+/// For a part of an upload in progress (its metadata document `doc`): the
+/// identity its data key is bound to and its encryption fields, when the
+/// part is sealed.
+pub(super) fn part_key_info(id: &str, number: u32, doc: &[u8]) -> Option<(String, ObjectMeta)> {
+    let pm: PartMeta = serde_json::from_slice(doc).ok()?;
     pm.wrapped_key.as_ref()?;
     let mut meta = ObjectMeta::new(pm.size, String::new(), SystemTime::now());
     meta.encrypted = Some(super::meta::ENCRYPTED_MARKER.to_owned());
@@ -190,7 +183,7 @@ impl ObjectStore {
         let (b, idc, bucket) = (self.backend.clone(), id.clone(), bucket.to_owned());
         let doc = serde_json::to_vec(&state).expect("state serializes");
         blocking(move || {
-            if !b.bucket_exists(&bucket) {
+            if !b.bucket_exists(&bucket)? {
                 return Err(StorageError::NoSuchBucket.into());
             }
             Ok(b.create_upload(&idc, &doc)?)
@@ -311,7 +304,8 @@ impl ObjectStore {
     /// Feeds one part's plaintext into `out`, decrypting it if it is sealed.
     fn copy_part_plaintext(&self, id: &str, p: &PartInfo, out: &mut BodyWriter<'_>) -> Result<()> {
         let part = self.backend.open_part(id, p.number)?;
-        let stored_len = part.metadata()?.len();
+        let stored_len = part.len();
+        let part = crate::storage::BodyReader::new(part);
         let ident = part_identity(id, p.number);
         let crypto_err = |err| EngineError::Crypto {
             key: ident.clone(),
@@ -449,9 +443,12 @@ impl ObjectStore {
             let plain_copy = dek.is_none() && chosen.iter().all(|p| p.meta.wrapped_key.is_none());
             if plain_copy {
                 for p in &chosen {
-                    let mut part = b.open_part(&idc, p.number)?;
+                    let part = b.open_part(&idc, p.number)?;
                     // std::io::copy uses copy_file_range between files: no bytes through user space.
-                    let copied = io::copy(&mut part, temp.file())?;
+                    let copied = match part.as_file() {
+                        Some(mut f) => io::copy(&mut f, temp.file())?,
+                        None => io::copy(&mut crate::storage::BodyReader::new(part.clone()), temp.file())?,
+                    };
                     if copied != p.meta.size {
                         return Err(io::Error::other(format!(
                             "part {} changed size on disk",

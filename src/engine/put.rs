@@ -19,8 +19,8 @@ use super::EngineError;
 use super::body::ByteStream;
 use super::checksum::ChecksumAlgorithm;
 use super::crypto::{self, Dek, SealingWriter};
-use crate::storage::FsBackend;
-use crate::storage::fs::TempFile;
+use crate::storage::Backend;
+use crate::storage::TempFile;
 
 /// Bodies are cut into blocks of this size before they fan out to the stages.
 pub const STAGE_BLOCK: usize = 1024 * 1024;
@@ -79,7 +79,7 @@ fn finish_into(staged_temp: TempFile, dek: Option<Dek>, size: u64, d: Digests) -
 /// Streams `body` into a temp file of `backend`, computing the digests of
 /// the plaintext; with `dek`, the file receives the DGE1 encryption of it.
 pub async fn stage(
-    backend: Arc<FsBackend>,
+    backend: Arc<dyn Backend>,
     mut body: ByteStream,
     opts: StageOptions,
     dek: Option<Dek>,

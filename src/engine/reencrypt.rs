@@ -15,8 +15,6 @@ use serde::{Deserialize, Serialize};
 use super::crypto::Dek;
 use super::put::BodyWriter;
 use super::{EngineError, ObjectStore, OpenBody, Result, info_from_raw, meta, parse_key};
-use crate::storage::StateStore as _;
-use crate::storage::fs::{WalkItem, stat_for_list};
 
 /// The job's durable state.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -108,7 +106,7 @@ impl ObjectStore {
 
     /// Rewrites one object in its current form under the current config.
     fn reencrypt_one(&self, bucket: &str, key: &str) -> Result<()> {
-        let op = parse_key(key)?;
+        parse_key(key)?;
         // The stored body as it is (a delta stays a delta).
         let obj = self.open_stored_blocking(bucket, key)?;
         let mut m = obj.info.meta.clone();
@@ -120,7 +118,8 @@ impl ObjectStore {
             match obj.body {
                 OpenBody::Empty => {}
                 OpenBody::Memory(b) => out.write(&b)?,
-                OpenBody::Plain(mut f) => {
+                OpenBody::Plain(f) => {
+                    let mut f = crate::storage::BodyReader::new(f);
                     let mut buf = vec![0u8; 1024 * 1024];
                     loop {
                         let n = std::io::Read::read(&mut f, &mut buf)?;
@@ -155,7 +154,8 @@ impl ObjectStore {
         if let Some(dek) = &dek {
             self.seal_meta(bucket, key, dek, &mut m);
         }
-        self.backend.publish(bucket, &op, temp, &m.encode())?;
+        self.backend
+            .publish(&crate::storage::Loc::object(bucket, key), temp, &m.encode())?;
         Ok(())
     }
 
@@ -175,18 +175,17 @@ impl ObjectStore {
         let mut last_save = Instant::now();
         while j.bucket_index < j.buckets.len() {
             let bucket = j.buckets[j.bucket_index].clone();
-            if self.backend.bucket_exists(&bucket) {
+            if self.backend.bucket_exists(&bucket)? {
                 let start_after = j.last_key.clone();
                 let mut err = None;
-                self.backend.walk(&bucket, "", &start_after, false, &mut |item| {
-                    let WalkItem::Object { key, path } = item else { return ControlFlow::Continue(()) };
+                self.each_object(&bucket, "", &start_after, false, &mut |key, raw| {
                     if key.ends_with('/') {
                         return ControlFlow::Continue(()); // directory objects have no body
                     }
-                    let info = stat_for_list(&path).map_err(EngineError::from).and_then(|raw| info_from_raw(&key, &raw));
+                    let info = raw.map_err(EngineError::from).and_then(|raw| info_from_raw(key, &raw));
                     match info {
                         Ok(info) if self.matches_config(&info.meta) => j.skipped += 1,
-                        Ok(_) => match self.reencrypt_one(&bucket, &key) {
+                        Ok(_) => match self.reencrypt_one(&bucket, key) {
                             Ok(()) => j.rewritten += 1,
                             Err(e) => {
                                 tracing::error!(bucket = %bucket, key = %key, error = %e, "re-encrypt: object left as it was");
@@ -198,7 +197,7 @@ impl ObjectStore {
                             j.failed += 1;
                         }
                     }
-                    j.last_key = key;
+                    j.last_key = key.to_owned();
                     if last_save.elapsed() >= Duration::from_secs(1) {
                         if let Err(e) = self.save_job(&j) {
                             err = Some(e);

@@ -123,7 +123,7 @@ impl Gateway {
     /// where routing does not send that name elsewhere.
     fn visible_buckets(
         &self,
-        found: Vec<(String, Vec<crate::storage::fs::BucketEntry>)>,
+        found: Vec<(String, Vec<crate::storage::BucketEntry>)>,
     ) -> Vec<(String, SystemTime)> {
         let mut out = BTreeMap::new();
         for (store_name, buckets) in found {

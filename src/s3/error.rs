@@ -192,6 +192,22 @@ impl S3Error {
                     "The object's path on this server crosses a symbolic link, which is never followed.",
                 )
             }
+            StorageError::Upstream { status, code, message } => {
+                tracing::error!(bucket, key, upstream_status = ?status, upstream_code = %code, upstream_message = %message, "the upstream S3 backend refused or failed a request");
+                match (status, code.as_str()) {
+                    (Some(503), _) | (_, "SlowDown") => Self::new(
+                        "SlowDown",
+                        503,
+                        "The storage backend asks to reduce the request rate; please retry.",
+                    ),
+                    (None, _) | (Some(500..), _) => Self::new(
+                        "ServiceUnavailable",
+                        503,
+                        "The storage backend is unavailable; please retry.",
+                    ),
+                    _ => Self::internal(),
+                }
+            }
             StorageError::Io(io) => {
                 if io.raw_os_error() == Some(libc::ENOSPC) || io.raw_os_error() == Some(libc::EDQUOT) {
                     tracing::error!(error = %io, "backend out of space");

@@ -316,7 +316,11 @@ pub async fn list_parts(ctx: Ctx) -> Result<Response, S3Error> {
 pub async fn list_uploads(ctx: Ctx) -> Result<Response, S3Error> {
     ctx.authorize(Action::Write, "")?;
     let (store, real) = ctx.st.gateway.route(ctx.bucket());
-    if !store.bucket_exists(&real).await {
+    if !store
+        .bucket_exists(&real)
+        .await
+        .map_err(|e| S3Error::from_engine(e, ctx.bucket(), ""))?
+    {
         return Err(S3Error::no_such_bucket(ctx.bucket()));
     }
     let prefix = ctx.q("prefix").unwrap_or("").to_owned();

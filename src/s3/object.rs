@@ -366,7 +366,11 @@ pub async fn delete_objects(mut ctx: Ctx) -> Result<Response, S3Error> {
         return Err(S3Error::malformed_xml());
     }
     let (store, real) = ctx.write_route()?;
-    if !store.bucket_exists(&real).await {
+    if !store
+        .bucket_exists(&real)
+        .await
+        .map_err(|e| S3Error::from_engine(e, ctx.bucket(), ""))?
+    {
         return Err(S3Error::no_such_bucket(ctx.bucket()));
     }
     let quiet = req.quiet.unwrap_or(false);

@@ -21,7 +21,8 @@ use std::time::SystemTime;
 
 use xattr::FileExt;
 
-use super::keypath::{ObjectPath, valid_bucket_name};
+use super::backend::{Backend, Body, BucketEntry, Found, Loc, RawObject, StoredBody, WalkItem};
+use super::keypath::{ObjectPath, object_path, valid_bucket_name};
 use super::{Result, StorageError};
 
 /// The xattr that holds an object's metadata document.
@@ -32,41 +33,6 @@ pub const BUCKET_XATTR: &str = "user.dg.bucket";
 pub const INTERNAL_DIR: &str = ".dg";
 /// Largest xattr value ext4 holds in one attribute (measured: 4032 bytes with a 4 KiB block).
 pub const MAX_XATTR_VALUE: usize = 4032;
-
-/// A stored object as the filesystem sees it.
-#[derive(Debug, Clone)]
-pub struct RawObject {
-    pub path: PathBuf,
-    /// The `user.dg.metadata` document, if the object has one (hand-placed files do not).
-    pub meta: Option<Vec<u8>>,
-    /// Bytes in the file (0 for a directory object).
-    pub stored_len: u64,
-    pub mtime: SystemTime,
-    pub is_dir: bool,
-}
-
-#[derive(Debug, Clone)]
-pub struct BucketEntry {
-    pub name: String,
-    pub created: SystemTime,
-}
-
-/// A multipart part on disk: its number and its metadata document.
-#[derive(Debug, Clone)]
-pub struct StoredPart {
-    pub number: u32,
-    pub meta: Vec<u8>,
-    pub mtime: SystemTime,
-}
-
-/// One step of a sorted walk over a bucket.
-#[derive(Debug)]
-pub enum WalkItem {
-    /// An object: a file, or a directory carrying the metadata xattr (key ends in '/').
-    Object { key: String, path: PathBuf },
-    /// With `roll_up_slash`: a directory below the prefix, not descended into.
-    Prefix(String),
-}
 
 /// A file being written in the internal temp area. Removed on drop unless published.
 pub struct TempFile {
@@ -153,7 +119,7 @@ impl FsBackend {
     }
 
     /// Size and free space (for unprivileged users) of the root's filesystem, in bytes.
-    pub fn space(&self) -> Result<(u64, u64)> {
+    pub fn disk_space(&self) -> Result<(u64, u64)> {
         let v = rustix::fs::statvfs(&self.root).map_err(io::Error::from)?;
         Ok((
             v.f_blocks.saturating_mul(v.f_frsize),
@@ -181,7 +147,7 @@ impl FsBackend {
     }
 
     fn check_xattrs(&self) -> Result<()> {
-        let mut probe = self.new_temp()?;
+        let mut probe = self.temp_file()?;
         let value = b"{\"probe\":1}";
         let res = probe
             .file()
@@ -220,11 +186,11 @@ impl FsBackend {
         }
     }
 
-    pub fn bucket_exists(&self, bucket: &str) -> bool {
+    pub fn has_bucket(&self, bucket: &str) -> bool {
         self.existing_bucket_dir(bucket).is_ok()
     }
 
-    pub fn list_buckets(&self) -> Result<Vec<BucketEntry>> {
+    fn read_buckets(&self) -> Result<Vec<BucketEntry>> {
         let mut out = Vec::new();
         for e in fs::read_dir(&self.root)? {
             let e = e?;
@@ -244,12 +210,12 @@ impl FsBackend {
         Ok(out)
     }
 
-    pub fn bucket_created(&self, bucket: &str) -> Result<SystemTime> {
+    fn created(&self, bucket: &str) -> Result<SystemTime> {
         let dir = self.existing_bucket_dir(bucket)?;
         Ok(read_created(&dir).unwrap_or(fs::metadata(&dir)?.modified()?))
     }
 
-    pub fn create_bucket(&self, bucket: &str) -> Result<()> {
+    pub fn make_bucket(&self, bucket: &str) -> Result<()> {
         let dir = self.bucket_dir(bucket);
         match fs::create_dir(&dir) {
             Ok(()) => {}
@@ -272,10 +238,10 @@ impl FsBackend {
 
     /// Deletes an empty bucket. Empty directories left inside it are removed
     /// with it; any object (file or directory object) makes it `BucketNotEmpty`.
-    pub fn delete_bucket(&self, bucket: &str) -> Result<()> {
+    fn remove_bucket(&self, bucket: &str) -> Result<()> {
         let dir = self.existing_bucket_dir(bucket)?;
         let mut has_object = false;
-        self.walk(bucket, "", "", false, &mut |_| {
+        self.walk_bucket(bucket, "", "", false, &mut |_| {
             has_object = true;
             ControlFlow::Break(())
         })?;
@@ -290,7 +256,7 @@ impl FsBackend {
     // ---------------------------------------------------------------- objects
 
     /// A new temp file in the internal area, on the same filesystem as the objects.
-    pub fn new_temp(&self) -> Result<TempFile> {
+    pub fn temp_file(&self) -> Result<TempFile> {
         let path = self
             .tmp
             .join(format!("put-{}", uuid::Uuid::new_v4().simple()));
@@ -315,7 +281,7 @@ impl FsBackend {
     }
 
     /// Atomically makes `temp` the object `op`, with `meta` as its metadata document.
-    pub fn publish(
+    pub fn publish_object(
         &self,
         bucket: &str,
         op: &ObjectPath,
@@ -394,13 +360,13 @@ impl FsBackend {
     }
 
     /// Metadata and size of an object, without opening its body.
-    pub fn stat(&self, bucket: &str, op: &ObjectPath) -> Result<RawObject> {
+    fn stat_object(&self, bucket: &str, op: &ObjectPath) -> Result<RawObject> {
         let path = self.object_fs_path(bucket, op)?;
         stat_path(&path, op.is_dir)
     }
 
     /// Opens an object's body together with the metadata of that same inode.
-    pub fn open_object(&self, bucket: &str, op: &ObjectPath) -> Result<(Option<File>, RawObject)> {
+    fn open_object(&self, bucket: &str, op: &ObjectPath) -> Result<(Option<File>, RawObject)> {
         let path = self.object_fs_path(bucket, op)?;
         if op.is_dir {
             return Ok((None, stat_path(&path, true)?));
@@ -412,17 +378,17 @@ impl FsBackend {
         }
         let meta = file.get_xattr(META_XATTR)?;
         let raw = RawObject {
-            path,
             meta,
             stored_len: md.len(),
             mtime: md.modified()?,
             is_dir: false,
+            version: None,
         };
         Ok((Some(file), raw))
     }
 
     /// Replaces the metadata document of an existing object in place (one atomic setxattr).
-    pub fn set_meta(&self, bucket: &str, op: &ObjectPath, meta: &[u8]) -> Result<()> {
+    fn set_object_meta(&self, bucket: &str, op: &ObjectPath, meta: &[u8]) -> Result<()> {
         if meta.len() > MAX_XATTR_VALUE {
             return Err(StorageError::MetadataTooLarge(meta.len()));
         }
@@ -434,7 +400,7 @@ impl FsBackend {
 
     /// Deletes an object; a missing object is not an error (S3 semantics).
     /// Empty parent directories without a directory object are pruned.
-    pub fn delete(&self, bucket: &str, op: &ObjectPath) -> Result<()> {
+    pub fn delete_object(&self, bucket: &str, op: &ObjectPath) -> Result<()> {
         let bucket_dir = self.existing_bucket_dir(bucket)?;
         let path = beneath(&bucket_dir, &op.rel)?;
         if op.is_dir {
@@ -486,7 +452,7 @@ impl FsBackend {
     /// for each object whose key starts with `prefix` and sorts after
     /// `start_after`. With `roll_up_slash`, directories below the prefix are
     /// reported once as `Prefix("dir/")` instead of being descended into.
-    pub fn walk(
+    fn walk_bucket(
         &self,
         bucket: &str,
         prefix: &str,
@@ -513,13 +479,13 @@ impl FsBackend {
     }
 
     /// Where reference `id` of a deltaspace lives (whether or not it exists).
-    pub fn ref_path(&self, bucket: &str, ds: &str, id: &str) -> PathBuf {
+    fn ref_path(&self, bucket: &str, ds: &str, id: &str) -> PathBuf {
         self.refs_dir(bucket, ds).join(id)
     }
 
     /// The reference files of a deltaspace: (id, path). At most one exists
     /// outside a crash window.
-    pub fn list_refs(&self, bucket: &str, ds: &str) -> Result<Vec<(String, PathBuf)>> {
+    fn read_refs(&self, bucket: &str, ds: &str) -> Result<Vec<(String, PathBuf)>> {
         let dir = self.refs_dir(bucket, ds);
         let mut out = Vec::new();
         let rd = match fs::read_dir(&dir) {
@@ -540,7 +506,7 @@ impl FsBackend {
     }
 
     /// Every reference of the backend: (bucket, deltaspace, id, path).
-    pub fn all_refs(&self) -> Result<Vec<(String, String, String, PathBuf)>> {
+    fn every_ref(&self) -> Result<Vec<(String, String, String, PathBuf)>> {
         let mut out = Vec::new();
         let base = self.internal_dir().join("refs");
         let Ok(buckets) = fs::read_dir(&base) else {
@@ -556,7 +522,7 @@ impl FsBackend {
                 let Some(ds) = d.file_name().to_str().map(str::to_owned) else {
                     continue;
                 };
-                for (id, path) in self.list_refs(&bucket, &ds)? {
+                for (id, path) in self.read_refs(&bucket, &ds)? {
                     out.push((bucket.clone(), ds.clone(), id, path));
                 }
             }
@@ -566,14 +532,14 @@ impl FsBackend {
     }
 
     /// Atomically makes `temp` the reference `id` of a deltaspace.
-    pub fn publish_ref(
+    fn publish_ref(
         &self,
         bucket: &str,
         ds: &str,
         id: &str,
         mut temp: TempFile,
         meta: &[u8],
-    ) -> Result<PathBuf> {
+    ) -> Result<()> {
         if meta.len() > MAX_XATTR_VALUE {
             return Err(StorageError::MetadataTooLarge(meta.len()));
         }
@@ -585,11 +551,11 @@ impl FsBackend {
         fs::rename(&temp.path, &target)?;
         temp.disarm();
         fsync_dir(&dir)?;
-        Ok(target)
+        Ok(())
     }
 
     /// Removes a reference (and its deltaspace directory when empty).
-    pub fn remove_ref(&self, bucket: &str, ds: &str, id: &str) -> Result<()> {
+    fn remove_ref(&self, bucket: &str, ds: &str, id: &str) -> Result<()> {
         let dir = self.refs_dir(bucket, ds);
         match fs::remove_file(dir.join(id)) {
             Ok(()) => {}
@@ -605,6 +571,179 @@ impl FsBackend {
         // Upload state is opaque here; the engine aborts a bucket's uploads
         // before deleting it. An empty bucket directory is all we check.
         Ok(false)
+    }
+}
+
+/// An open object file as a [`StoredBody`]: positional reads of one inode.
+pub struct FileBody {
+    file: File,
+    len: u64,
+}
+
+impl FileBody {
+    pub fn new(file: File) -> io::Result<Self> {
+        let len = file.metadata()?.len();
+        Ok(FileBody { file, len })
+    }
+}
+
+impl StoredBody for FileBody {
+    fn len(&self) -> u64 {
+        self.len
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        std::os::unix::fs::FileExt::read_at(&self.file, buf, offset)
+    }
+    fn as_file(&self) -> Option<&File> {
+        Some(&self.file)
+    }
+    fn will_read(&self, offset: u64, len: u64) {
+        // The kernel doubles its read-ahead for sequential files and starts
+        // fetching the range now, so disk reads overlap with the network.
+        let _ = rustix::fs::fadvise(
+            &self.file,
+            offset,
+            std::num::NonZeroU64::new(len),
+            rustix::fs::Advice::Sequential,
+        );
+        let _ = rustix::fs::fadvise(
+            &self.file,
+            offset,
+            std::num::NonZeroU64::new(len),
+            rustix::fs::Advice::WillNeed,
+        );
+    }
+}
+
+pub(super) fn file_body(file: File) -> Result<Body> {
+    Ok(std::sync::Arc::new(FileBody::new(file)?))
+}
+
+fn parse(key: &str) -> Result<ObjectPath> {
+    Ok(object_path(key)?)
+}
+
+impl Backend for FsBackend {
+    fn kind(&self) -> &'static str {
+        "filesystem"
+    }
+
+    fn space(&self) -> Result<(u64, u64)> {
+        self.disk_space()
+    }
+
+    fn list_buckets(&self) -> Result<Vec<BucketEntry>> {
+        self.read_buckets()
+    }
+
+    fn bucket_exists(&self, bucket: &str) -> Result<bool> {
+        Ok(self.has_bucket(bucket))
+    }
+
+    fn bucket_created(&self, bucket: &str) -> Result<SystemTime> {
+        self.created(bucket)
+    }
+
+    fn create_bucket(&self, bucket: &str) -> Result<()> {
+        self.make_bucket(bucket)
+    }
+
+    fn delete_bucket(&self, bucket: &str) -> Result<()> {
+        self.remove_bucket(bucket)
+    }
+
+    fn new_temp(&self) -> Result<TempFile> {
+        self.temp_file()
+    }
+
+    fn publish(&self, at: &Loc, temp: TempFile, meta: &[u8]) -> Result<()> {
+        match at {
+            Loc::Object { bucket, key } => self.publish_object(bucket, &parse(key)?, temp, meta),
+            Loc::Ref { bucket, ds, id } => self.publish_ref(bucket, ds, id, temp, meta),
+        }
+    }
+
+    fn stat(&self, at: &Loc) -> Result<RawObject> {
+        match at {
+            Loc::Object { bucket, key } => self.stat_object(bucket, &parse(key)?),
+            Loc::Ref { bucket, ds, id } => stat_path(&self.ref_path(bucket, ds, id), false),
+        }
+    }
+
+    fn open(&self, at: &Loc) -> Result<(Option<Body>, RawObject)> {
+        let (file, raw) = match at {
+            Loc::Object { bucket, key } => self.open_object(bucket, &parse(key)?)?,
+            Loc::Ref { bucket, ds, id } => {
+                let path = self.ref_path(bucket, ds, id);
+                let file = open_nofollow(&path)?;
+                let raw = stat_path(&path, false)?;
+                (Some(file), raw)
+            }
+        };
+        let body = match file {
+            Some(f) => Some(file_body(f)?),
+            None => None,
+        };
+        Ok((body, raw))
+    }
+
+    fn set_meta(&self, at: &Loc, meta: &[u8]) -> Result<()> {
+        match at {
+            Loc::Object { bucket, key } => self.set_object_meta(bucket, &parse(key)?, meta),
+            Loc::Ref { bucket, ds, id } => {
+                if meta.len() > MAX_XATTR_VALUE {
+                    return Err(StorageError::MetadataTooLarge(meta.len()));
+                }
+                let path = self.ref_path(bucket, ds, id);
+                stat_path(&path, false)?;
+                xattr::set(&path, META_XATTR, meta).map_err(map_xattr_err(meta.len()))?;
+                Ok(())
+            }
+        }
+    }
+
+    fn delete(&self, at: &Loc) -> Result<()> {
+        match at {
+            Loc::Object { bucket, key } => self.delete_object(bucket, &parse(key)?),
+            Loc::Ref { bucket, ds, id } => self.remove_ref(bucket, ds, id),
+        }
+    }
+
+    fn walk(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        start_after: &str,
+        roll_up_slash: bool,
+        f: &mut dyn FnMut(WalkItem) -> ControlFlow<()>,
+    ) -> Result<()> {
+        self.walk_bucket(bucket, prefix, start_after, roll_up_slash, f)
+    }
+
+    fn stat_found(&self, bucket: &str, items: &[(String, Found)]) -> Vec<Result<RawObject>> {
+        items
+            .iter()
+            .map(|(key, found)| match found {
+                Found::Path(p) => stat_for_list(p),
+                Found::Listed(_) => self.stat(&Loc::object(bucket, key)),
+            })
+            .collect()
+    }
+
+    fn list_refs(&self, bucket: &str, ds: &str) -> Result<Vec<String>> {
+        Ok(self
+            .read_refs(bucket, ds)?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect())
+    }
+
+    fn all_refs(&self) -> Result<Vec<(String, String, String)>> {
+        Ok(self
+            .every_ref()?
+            .into_iter()
+            .map(|(b, ds, id, _)| (b, ds, id))
+            .collect())
     }
 }
 
@@ -685,16 +824,16 @@ fn stat_path(path: &Path, want_dir: bool) -> Result<RawObject> {
         return Err(StorageError::NoSuchKey);
     }
     Ok(RawObject {
-        path: path.to_path_buf(),
         meta,
         stored_len: if md.is_dir() { 0 } else { md.len() },
         mtime: md.modified()?,
         is_dir: md.is_dir(),
+        version: None,
     })
 }
 
 /// Metadata of an object found by `walk` (a file, or a directory object).
-pub fn stat_for_list(path: &Path) -> Result<RawObject> {
+fn stat_for_list(path: &Path) -> Result<RawObject> {
     let is_dir = fs::symlink_metadata(path).map_err(map_open_err)?.is_dir();
     stat_path(path, is_dir)
 }
@@ -704,15 +843,6 @@ fn read_created(dir: &Path) -> Option<SystemTime> {
     let v: serde_json::Value = serde_json::from_slice(&raw).ok()?;
     let ms = v.get("created_ms")?.as_u64()?;
     Some(SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(ms))
-}
-
-/// Replaces the metadata document of the object (or reference) file at `path`.
-pub fn set_meta_at(path: &Path, meta: &[u8]) -> Result<()> {
-    if meta.len() > MAX_XATTR_VALUE {
-        return Err(StorageError::MetadataTooLarge(meta.len()));
-    }
-    xattr::set(path, META_XATTR, meta).map_err(map_xattr_err(meta.len()))?;
-    Ok(())
 }
 
 /// Writes a small file atomically (temp + fsync + rename) next to its target.
@@ -802,7 +932,7 @@ fn walk_dir(
                 && key.as_str() > ctx.start_after
                 && let ControlFlow::Break(()) = f(WalkItem::Object {
                     key: key.clone(),
-                    path: path.clone(),
+                    found: Found::Path(path.clone()),
                 })
             {
                 return Ok(ControlFlow::Break(()));
@@ -812,7 +942,10 @@ fn walk_dir(
             }
         } else if key.starts_with(ctx.prefix)
             && key.as_str() > ctx.start_after
-            && let ControlFlow::Break(()) = f(WalkItem::Object { key, path })
+            && let ControlFlow::Break(()) = f(WalkItem::Object {
+                key,
+                found: Found::Path(path),
+            })
         {
             return Ok(ControlFlow::Break(()));
         }
@@ -829,7 +962,7 @@ mod tests {
     fn put(b: &FsBackend, bucket: &str, key: &str, body: &[u8]) -> Result<()> {
         let mut t = b.new_temp()?;
         t.file().write_all(body)?;
-        b.publish(bucket, &object_path(key).unwrap(), t, b"{\"v\":1}")
+        b.publish_object(bucket, &object_path(key).unwrap(), t, b"{\"v\":1}")
     }
 
     fn keys(b: &FsBackend, prefix: &str, start: &str, roll: bool) -> Vec<String> {
@@ -879,13 +1012,14 @@ mod tests {
             put(&b, "bkt", "d/e", b"x"),
             Err(StorageError::KeyConflict(_))
         ));
-        b.delete("bkt", &object_path("d/e/f").unwrap()).unwrap();
+        b.delete_object("bkt", &object_path("d/e/f").unwrap())
+            .unwrap();
         assert!(!d.path().join("bkt/d").exists(), "empty parents pruned");
         assert!(matches!(
             b.delete_bucket("bkt"),
             Err(StorageError::BucketNotEmpty)
         ));
-        b.delete("bkt", &object_path("a").unwrap()).unwrap();
+        b.delete_object("bkt", &object_path("a").unwrap()).unwrap();
         b.delete_bucket("bkt").unwrap();
         assert!(
             fs::read_dir(d.path().join(".dg/tmp"))

@@ -27,6 +27,9 @@ pub enum KeyError {
     EmptySegment,
     #[error("the key has a '.' or '..' path segment")]
     DotSegment,
+    /// Keys under `.dg/` hold the proxy's own objects on S3 backends.
+    #[error("keys under '.dg/' are reserved for the proxy's own data on this backend")]
+    Reserved,
 }
 
 impl KeyError {

@@ -1,18 +1,26 @@
 //! Storage backends: where object bytes and their metadata document live.
 //!
-//! This room knows files, directories and extended attributes. It does not
-//! know S3 error codes, the metadata schema (the engine hands it an opaque
-//! blob for `user.dg.metadata`), encryption or delta compression.
-//! Every call here is blocking; callers run them on the blocking pool.
+//! One trait ([`Backend`]) with two implementations: the filesystem backend
+//! (files, directories, the `user.dg.metadata` xattr) and the S3 backend (an
+//! upstream S3 service). This room does not know S3 error codes as a
+//! server speaks them, the metadata schema (the engine hands it an opaque
+//! document), encryption or delta compression. Every call here is
+//! blocking; callers run them on the blocking pool.
 
+pub mod backend;
 pub mod fs;
 pub mod keypath;
+pub mod s3;
 pub mod state;
 pub mod uploads;
 
 use std::io;
 
-pub use fs::FsBackend;
+pub use backend::{
+    Backend, Body, BodyReader, BucketEntry, Found, Loc, RawObject, StoredBody, StoredPart,
+    UploadStore, WalkItem, read_full_at,
+};
+pub use fs::{FileBody, FsBackend, TempFile};
 pub use state::StateStore;
 
 /// What went wrong in a storage call. Temporary conditions (disk full, I/O)
@@ -41,6 +49,13 @@ pub enum StorageError {
     /// (never followed; the path is for the log, not for clients).
     #[error("the object path crosses a symbolic link in the data directory: {}", .0.display())]
     Symlink(std::path::PathBuf),
+    /// An upstream S3 service refused or failed a request (S3 backends).
+    #[error("upstream S3 error {code} (HTTP {}): {message}", status.map_or("-".to_string(), |s| s.to_string()))]
+    Upstream {
+        status: Option<u16>,
+        code: String,
+        message: String,
+    },
     #[error("storage I/O error: {0}")]
     Io(#[from] io::Error),
 }
@@ -48,7 +63,7 @@ pub enum StorageError {
 impl StorageError {
     /// True for conditions that may pass (disk full, I/O hiccups).
     pub fn is_temporary(&self) -> bool {
-        matches!(self, StorageError::Io(_))
+        matches!(self, StorageError::Io(_) | StorageError::Upstream { .. })
     }
 }
 

@@ -21,10 +21,12 @@
 use std::fs::{self, File};
 use std::io::{self, ErrorKind};
 use std::path::{Path, PathBuf};
+
 use std::time::{Duration, SystemTime};
 
+use super::backend::{Body, StoredPart, UploadStore};
 use super::fs::{
-    FsBackend, META_XATTR, StoredPart, TempFile, fsync_dir, not_found_to, set_meta_fd, write_atomic,
+    FsBackend, META_XATTR, TempFile, file_body, fsync_dir, not_found_to, set_meta_fd, write_atomic,
 };
 use super::{Result, StorageError};
 
@@ -69,9 +71,11 @@ impl FsBackend {
         }
         Ok(self.uploads.join(id))
     }
+}
 
+impl UploadStore for FsBackend {
     /// Records a new upload with its state document (written atomically).
-    pub fn create_upload(&self, id: &str, state: &[u8]) -> Result<()> {
+    fn create_upload(&self, id: &str, state: &[u8]) -> Result<()> {
         let dir = self.upload_dir(id)?;
         fs::create_dir(&dir)?;
         write_atomic(&dir.join(STATE), state)?;
@@ -80,7 +84,7 @@ impl FsBackend {
     }
 
     /// The state document of an upload in progress.
-    pub fn read_upload(&self, id: &str) -> Result<Vec<u8>> {
+    fn read_upload(&self, id: &str) -> Result<Vec<u8>> {
         let dir = self.upload_dir(id)?;
         fs::read(dir.join(STATE)).map_err(not_found_to_upload)
     }
@@ -88,7 +92,7 @@ impl FsBackend {
     /// Stores a part: its body is `temp`, its metadata goes in the part
     /// file's xattr. An upload that completed or was aborted meanwhile is
     /// `NoSuchUpload` (its directory is gone, so the rename finds no target).
-    pub fn put_part(&self, id: &str, number: u32, mut temp: TempFile, meta: &[u8]) -> Result<()> {
+    fn put_part(&self, id: &str, number: u32, mut temp: TempFile, meta: &[u8]) -> Result<()> {
         let dir = self.upload_dir(id)?;
         if !dir.join(STATE).exists() {
             return Err(StorageError::NoSuchUpload);
@@ -102,7 +106,7 @@ impl FsBackend {
     }
 
     /// All parts of an upload, in part-number order.
-    pub fn list_parts(&self, id: &str) -> Result<Vec<StoredPart>> {
+    fn list_parts(&self, id: &str) -> Result<Vec<StoredPart>> {
         let dir = self.upload_dir(id)?;
         let mut parts = Vec::new();
         for e in fs::read_dir(&dir).map_err(not_found_to_upload)? {
@@ -127,15 +131,16 @@ impl FsBackend {
         Ok(parts)
     }
 
-    pub fn open_part(&self, id: &str, number: u32) -> Result<File> {
+    fn open_part(&self, id: &str, number: u32) -> Result<Body> {
         let dir = self.upload_dir(id)?;
-        File::open(dir.join(part_name(number))).map_err(not_found_to_upload)
+        let file = File::open(dir.join(part_name(number))).map_err(not_found_to_upload)?;
+        file_body(file)
     }
 
     /// Aborts an upload: one rename takes it out of `multipart/`, then its
     /// files are deleted (a crash in between leaves trash that the next
     /// start removes, never a half-listed upload).
-    pub fn remove_upload(&self, id: &str) -> Result<()> {
+    fn remove_upload(&self, id: &str) -> Result<()> {
         let dir = self.upload_dir(id)?;
         let trash = self.trash_dir();
         fs::create_dir_all(&trash)?;
@@ -150,7 +155,7 @@ impl FsBackend {
 
     /// Records the intent to complete an upload (`doc` says what object the
     /// completion publishes). Written durably before the object is published.
-    pub fn begin_complete(&self, id: &str, doc: &[u8]) -> Result<()> {
+    fn begin_complete(&self, id: &str, doc: &[u8]) -> Result<()> {
         let dir = self.upload_dir(id)?;
         if !dir.join(STATE).exists() {
             return Err(StorageError::NoSuchUpload);
@@ -160,7 +165,7 @@ impl FsBackend {
     }
 
     /// Drops a completion intent whose object was never published.
-    pub fn cancel_complete(&self, id: &str) -> Result<()> {
+    fn cancel_complete(&self, id: &str) -> Result<()> {
         let dir = self.upload_dir(id)?;
         match fs::remove_file(dir.join(COMPLETE)) {
             Ok(()) => Ok(fsync_dir(&dir)?),
@@ -173,7 +178,7 @@ impl FsBackend {
     /// `multipart-done/`, where its completion record stays (for retried
     /// Completes) and its parts are deleted. Errors after the rename are
     /// logged, not returned: the upload is complete either way.
-    pub fn retire_upload(&self, id: &str) -> Result<()> {
+    fn retire_upload(&self, id: &str) -> Result<()> {
         let dir = self.upload_dir(id)?;
         let done = self.done_dir();
         fs::create_dir_all(&done)?;
@@ -192,7 +197,7 @@ impl FsBackend {
     }
 
     /// The completion record of an upload that completed (kept for a while).
-    pub fn read_completed(&self, id: &str) -> Result<Option<Vec<u8>>> {
+    fn read_completed(&self, id: &str) -> Result<Option<Vec<u8>>> {
         if !valid_id(id) {
             return Ok(None);
         }
@@ -205,7 +210,7 @@ impl FsBackend {
 
     /// Uploads in progress: (id, state document). Uploads that are being
     /// completed (a completion intent exists) are not listed.
-    pub fn list_uploads(&self) -> Result<Vec<(String, Vec<u8>)>> {
+    fn list_uploads(&self) -> Result<Vec<(String, Vec<u8>)>> {
         let mut out = Vec::new();
         for e in fs::read_dir(&self.uploads)? {
             let e = e?;
@@ -224,7 +229,7 @@ impl FsBackend {
 
     /// Uploads with a completion intent (a crash interrupted their
     /// completion): (id, intent document). For recovery at startup.
-    pub fn list_completing(&self) -> Result<Vec<(String, Vec<u8>)>> {
+    fn list_completing(&self) -> Result<Vec<(String, Vec<u8>)>> {
         let mut out = Vec::new();
         for e in fs::read_dir(&self.uploads)? {
             let e = e?;
@@ -243,7 +248,7 @@ impl FsBackend {
     /// Startup cleanup of what crashes leave: aborted uploads half deleted,
     /// completed uploads whose parts are still there, upload directories
     /// without state, and completion records older than `keep_done`.
-    pub fn sweep_uploads(&self, keep_done: Duration) -> Result<UploadSweep> {
+    fn sweep_uploads(&self, keep_done: Duration) -> Result<UploadSweep> {
         let mut sweep = UploadSweep::default();
         if let Ok(rd) = fs::read_dir(self.trash_dir()) {
             for e in rd.flatten() {
@@ -280,21 +285,26 @@ impl FsBackend {
         Ok(sweep)
     }
 
-    /// The files of every part of every upload in progress.
-    pub fn all_part_files(&self) -> Result<Vec<PathBuf>> {
+    /// Every part of every upload in progress, with its metadata document.
+    fn all_parts(&self) -> Result<Vec<(String, u32, Vec<u8>)>> {
         let mut out = Vec::new();
         for u in fs::read_dir(&self.uploads)? {
             let u = u?;
             if !u.file_type()?.is_dir() {
                 continue;
             }
+            let id = u.file_name().to_string_lossy().into_owned();
             for p in fs::read_dir(u.path())? {
                 let p = p?;
-                if p.file_name()
+                let number = p
+                    .file_name()
                     .to_str()
-                    .is_some_and(|n| n.starts_with("part-"))
+                    .and_then(|n| n.strip_prefix("part-"))
+                    .and_then(|n| n.parse::<u32>().ok());
+                if let Some(number) = number
+                    && let Ok(Some(meta)) = xattr::get(p.path(), META_XATTR)
                 {
-                    out.push(p.path());
+                    out.push((id.clone(), number, meta));
                 }
             }
         }

@@ -43,6 +43,7 @@ class Server:
                     self.env[k] = v
         self.args = list(args)
         self.config = config
+        self.cwd = None
         self.proc = None
         self.addr = None
         self.log = []
@@ -51,7 +52,8 @@ class Server:
         cmd = [str(BIN), "serve", "--listen", "127.0.0.1:0", "--data-dir", str(self.data_dir)] + self.args
         if self.config:
             cmd += ["--config", str(self.config)]
-        self.proc = subprocess.Popen(cmd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.proc = subprocess.Popen(cmd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     cwd=self.cwd)
         found = threading.Event()
 
         def reader():

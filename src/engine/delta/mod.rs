@@ -33,7 +33,7 @@ use super::meta::{NOTE_DELTA, NOTE_PASSTHROUGH, NOTE_REFERENCE};
 use super::put::BodyWriter;
 use super::{EngineError, ObjectInfo, ObjectMeta, ObjectStore, OpenBody, OpenObject, Result};
 use super::{info_from_raw, parse_key};
-use crate::storage::fs::{TempFile, WalkItem, stat_for_list};
+use crate::storage::{FileBody, Loc, StorageError, TempFile};
 pub use policy::BucketPolicy;
 
 /// Reconstructions up to this size are held in memory; larger ones spool
@@ -286,7 +286,8 @@ fn temp_reader<'a>(
     };
     let key = "(staged body)";
     let stored = f.metadata()?.len();
-    let d = Decryptor::open(f.try_clone()?, dek, stored).map_err(|err| EngineError::Crypto {
+    let body = crate::storage::BodyReader::new(Arc::new(FileBody::new(f.try_clone()?)?));
+    let d = Decryptor::open(body, dek, stored).map_err(|err| EngineError::Crypto {
         key: key.into(),
         err,
     })?;
@@ -378,7 +379,7 @@ impl ObjectStore {
         let _slot = delta.slot();
         let refs = self.backend.list_refs(bucket, &ds)?;
         let size = meta.size;
-        let Some((id, _)) = refs.last() else {
+        let Some(id) = refs.last() else {
             // The first eligible object: its body becomes the reference.
             let mut content = Vec::with_capacity(size as usize);
             temp_reader(&mut temp, dek.as_ref(), size)?.read_to_end(&mut content)?;
@@ -394,7 +395,7 @@ impl ObjectStore {
                 self.seal_meta(bucket, &ref_identity(&ds, &id), dek, &mut rmeta);
             }
             self.backend
-                .publish_ref(bucket, &ds, &id, temp, &rmeta.encode())?;
+                .publish(&Loc::reference(bucket, &ds, &id), temp, &rmeta.encode())?;
             let stored = self
                 .encode_delta(&content, &mut &content[..])
                 .and_then(|(enc, _)| {
@@ -402,7 +403,7 @@ impl ObjectStore {
                     self.publish_delta(bucket, key, &content, enc, NOTE_REFERENCE, link, &sha, meta)
                 });
             if stored.is_err() {
-                self.backend.remove_ref(bucket, &ds, &id)?;
+                self.backend.delete(&Loc::reference(bucket, &ds, &id))?;
             }
             return stored;
         };
@@ -479,9 +480,10 @@ impl ObjectStore {
         if let Some(dek) = dek {
             self.seal_meta(bucket, key, dek, meta);
         }
+        parse_key(key)?;
         Ok(self
             .backend
-            .publish(bucket, &parse_key(key)?, temp, &meta.encode())?)
+            .publish(&Loc::object(bucket, key), temp, &meta.encode())?)
     }
 
     /// Encodes `target` against `reference` into a new delta body; also
@@ -562,10 +564,10 @@ impl ObjectStore {
         key: &str,
     ) -> Result<(Arc<Vec<u8>>, String)> {
         let delta = self.delta_cfg();
-        let path = self.backend.ref_path(bucket, ds, id);
-        let raw = match crate::storage::fs::stat_for_list(&path) {
+        let at = Loc::reference(bucket, ds, id);
+        let raw = match self.backend.stat(&at) {
             Ok(raw) => raw,
-            Err(crate::storage::StorageError::NoSuchKey) => {
+            Err(StorageError::NoSuchKey) => {
                 return Err(broken(key, format!("its reference {id} is missing")));
             }
             Err(e) => return Err(e.into()),
@@ -583,11 +585,21 @@ impl ObjectStore {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
             .as_nanos();
-        let cache_key = format!("{id}:{}:{mtime_ns}", raw.stored_len);
+        let cache_key = format!(
+            "{id}:{}:{mtime_ns}:{}",
+            raw.stored_len,
+            raw.version.as_deref().unwrap_or("")
+        );
         if let Some(c) = delta.and_then(|d| d.cached(&cache_key)) {
             return Ok((c, want_sha));
         }
-        let file = std::fs::File::open(&path)?;
+        let (file, raw) = match self.backend.open(&at) {
+            Ok((Some(body), raw)) => (crate::storage::BodyReader::new(body), raw),
+            Ok((None, _)) | Err(StorageError::NoSuchKey) => {
+                return Err(broken(key, format!("its reference {id} is missing")));
+            }
+            Err(e) => return Err(e.into()),
+        };
         let mut content = Vec::with_capacity(rinfo.meta.size as usize);
         if rinfo.meta.encrypted.is_some() {
             let dek = self.unwrap_meta(bucket, &rinfo.key, &rinfo.meta)?;
@@ -664,9 +676,10 @@ impl ObjectStore {
             if n != meta.size || sha != want {
                 return Err(fail(&"the reconstruction does not match its SHA-256"));
             }
-            let file = std::fs::File::open(temp.path())?;
-            let stored_len = file.metadata()?.len();
+            let file = FileBody::new(std::fs::File::open(temp.path())?)?;
+            let stored_len = crate::storage::StoredBody::len(&file);
             drop(temp); // unlinked; the open handle keeps the data until closed
+            let file = crate::storage::BodyReader::new(Arc::new(file));
             let d = Decryptor::open(file, &dek, stored_len).map_err(|err| EngineError::Crypto {
                 key: key.clone(),
                 err,
@@ -688,10 +701,9 @@ impl ObjectStore {
             return Ok(());
         }
         let mut used: Vec<String> = Vec::new();
-        self.backend.walk(bucket, prefix, "", true, &mut |item| {
-            if let WalkItem::Object { key, path } = item
-                && let Ok(raw) = stat_for_list(&path)
-                && let Ok(info) = info_from_raw(&key, &raw)
+        self.each_object(bucket, prefix, "", true, &mut |key, raw| {
+            if let Ok(raw) = raw
+                && let Ok(info) = info_from_raw(key, &raw)
                 && info.meta.is_delta()
                 && let Some(id) = info.meta.ref_id
                 && !used.contains(&id)
@@ -700,9 +712,9 @@ impl ObjectStore {
             }
             ControlFlow::Continue(())
         })?;
-        for (id, _) in refs {
+        for id in refs {
             if !used.contains(&id) {
-                self.backend.remove_ref(bucket, &ds, &id)?;
+                self.backend.delete(&Loc::reference(bucket, &ds, &id))?;
                 if let Some(d) = self.delta_cfg() {
                     d.forget(&id);
                 }
@@ -714,18 +726,19 @@ impl ObjectStore {
 
     /// Deletes an object; a delta object's reference goes with its last user.
     pub(super) fn delete_blocking(&self, bucket: &str, key: &str) -> Result<()> {
-        let op = parse_key(key)?;
+        parse_key(key)?;
+        let at = Loc::object(bucket, key);
         let Some(d) = self.delta_cfg() else {
-            return Ok(self.backend.delete(bucket, &op)?);
+            return Ok(self.backend.delete(&at)?);
         };
         let old = self.head_blocking(bucket, key).ok();
         if !old.is_some_and(|o| o.meta.is_delta()) {
-            return Ok(self.backend.delete(bucket, &op)?);
+            return Ok(self.backend.delete(&at)?);
         }
         let prefix = deltaspace(key);
         let lock = d.lock(bucket, &deltaspace_id(prefix));
         let _g = lock.lock().expect("deltaspace lock");
-        self.backend.delete(bucket, &op)?;
+        self.backend.delete(&at)?;
         self.collect_refs(bucket, prefix)
     }
 }
@@ -735,12 +748,12 @@ impl ObjectStore {
     /// encryption config (the re-encrypt job). Returns (rewritten, failed).
     pub(super) fn reencrypt_refs(&self, bucket: &str) -> Result<(u64, u64)> {
         let (mut done, mut failed) = (0, 0);
-        for (b, ds, id, path) in self.backend.all_refs()? {
+        for (b, ds, id) in self.backend.all_refs()? {
             if b != bucket {
                 continue;
             }
             let res = (|| -> Result<bool> {
-                let raw = stat_for_list(&path)?;
+                let raw = self.backend.stat(&Loc::reference(bucket, &ds, &id))?;
                 let ident = ref_identity(&ds, &id);
                 let mut m = info_from_raw(&ident, &raw)?.meta;
                 if self.matches_config(&m) {
@@ -761,7 +774,7 @@ impl ObjectStore {
                     self.seal_meta(bucket, &ident, dek, &mut m);
                 }
                 self.backend
-                    .publish_ref(bucket, &ds, &id, temp, &m.encode())?;
+                    .publish(&Loc::reference(bucket, &ds, &id), temp, &m.encode())?;
                 Ok(true)
             })();
             match res {

@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::super::meta::{NOTE_DELTA, NOTE_PASSTHROUGH, NOTE_REFERENCE};
 use super::super::{ObjectStore, Result, info_from_raw};
 use super::{deltaspace, deltaspace_id};
-use crate::storage::fs::{WalkItem, stat_for_list};
+use crate::storage::Loc;
 
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct SpaceStats {
@@ -57,11 +57,8 @@ impl ObjectStore {
     pub fn bucket_stats(&self, bucket: &str) -> Result<BucketStats> {
         let b = &self.backend;
         let mut spaces: BTreeMap<String, SpaceStats> = BTreeMap::new();
-        b.walk(bucket, "", "", false, &mut |item| {
-            let WalkItem::Object { key, path } = item else {
-                return ControlFlow::Continue(());
-            };
-            let Ok(raw) = stat_for_list(&path) else {
+        self.each_object(bucket, "", "", false, &mut |key, raw| {
+            let Ok(raw) = raw else {
                 return ControlFlow::Continue(());
             };
             let prefix = deltaspace(key.trim_end_matches('/')).to_owned();
@@ -71,7 +68,7 @@ impl ObjectStore {
             });
             s.objects += 1;
             s.stored_bytes += raw.stored_len;
-            match info_from_raw(&key, &raw) {
+            match info_from_raw(key, &raw) {
                 Ok(info) => {
                     s.logical_bytes += info.meta.size;
                     match info.meta.note.as_deref() {
@@ -95,9 +92,12 @@ impl ObjectStore {
         };
         for s in spaces.values_mut() {
             let ds = deltaspace_id(&s.prefix);
-            for (rb, rds, _, path) in &refs {
+            for (rb, rds, id) in &refs {
                 if rb == bucket && *rds == ds {
-                    let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+                    let len = b
+                        .stat(&Loc::reference(rb, rds, id))
+                        .map(|r| r.stored_len)
+                        .unwrap_or(0);
                     s.reference_bytes += len;
                     s.stored_bytes += len;
                 }

