@@ -225,6 +225,7 @@ impl ObjectStore {
                     .check_encrypted(bucket, &info, at, deep)
                     .err()
                     .map(|e| e.to_string()),
+                Ok(info) if !info.unmanaged => None,
                 Ok(_) => {
                     // Plaintext objects are fine (mixed mode); `status` counts them.
                     let mut magic = [0u8; 4];

@@ -527,9 +527,14 @@ impl ObjectStore {
                 });
             }
             // Mixed mode: no marker means plaintext, served as stored, unless
-            // the body is in fact ciphertext whose marker was lost.
+            // the body is in fact ciphertext whose metadata was lost (a file
+            // without a document). A managed object's document records the
+            // size the client sent, so a lost marker shows as a length
+            // mismatch below, while a client's own DGE1 file (a backup of a
+            // backup, a chained proxy) is served as the bytes it is.
             let mut magic = [0u8; 4];
-            if raw.stored_len >= 4
+            if info.unmanaged
+                && raw.stored_len >= 4
                 && read_full_at(file.as_ref(), &mut magic, 0)? == 4
                 && crypto::looks_encrypted(&magic)
             {

@@ -185,6 +185,20 @@ def test_unmarked_ciphertext_is_refused(enc):
     assert get_fails(s3, "marked")
 
 
+def test_client_data_that_looks_like_ciphertext_is_served(tmp_path):
+    """A plaintext backend stores what clients send; a client's own DGE1
+    file (a backup of an encrypted file) comes back as sent."""
+    srv = Server(tmp_path / "data").start()
+    try:
+        s3 = srv.client()
+        s3.create_bucket(Bucket="backups")
+        blob = b"DGE1" + bytes([1, 16, 0, 0]) + os.urandom(5000)
+        s3.put_object(Bucket="backups", Key="copy-of-encrypted.bin.txt", Body=blob)
+        assert s3.get_object(Bucket="backups", Key="copy-of-encrypted.bin.txt")["Body"].read() == blob
+    finally:
+        srv.stop()
+
+
 def test_mixed_mode_and_startup_safety(tmp_path):
     data = tmp_path / "data"
     # 1. plaintext era: an object through S3 and a file placed by hand

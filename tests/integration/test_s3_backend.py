@@ -49,15 +49,23 @@ class Upstream:
         self.kind = kind
         self.port = port or free_port()
         self.access, self.secret = "upstreamkey", "upstreamsecret"
+        env = None
         if kind == "moto":
             cmd = ["moto_server", "-H", "127.0.0.1", "-p", str(self.port)]
+        elif kind == "ours":
+            # a second deltaglider_proxy, serving a plain filesystem backend
+            from conftest import BIN
+            cmd = [str(BIN), "serve", "--listen", f"127.0.0.1:{self.port}", "--data-dir", str(tmp / f"up-{self.port}")]
+            env = dict(os.environ, DGP_ACCESS_KEY_ID=self.access, DGP_SECRET_ACCESS_KEY=self.secret)
+            for k in ("DGP_CONFIG", "DGP_OPEN_ACCESS", "DGP_LISTEN_ADDR", "DGP_DATA_DIR"):
+                env.pop(k, None)
         else:
             root = tmp / "rclone-root"
             root.mkdir()
             cmd = ["rclone", "serve", "s3", "--addr", f"127.0.0.1:{self.port}",
                    "--auth-key", f"{self.access},{self.secret}", str(root)]
         self.log = open(tmp / f"{kind}-{self.port}.log", "w")
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env)
         wait_port(self.port, self.proc, kind)
 
     @property
@@ -73,7 +81,12 @@ class Upstream:
     def stop(self):
         if self.proc.poll() is None:
             self.proc.terminate()
-            self.proc.wait(timeout=10)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError(f"{self.kind} did not stop within 30 s of SIGTERM")
         self.log.close()
 
 
@@ -485,6 +498,30 @@ def test_rclone_serve_s3_round_trip(tmp_path):
         assert raw[:4] == b"DGE1"
         s3.delete_object(Bucket="viarclone", Key="dir/obj.txt")
         assert s3.list_objects_v2(Bucket="viarclone")["KeyCount"] == 0
+    finally:
+        srv.stop()
+        up.stop()
+
+
+def test_our_own_server_as_the_upstream(tmp_path):
+    """Proxy in front of a second deltaglider_proxy: the upstream stores the
+    proxy's DGE1 bodies as the client data they are to it."""
+    up = Upstream("ours", tmp_path)
+    real = "chain-" + uuid.uuid4().hex[:8]
+    up.client().create_bucket(Bucket=real)
+    srv = start(tmp_path, up, {"chained": real})
+    try:
+        s3 = srv.client()
+        body = random_bytes(11 * MiB + 3)
+        s3.upload_fileobj(__import__("io").BytesIO(body), "chained", "big.txt",
+                          Config=boto3.s3.transfer.TransferConfig(multipart_threshold=5 * MiB, multipart_chunksize=5 * MiB))
+        s3.put_object(Bucket="chained", Key="small.txt", Body=b"x" * 4096)
+        assert sha(s3.get_object(Bucket="chained", Key="big.txt")["Body"].read()) == sha(body)
+        got = s3.get_object(Bucket="chained", Key="big.txt", Range="bytes=5242870-5242890")["Body"].read()
+        assert got == body[5242870:5242891]
+        assert s3.get_object(Bucket="chained", Key="small.txt")["Body"].read() == b"x" * 4096
+        raw = up.client().get_object(Bucket=real, Key="big.txt")
+        assert raw["Body"].read()[:4] == b"DGE1" and raw["Metadata"]["dg-encryption-key-id"] == "off-1"
     finally:
         srv.stop()
         up.stop()
