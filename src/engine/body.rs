@@ -94,3 +94,8 @@ pub fn log_errors(stream: ByteStream, key: String) -> ByteStream {
         }
     }))
 }
+
+/// A stream that fails at once (a body whose first step failed).
+pub fn once_err(e: io::Error) -> ByteStream {
+    Box::pin(futures::stream::once(async move { Err(e) }))
+}

@@ -99,7 +99,12 @@ impl ObjectStore {
                     Err(StorageError::NoSuchKey) => continue,
                     Err(e) => return Err(e.into()),
                 };
-                page.objects.push(info_from_raw(key, &raw)?);
+                match info_from_raw(key, &raw) {
+                    Ok(info) => page.objects.push(info),
+                    // A multipart completion still writing its document.
+                    Err(super::EngineError::Storage(StorageError::NoSuchKey)) => continue,
+                    Err(e) => return Err(e),
+                }
             }
             Ok(page)
         }

@@ -120,6 +120,23 @@ pub struct ObjectMeta {
         skip_serializing_if = "Option::is_none"
     )]
     pub upload_id: Option<String>,
+    /// The body is a concatenation of DGE1 segments under one data key (a
+    /// multipart upload sent part by part to an S3 upstream):
+    /// `e<chunk exponent>:<plaintext size>*<count>,...` in order.
+    #[serde(
+        rename = "dg-segments",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub segments: Option<String>,
+    /// The object is the not yet finished result of this multipart upload
+    /// (its final document is being written): not visible to clients.
+    #[serde(
+        rename = "dg-pending-upload",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub pending_upload: Option<String>,
     /// Fields from a newer schema version, preserved on rewrite.
     #[serde(flatten)]
     pub extra: BTreeMap<String, serde_json::Value>,
@@ -150,6 +167,8 @@ impl ObjectMeta {
             ref_sha256: None,
             stored_size: None,
             upload_id: None,
+            segments: None,
+            pending_upload: None,
             extra: BTreeMap::new(),
         }
     }
@@ -192,6 +211,85 @@ impl ObjectMeta {
     }
 }
 
+/// `dg-segments` for segments (part number, plaintext size) in order:
+/// `e<exp>:<sizes>;p<numbers>`, runs of equal sizes as `size*count`, runs
+/// of consecutive part numbers as `first-last`
+/// (`e16:5242880*1999,1234;p1-2000`).
+pub fn encode_segments(chunk_exp: u8, segs: &[(u32, u64)]) -> String {
+    let mut runs: Vec<(u64, u64)> = Vec::new();
+    for &(_, s) in segs {
+        match runs.last_mut() {
+            Some((v, n)) if *v == s => *n += 1,
+            _ => runs.push((s, 1)),
+        }
+    }
+    let sizes: Vec<String> = runs
+        .iter()
+        .map(|(v, n)| {
+            if *n == 1 {
+                v.to_string()
+            } else {
+                format!("{v}*{n}")
+            }
+        })
+        .collect();
+    let mut spans: Vec<(u32, u32)> = Vec::new();
+    for &(p, _) in segs {
+        match spans.last_mut() {
+            Some((_, last)) if *last + 1 == p => *last = p,
+            _ => spans.push((p, p)),
+        }
+    }
+    let numbers: Vec<String> = spans
+        .iter()
+        .map(|(a, b)| {
+            if a == b {
+                a.to_string()
+            } else {
+                format!("{a}-{b}")
+            }
+        })
+        .collect();
+    format!("e{chunk_exp}:{};p{}", sizes.join(","), numbers.join(","))
+}
+
+/// The chunk exponent and the (part number, plaintext size) of `dg-segments`.
+pub fn decode_segments(s: &str) -> Option<(u8, Vec<(u32, u64)>)> {
+    let (e, rest) = s.strip_prefix('e')?.split_once(':')?;
+    let (sizes_s, numbers_s) = rest.split_once(";p")?;
+    let exp: u8 = e.parse().ok()?;
+    let mut sizes = Vec::new();
+    for run in sizes_s.split(',') {
+        let (v, n) = match run.split_once('*') {
+            Some((v, n)) => (v.parse::<u64>().ok()?, n.parse::<u64>().ok()?),
+            None => (run.parse::<u64>().ok()?, 1),
+        };
+        if n == 0 || sizes.len() as u64 + n > 10_000 {
+            return None;
+        }
+        sizes.extend(std::iter::repeat_n(v, n as usize));
+    }
+    let mut numbers = Vec::new();
+    for span in numbers_s.split(',') {
+        let (a, b) = match span.split_once('-') {
+            Some((a, b)) => (a.parse::<u32>().ok()?, b.parse::<u32>().ok()?),
+            None => {
+                let a = span.parse::<u32>().ok()?;
+                (a, a)
+            }
+        };
+        if a > b || numbers.last().is_some_and(|&l| l >= a) || b - a >= 10_000 {
+            return None;
+        }
+        numbers.extend(a..=b);
+        if numbers.len() > 10_000 {
+            return None;
+        }
+    }
+    (!sizes.is_empty() && sizes.len() == numbers.len())
+        .then(|| (exp, numbers.into_iter().zip(sizes).collect()))
+}
+
 pub fn to_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
 }
@@ -199,6 +297,25 @@ pub fn to_ms(t: SystemTime) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn segments_round_trip() {
+        let segs = [(1u32, 5u64), (2, 5), (3, 5), (4, 7), (7, 5), (8, 5)];
+        let s = encode_segments(16, &segs);
+        assert_eq!(s, "e16:5*3,7,5*2;p1-4,7-8");
+        assert_eq!(decode_segments(&s), Some((16, segs.to_vec())));
+        for bad in [
+            "e16:;p1",
+            "e16:5*0;p1",
+            "x16:5;p1",
+            "e16:5;p",
+            "e16:5*2;p1",
+            "e16:5*2;p2,1",
+            "e16:5",
+        ] {
+            assert_eq!(decode_segments(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn round_trip_and_unknown_fields_kept() {

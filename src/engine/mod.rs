@@ -17,6 +17,7 @@ pub mod meta;
 pub mod multipart;
 pub mod put;
 pub mod reencrypt;
+pub mod segments;
 
 use std::io;
 use std::sync::Arc;
@@ -99,6 +100,8 @@ enum OpenBody {
     Memory(bytes::Bytes),
     Plain(Body),
     Encrypted(Box<crypto::Decryptor<BodyReader>>),
+    /// DGE1 segments under one data key (`dg-segments`).
+    Segmented(Box<segments::Segmented>),
 }
 
 /// An object opened for reading: a consistent snapshot of one version.
@@ -122,6 +125,7 @@ impl OpenObject {
         let size = match &self.body {
             OpenBody::Memory(b) => b.len() as u64,
             OpenBody::Encrypted(d) => d.plaintext_len(),
+            OpenBody::Segmented(s) => s.plaintext_len(),
             _ => self.info.meta.body_size(),
         };
         if offset >= size || buf.is_empty() {
@@ -139,6 +143,19 @@ impl OpenObject {
             OpenBody::Encrypted(d) => {
                 let mut done = 0;
                 d.read_range(offset, want as u64, |piece| {
+                    buf[done..done + piece.len()].copy_from_slice(&piece);
+                    done += piece.len();
+                    std::ops::ControlFlow::Continue(())
+                })
+                .map_err(|err| EngineError::Crypto {
+                    key: self.info.key.clone(),
+                    err,
+                })?;
+                Ok(done)
+            }
+            OpenBody::Segmented(s) => {
+                let mut done = 0;
+                s.read_range(offset, want as u64, &mut |piece| {
                     buf[done..done + piece.len()].copy_from_slice(&piece);
                     done += piece.len();
                     std::ops::ControlFlow::Continue(())
@@ -176,6 +193,16 @@ impl OpenObject {
                     crypto::range_stream(*d, start, len),
                     self.info.key,
                 ))
+            }
+            OpenBody::Segmented(mut s) => {
+                let key = self.info.key.clone();
+                let s = blocking(move || {
+                    s.verify_first(start)
+                        .map_err(|err| EngineError::Crypto { key, err })?;
+                    Ok(s)
+                })
+                .await?;
+                Ok(body::log_errors(s.into_stream(start, len), self.info.key))
             }
         }
     }
@@ -217,6 +244,10 @@ fn info_from_raw(key: &str, raw: &RawObject) -> Result<ObjectInfo> {
         Some(doc) => {
             let meta =
                 ObjectMeta::decode(doc).map_err(|e| EngineError::CorruptMeta(key.to_owned(), e))?;
+            if meta.pending_upload.is_some() {
+                // A multipart completion still writing its final document.
+                return Err(StorageError::NoSuchKey.into());
+            }
             Ok(ObjectInfo {
                 key: key.to_owned(),
                 meta,
@@ -508,6 +539,25 @@ impl ObjectStore {
                     body: OpenBody::Empty,
                 });
             };
+            if info.meta.encrypted.is_some()
+                && let Some(seg) = info.meta.segments.as_deref()
+            {
+                let dek = this.unwrap_meta(&bucket, &key, &info.meta)?;
+                let crypto_err = |err| EngineError::Crypto {
+                    key: key.clone(),
+                    err,
+                };
+                let (exp, segs) =
+                    meta::decode_segments(seg).ok_or(crypto_err(crypto::CryptoError::BadHeader))?;
+                let s = segments::Segmented::new(file, dek, exp, &segs).map_err(crypto_err)?;
+                if s.plaintext_len() != info.meta.body_size() {
+                    return Err(crypto_err(crypto::CryptoError::InvalidLength));
+                }
+                return Ok(OpenObject {
+                    info,
+                    body: OpenBody::Segmented(Box::new(s)),
+                });
+            }
             if info.meta.encrypted.is_some() {
                 let dek = this.unwrap_meta(&bucket, &key, &info.meta)?;
                 let d = crypto::Decryptor::open(BodyReader::new(file), &dek, raw.stored_len)

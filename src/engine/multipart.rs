@@ -17,7 +17,7 @@ use std::sync::Arc;
 use super::crypto::{self, Dek};
 use super::put::BodyWriter;
 use super::{EngineError, ObjectStore, Result, Staged, blocking, parse_key};
-use crate::storage::StorageError;
+use crate::storage::{Loc, StorageError};
 
 /// How long a completed upload's id is remembered, so that a retried
 /// CompleteMultipartUpload gets the same answer instead of NoSuchUpload.
@@ -41,6 +41,16 @@ pub struct UploadState {
     /// FULL_OBJECT or COMPOSITE.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checksum_type: Option<String>,
+    /// Parts go to the backend as they arrive (an S3 upstream's own
+    /// multipart upload); the object is their concatenation.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub direct: bool,
+    /// A direct upload's data key (every part is a DGE1 segment under it),
+    /// wrapped for the object's identity, and its key id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wrapped_key: Option<String>,
 }
 
 impl UploadState {
@@ -111,6 +121,10 @@ pub struct CompletionRecord {
     /// (part number, ETag) of every part named by the completion.
     pub parts: Vec<(u32, String)>,
     pub completed_ms: u64,
+    /// A direct upload's final document (recovery writes it if a crash
+    /// came between the upstream completion and the document).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_meta: Option<ObjectMeta>,
 }
 
 impl CompletionRecord {
@@ -170,7 +184,16 @@ impl ObjectStore {
     ) -> Result<String> {
         parse_key(key)?;
         let id = uuid::Uuid::new_v4().simple().to_string();
-        let state = UploadState {
+        // Straight to the backend part by part when it can take them and
+        // the object will not be delta-encoded (which needs it whole).
+        let direct = self.backend.supports_direct()
+            && !self.delta_policy(bucket).is_some_and(|p| p.eligible(key));
+        let mut pending = template.clone();
+        pending.pending_upload = Some(id.clone());
+        if direct && let Some(dek) = self.enc.encrypts().then(Dek::generate) {
+            self.seal_meta(bucket, key, &dek, &mut pending);
+        }
+        let mut state = UploadState {
             v: 1,
             bucket: bucket.to_owned(),
             key: key.to_owned(),
@@ -179,14 +202,34 @@ impl ObjectStore {
             checksum_alg: checksum.map(|(a, _)| a.name().to_owned()),
             checksum_type: checksum
                 .map(|(_, full)| if full { "FULL_OBJECT" } else { "COMPOSITE" }.to_owned()),
+            direct,
+            key_id: None,
+            wrapped_key: None,
         };
-        let (b, idc, bucket) = (self.backend.clone(), id.clone(), bucket.to_owned());
+        if direct {
+            state.key_id = pending.key_id.clone();
+            state.wrapped_key = pending.wrapped_key.clone();
+        }
+        let (b, idc, bucket, keyc) = (
+            self.backend.clone(),
+            id.clone(),
+            bucket.to_owned(),
+            key.to_owned(),
+        );
         let doc = serde_json::to_vec(&state).expect("state serializes");
         blocking(move || {
             if !b.bucket_exists(&bucket)? {
                 return Err(StorageError::NoSuchBucket.into());
             }
-            Ok(b.create_upload(&idc, &doc)?)
+            b.create_upload(&idc, &doc)?;
+            if direct
+                && let Err(e) =
+                    b.begin_direct(&idc, &Loc::object(&bucket, &keyc), &pending.encode())
+            {
+                let _ = b.remove_upload(&idc);
+                return Err(e.into());
+            }
+            Ok(())
         })
         .await?;
         Ok(id)
@@ -201,10 +244,46 @@ impl ObjectStore {
         .await
     }
 
+    /// Stages part `number`'s body: for a direct upload sealed with the
+    /// upload data key's segment key for that number (its parts are the
+    /// segments of one object), else like any body (the part gets a data
+    /// key of its own).
+    pub async fn stage_part(
+        &self,
+        state: &UploadState,
+        number: u32,
+        body: super::ByteStream,
+        opts: super::StageOptions,
+    ) -> Result<Staged> {
+        if !state.direct {
+            return self.stage(body, opts).await;
+        }
+        self.ensure_space(opts.expected_size)?;
+        let dek = match &state.wrapped_key {
+            Some(w) => {
+                let mut m = ObjectMeta::new(0, String::new(), SystemTime::now());
+                m.encrypted = Some(super::meta::ENCRYPTED_MARKER.to_owned());
+                m.key_id = state.key_id.clone();
+                m.wrapped_key = Some(w.clone());
+                // Each part under its own segment key: a part moved to
+                // another position does not authenticate.
+                Some(
+                    self.unwrap_meta(&state.bucket, &state.key, &m)?
+                        .segment_key(number),
+                )
+            }
+            None => None,
+        };
+        super::put::stage(self.backend.clone(), body, opts, dek).await
+    }
+
     pub async fn upload_part(&self, id: &str, number: u32, mut staged: Staged) -> Result<PartMeta> {
         let state = self.upload_state(id).await?;
         let mut sealed = ObjectMeta::new(0, String::new(), SystemTime::now());
-        if let Some(dek) = staged.dek.take() {
+        if state.direct {
+            // Sealed with the upload's key (`stage_part`), nothing to wrap.
+            staged.dek = None;
+        } else if let Some(dek) = staged.dek.take() {
             self.seal_meta(PART_BUCKET, &part_identity(id, number), &dek, &mut sealed);
         }
         let pm = PartMeta {
@@ -270,6 +349,18 @@ impl ObjectStore {
                 self.head_blocking(&r.bucket, &r.key)
                     .is_ok_and(|o| o.meta.upload_id.as_deref() == Some(id.as_str()))
             });
+            // A direct upload completed upstream whose final document was
+            // not written yet: write it now.
+            if !published
+                && let Some(r) = &rec
+                && let Some(fm) = &r.final_meta
+                && self.pending_for(&r.bucket, &r.key, &id)
+            {
+                b.set_meta(&Loc::object(&r.bucket, &r.key), &fm.encode())?;
+                b.retire_upload(&id)?;
+                tracing::info!(backend = %self.name, upload = %id, "finished a direct multipart completion interrupted before its final document was written");
+                continue;
+            }
             if published {
                 b.retire_upload(&id)?;
                 tracing::info!(backend = %self.name, upload = %id, "finished a multipart completion interrupted after its object was published");
@@ -283,6 +374,16 @@ impl ObjectStore {
             tracing::info!(backend = %self.name, aborted = sweep.trash, orphans = sweep.orphans, expired_records = sweep.expired, "cleaned multipart leftovers");
         }
         Ok(())
+    }
+
+    /// Whether `bucket/key` is the pending result of upload `id`.
+    fn pending_for(&self, bucket: &str, key: &str, id: &str) -> bool {
+        self.backend
+            .stat(&Loc::object(bucket, key))
+            .ok()
+            .and_then(|r| r.meta)
+            .and_then(|d| ObjectMeta::decode(&d).ok())
+            .is_some_and(|m| m.pending_upload.as_deref() == Some(id))
     }
 
     /// Uploads in progress for `bucket`, oldest first.
@@ -430,6 +531,9 @@ impl ObjectStore {
         meta.mtime_ms = to_ms(SystemTime::now());
         meta.size = chosen.iter().map(|p| p.meta.size).sum();
         meta.checksum = multipart_checksum(&state, &chosen);
+        if state.direct {
+            return self.complete_direct(id, state, chosen, meta, guard).await;
+        }
 
         // The assembled object is written in full before the parts go.
         self.ensure_space(meta.size)?;
@@ -476,6 +580,7 @@ impl ObjectStore {
                 checksum: meta.checksum.clone(),
                 parts: chosen.iter().map(|p| (p.number, p.meta.etag.clone())).collect(),
                 completed_ms: to_ms(SystemTime::now()),
+                final_meta: None,
             };
             b.begin_complete(&idc, &serde_json::to_vec(&record).expect("record serializes"))?;
             crate::failpoint::hit("complete-before-publish");
@@ -490,6 +595,63 @@ impl ObjectStore {
             crate::failpoint::hit("complete-after-publish");
             // The object is published: from here the completion has happened,
             // and the answer is 200 whatever the cleanup meets.
+            if let Err(e) = b.retire_upload(&idc) {
+                tracing::error!(upload = %idc, error = %e, "could not retire a completed upload; the next start finishes it");
+            }
+            drop(guard);
+            Ok(meta)
+        })
+        .await
+    }
+}
+
+impl ObjectStore {
+    /// Completes a direct upload: the backend joins the parts it already
+    /// holds; the document records the segments (encrypted) and the
+    /// upload, with the usual intent first.
+    async fn complete_direct(
+        self: &Arc<Self>,
+        id: &str,
+        state: UploadState,
+        chosen: Vec<PartInfo>,
+        mut meta: ObjectMeta,
+        guard: tokio::sync::OwnedRwLockWriteGuard<()>,
+    ) -> Result<ObjectMeta> {
+        meta.upload_id = Some(id.to_owned());
+        meta.pending_upload = None;
+        if state.wrapped_key.is_some() {
+            meta.encrypted = Some(super::meta::ENCRYPTED_MARKER.to_owned());
+            meta.key_id = state.key_id.clone();
+            meta.wrapped_key = state.wrapped_key.clone();
+            let segs: Vec<(u32, u64)> = chosen.iter().map(|p| (p.number, p.meta.size)).collect();
+            meta.segments = Some(super::meta::encode_segments(
+                crypto::DEFAULT_CHUNK_EXP,
+                &segs,
+            ));
+        }
+        let record = CompletionRecord {
+            v: 1,
+            bucket: state.bucket.clone(),
+            key: state.key.clone(),
+            etag: meta.etag.clone(),
+            size: meta.size,
+            checksum: meta.checksum.clone(),
+            parts: chosen
+                .iter()
+                .map(|p| (p.number, p.meta.etag.clone()))
+                .collect(),
+            completed_ms: to_ms(SystemTime::now()),
+            final_meta: Some(meta.clone()),
+        };
+        let (b, idc) = (self.backend.clone(), id.to_owned());
+        blocking(move || {
+            let at = Loc::object(&state.bucket, &state.key);
+            b.begin_complete(&idc, &serde_json::to_vec(&record).expect("record serializes"))?;
+            let numbers: Vec<u32> = chosen.iter().map(|p| p.number).collect();
+            if let Err(e) = b.complete_direct(&idc, &at, &numbers, &meta.encode()) {
+                let _ = b.cancel_complete(&idc);
+                return Err(e.into());
+            }
             if let Err(e) = b.retire_upload(&idc) {
                 tracing::error!(upload = %idc, error = %e, "could not retire a completed upload; the next start finishes it");
             }

@@ -142,6 +142,19 @@ impl ObjectStore {
                         err,
                     })?;
                 }
+                OpenBody::Segmented(mut s) => {
+                    s.read_range(0, m.body_size(), &mut |b| match out.write(&b) {
+                        Ok(()) => ControlFlow::Continue(()),
+                        Err(e) => {
+                            failed = Some(e);
+                            ControlFlow::Break(())
+                        }
+                    })
+                    .map_err(|err| EngineError::Crypto {
+                        key: key.to_owned(),
+                        err,
+                    })?;
+                }
             }
             if let Some(e) = failed {
                 return Err(e);
@@ -151,6 +164,7 @@ impl ObjectStore {
         m.encrypted = None;
         m.key_id = None;
         m.wrapped_key = None;
+        m.segments = None; // rewritten as one body
         if let Some(dek) = &dek {
             self.seal_meta(bucket, key, dek, &mut m);
         }

@@ -125,7 +125,7 @@ pub async fn upload_part(mut ctx: Ctx) -> Result<Response, S3Error> {
     ctx.authorize(Action::Write, ctx.key())?;
     let n = part_number(&ctx)?;
     let (store, id, state) = upload_for(&ctx, true).await?;
-    let staged = receive_body(&mut ctx, &store).await?;
+    let staged = receive_body(&mut ctx, &store, Some((&state, n))).await?;
     let pm = store
         .upload_part(&id, n, staged)
         .await
@@ -191,7 +191,9 @@ pub async fn upload_part_copy(ctx: Ctx) -> Result<Response, S3Error> {
         .await
         .map_err(|e| S3Error::from_engine(e, &src_bucket, &src_key))?;
     let staged = store
-        .stage(
+        .stage_part(
+            &state,
+            n,
             body,
             StageOptions {
                 sha256: false,

@@ -16,6 +16,7 @@ use super::xml::{self, S3_NS};
 use super::{Ctx, sha256_mismatch};
 use crate::engine::checksum::{ChecksumAlgorithm, b64, unb64};
 use crate::engine::meta::{ObjectMeta, StoredChecksum, to_ms};
+use crate::engine::multipart::UploadState;
 use crate::engine::{ObjectStore, StageOptions, Staged};
 use crate::gateway::Action;
 
@@ -100,7 +101,13 @@ pub(super) fn verify_content_md5(h: &HeaderMap, body: &[u8]) -> Result<(), S3Err
 
 /// Streams the request body into `store`'s temp area and verifies every
 /// digest the client declared. Nothing is visible until the caller commits.
-pub(super) async fn receive_body(ctx: &mut Ctx, store: &ObjectStore) -> Result<Staged, S3Error> {
+/// Receives a request body into the engine's staging; `upload`: the body
+/// is a part of that multipart upload.
+pub(super) async fn receive_body(
+    ctx: &mut Ctx,
+    store: &ObjectStore,
+    upload: Option<(&UploadState, u32)>,
+) -> Result<Staged, S3Error> {
     let want = requested_checksum(&ctx.headers)?;
     let md5 = content_md5(&ctx.headers)?;
     let declared = get(&ctx.headers, "x-amz-decoded-content-length")
@@ -123,10 +130,11 @@ pub(super) async fn receive_body(ctx: &mut Ctx, store: &ObjectStore) -> Result<S
     };
     let (stream, trailers) = ctx.body_stream();
     let (bucket, key) = (ctx.bucket().to_owned(), ctx.key().to_owned());
-    let staged = store
-        .stage(stream, opts)
-        .await
-        .map_err(|e| S3Error::from_engine(e, &bucket, &key))?;
+    let staged = match upload {
+        Some((state, n)) => store.stage_part(state, n, stream, opts).await,
+        None => store.stage(stream, opts).await,
+    }
+    .map_err(|e| S3Error::from_engine(e, &bucket, &key))?;
     if let PayloadMode::Sha256(expected) = &ctx.payload
         && staged.sha256.as_ref() != Some(expected)
     {
@@ -236,7 +244,7 @@ pub async fn put_object(mut ctx: Ctx) -> Result<Response, S3Error> {
     let mut meta = headers::meta_from_request(&ctx.headers)?;
     let (store, real) = ctx.write_route()?;
     check_write_conditions(&ctx, &store, &real).await?;
-    let staged = receive_body(&mut ctx, &store).await?;
+    let staged = receive_body(&mut ctx, &store, None).await?;
     meta.etag = hex::encode(staged.md5);
     meta.checksum = stored_checksum(&staged);
     meta.sha256 = staged.sha256.map(hex::encode);

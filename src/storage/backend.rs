@@ -13,9 +13,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use super::Result;
 use super::state::StateStore;
 use super::uploads::UploadSweep;
+use super::{Result, StorageError};
 
 /// A stored thing the engine names: an object, or a delta reference of a
 /// deltaspace (`ds` is a hex digest of the key prefix; never listed).
@@ -203,6 +203,28 @@ pub trait UploadStore: Send + Sync {
     fn sweep_uploads(&self, keep_done: Duration) -> Result<UploadSweep>;
     /// Every part of every upload in progress: (upload id, number, metadata document).
     fn all_parts(&self) -> Result<Vec<(String, u32, Vec<u8>)>>;
+
+    /// Whether uploads can go to the backend part by part
+    /// ([`UploadStore::begin_direct`]) instead of being assembled locally.
+    fn supports_direct(&self) -> bool {
+        false
+    }
+    /// Makes upload `id` (already created) a direct one: its parts go to
+    /// the backend as they arrive, as parts of the object at `at`, whose
+    /// document meanwhile is `meta` (a pending document).
+    fn begin_direct(&self, _id: &str, _at: &Loc, _meta: &[u8]) -> Result<()> {
+        Err(StorageError::Io(io::Error::other(
+            "this backend has no direct multipart uploads",
+        )))
+    }
+    /// Publishes a direct upload from `parts` (in order), then replaces the
+    /// object's document with `meta`. The upload stays listed until
+    /// `retire_upload`.
+    fn complete_direct(&self, _id: &str, _at: &Loc, _parts: &[u32], _meta: &[u8]) -> Result<()> {
+        Err(StorageError::Io(io::Error::other(
+            "this backend has no direct multipart uploads",
+        )))
+    }
 }
 
 /// A storage backend: buckets, objects and references with their metadata
@@ -260,4 +282,37 @@ pub trait Backend: StateStore + UploadStore + fmt::Debug {
     fn list_refs(&self, bucket: &str, ds: &str) -> Result<Vec<String>>;
     /// Every reference: (bucket, deltaspace, id).
     fn all_refs(&self) -> Result<Vec<(String, String, String)>>;
+}
+
+/// `len` bytes of another body from `offset`: one segment of a segmented
+/// object, read as a body of its own.
+pub struct SliceBody {
+    inner: Body,
+    offset: u64,
+    len: u64,
+}
+
+impl SliceBody {
+    pub fn new(inner: Body, offset: u64, len: u64) -> Self {
+        SliceBody { inner, offset, len }
+    }
+}
+
+impl StoredBody for SliceBody {
+    fn len(&self) -> u64 {
+        self.len
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        if offset >= self.len {
+            return Ok(0);
+        }
+        let n = (buf.len() as u64).min(self.len - offset) as usize;
+        self.inner.read_at(&mut buf[..n], self.offset + offset)
+    }
+    fn will_read(&self, offset: u64, len: u64) {
+        self.inner.will_read(
+            self.offset + offset,
+            len.min(self.len.saturating_sub(offset)),
+        );
+    }
 }

@@ -17,8 +17,8 @@ pub mod uploads;
 use std::io;
 
 pub use backend::{
-    Backend, Body, BodyReader, BucketEntry, Found, Loc, RawObject, StoredBody, StoredPart,
-    UploadStore, WalkItem, read_full_at,
+    Backend, Body, BodyReader, BucketEntry, Found, Loc, RawObject, SliceBody, StoredBody,
+    StoredPart, UploadStore, WalkItem, read_full_at,
 };
 pub use fs::{FileBody, FsBackend, TempFile};
 pub use state::StateStore;

@@ -73,6 +73,27 @@ impl FsBackend {
     }
 }
 
+impl FsBackend {
+    /// A small file of a backend's own beside an upload's state (the S3
+    /// backend keeps its upstream upload id and part ETags this way).
+    pub(super) fn write_upload_file(&self, id: &str, name: &str, data: &[u8]) -> Result<()> {
+        let dir = self.upload_dir(id)?;
+        if !dir.join(STATE).exists() {
+            return Err(StorageError::NoSuchUpload);
+        }
+        write_atomic(&dir.join(name), data).map_err(not_found_to_upload)
+    }
+
+    pub(super) fn read_upload_file(&self, id: &str, name: &str) -> Result<Option<Vec<u8>>> {
+        let dir = self.upload_dir(id)?;
+        match fs::read(dir.join(name)) {
+            Ok(d) => Ok(Some(d)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
 impl UploadStore for FsBackend {
     /// Records a new upload with its state document (written atomically).
     fn create_upload(&self, id: &str, state: &[u8]) -> Result<()> {

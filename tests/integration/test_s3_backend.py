@@ -3,7 +3,9 @@ and `rclone serve s3` for the basic round trip), the proxy in front of it,
 real clients on both sides. Each test looks at the raw upstream too: what
 the proxy stored there is what an operator would find."""
 
+import base64
 import hashlib
+import json
 import os
 import shutil
 import socket
@@ -131,6 +133,16 @@ advanced:
     env = {"DGP_BACKEND_OFFSITE_ENCRYPTION_KEY": key}
     env.update(extra_env or {})
     return Server(tmp / "unused", env=env, config=cfg).start()
+
+
+def wait_log(srv, text, timeout=5):
+    """The server's log gets `text` (it is read by a thread: give it a moment)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if text in srv.output():
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def sha(b):
@@ -281,21 +293,143 @@ def test_buckets_on_the_upstream(tmp_path, moto):
         srv.stop()
 
 
-def test_multipart_upload_through_the_proxy(routed, moto):
+def spool_bytes(path):
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def test_multipart_goes_upstream_part_by_part(routed, moto, tmp_path):
+    """Client part N is upstream part N: the spool never holds the object,
+    the upstream object is the parts' DGE1 segments, ranges decrypt across
+    part boundaries."""
     srv, real = routed
     s3 = srv.client()
-    parts = [random_bytes(5 * MiB), random_bytes(5 * MiB), random_bytes(1234)]
-    up = s3.create_multipart_upload(Bucket="db-archive", Key="mp.txt")
-    assert moto.client().list_multipart_uploads(Bucket=real).get("Uploads", []) == [], \
-        "uploads in progress stay on the proxy's spool"
-    etags = [s3.upload_part(Bucket="db-archive", Key="mp.txt", UploadId=up["UploadId"], PartNumber=i + 1,
-                            Body=p)["ETag"] for i, p in enumerate(parts)]
-    listed = s3.list_multipart_uploads(Bucket="db-archive")["Uploads"]
-    assert [u["Key"] for u in listed] == ["mp.txt"]
-    s3.complete_multipart_upload(Bucket="db-archive", Key="mp.txt", UploadId=up["UploadId"], MultipartUpload={
+    raw = moto.client()
+    parts = [random_bytes(5 * MiB), random_bytes(5 * MiB + 17), random_bytes(5 * MiB), random_bytes(1234)]
+    up = s3.create_multipart_upload(Bucket="db-archive", Key="mp.txt", Metadata={"job": "nightly"})
+    ups = raw.list_multipart_uploads(Bucket=real).get("Uploads", [])
+    assert [u["Key"] for u in ups] == ["mp.txt"], "the upstream upload exists from the start"
+    etags = []
+    for i, p in enumerate(parts):
+        etags.append(s3.upload_part(Bucket="db-archive", Key="mp.txt", UploadId=up["UploadId"],
+                                    PartNumber=i + 1, Body=p)["ETag"])
+        assert spool_bytes(tmp_path / "spool") < 64 * 1024, "no part body stays on the spool"
+    assert [p["PartNumber"] for p in s3.list_parts(Bucket="db-archive", Key="mp.txt",
+                                                   UploadId=up["UploadId"])["Parts"]] == [1, 2, 3, 4]
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.head_object(Bucket="db-archive", Key="mp.txt")
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404, "not visible before completion"
+    done = s3.complete_multipart_upload(Bucket="db-archive", Key="mp.txt", UploadId=up["UploadId"], MultipartUpload={
         "Parts": [{"PartNumber": i + 1, "ETag": e} for i, e in enumerate(etags)]})
-    assert s3.get_object(Bucket="db-archive", Key="mp.txt")["Body"].read() == b"".join(parts)
-    assert s3.head_object(Bucket="db-archive", Key="mp.txt")["ETag"].endswith('-3"')
+    whole = b"".join(parts)
+    assert done["ETag"].endswith('-4"')
+    h = s3.head_object(Bucket="db-archive", Key="mp.txt")
+    assert h["ContentLength"] == len(whole) and h["ETag"] == done["ETag"] and h["Metadata"] == {"job": "nightly"}
+    assert sha(s3.get_object(Bucket="db-archive", Key="mp.txt")["Body"].read()) == sha(whole)
+    for a, b in [(5 * MiB - 3, 5 * MiB + 3), (10 * MiB + 10, 15 * MiB + 20), (len(whole) - 5, len(whole) - 1), (0, 10)]:
+        got = s3.get_object(Bucket="db-archive", Key="mp.txt", Range=f"bytes={a}-{b}")["Body"].read()
+        assert got == whole[a:b + 1], (a, b)
+    # upstream: the object is the 4 DGE1 segments, markers in its metadata, no upload left
+    # (its own ETag is the upstream's: the document rewrite is a server-side copy)
+    rh = raw.head_object(Bucket=real, Key="mp.txt")
+    assert rh["Metadata"]["dg-encrypted"].startswith("aes-256-gcm")
+    assert "dg-segments" in json.loads(base64.b64decode(rh["Metadata"]["dg-meta"]))
+    body = raw.get_object(Bucket=real, Key="mp.txt")["Body"].read()
+    assert body[:4] == b"DGE1" and body.count(b"DGE1") >= 4 and parts[1][:64] not in body
+    assert raw.list_multipart_uploads(Bucket=real).get("Uploads", []) == []
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket="db-archive")["Contents"]] == ["mp.txt"]
+    # a retried Complete gets the same answer
+    again = s3.complete_multipart_upload(Bucket="db-archive", Key="mp.txt", UploadId=up["UploadId"], MultipartUpload={
+        "Parts": [{"PartNumber": i + 1, "ETag": e} for i, e in enumerate(etags)]})
+    assert again["ETag"] == done["ETag"]
+    # copies of a segmented object are ordinary objects
+    s3.copy_object(Bucket="db-archive", Key="mp-copy.txt", CopySource={"Bucket": "db-archive", "Key": "mp.txt"})
+    assert sha(s3.get_object(Bucket="db-archive", Key="mp-copy.txt")["Body"].read()) == sha(whole)
+
+    # two equal-sized segments swapped upstream: an error, never reordered bytes
+    def clen(p):
+        return 24 + p + 16 * max(1, -(-p // 65536))
+    l0, l1 = clen(len(parts[0])), clen(len(parts[1]))
+    assert clen(len(parts[2])) == l0
+    swapped = body[l0 + l1:2 * l0 + l1] + body[l0:l0 + l1] + body[:l0] + body[2 * l0 + l1:]
+    assert len(swapped) == len(body)
+    raw.put_object(Bucket=real, Key="mp.txt", Body=swapped, Metadata=rh["Metadata"])
+    for rng in (None, "bytes=10-20", f"bytes={10 * MiB + 40}-{10 * MiB + 50}"):
+        with pytest.raises(botocore.exceptions.ClientError) as e:
+            kw = {"Range": rng} if rng else {}
+            s3.get_object(Bucket="db-archive", Key="mp.txt", **kw)["Body"].read()
+        assert e.value.response["Error"]["Code"] == "InternalError", rng
+    # the untouched middle segment still reads: damage is reported, not spread
+    mid = s3.get_object(Bucket="db-archive", Key="mp.txt", Range=f"bytes={5 * MiB + 5}-{5 * MiB + 9}")["Body"].read()
+    assert mid == whole[5 * MiB + 5:5 * MiB + 10]
+
+
+def test_direct_multipart_abort_and_plaintext_mode(tmp_path, moto):
+    real = "mpplain-" + uuid.uuid4().hex[:8]
+    raw = moto.client()
+    raw.create_bucket(Bucket=real)
+    srv = start(tmp_path, moto, {"plainmp": real}, encryption="{mode: none}")
+    try:
+        s3 = srv.client()
+        up = s3.create_multipart_upload(Bucket="plainmp", Key="gone.txt")
+        s3.upload_part(Bucket="plainmp", Key="gone.txt", UploadId=up["UploadId"], PartNumber=1, Body=b"x" * (5 * MiB))
+        s3.abort_multipart_upload(Bucket="plainmp", Key="gone.txt", UploadId=up["UploadId"])
+        assert raw.list_multipart_uploads(Bucket=real).get("Uploads", []) == [], "aborted upstream too"
+        parts = [random_bytes(5 * MiB), random_bytes(777)]
+        up = s3.create_multipart_upload(Bucket="plainmp", Key="p.txt")
+        etags = [s3.upload_part(Bucket="plainmp", Key="p.txt", UploadId=up["UploadId"], PartNumber=i + 1,
+                                Body=p)["ETag"] for i, p in enumerate(parts)]
+        s3.complete_multipart_upload(Bucket="plainmp", Key="p.txt", UploadId=up["UploadId"], MultipartUpload={
+            "Parts": [{"PartNumber": i + 1, "ETag": e} for i, e in enumerate(etags)]})
+        # mode none: the upstream object is the client's bytes, with the same multipart ETag
+        assert raw.get_object(Bucket=real, Key="p.txt")["Body"].read() == b"".join(parts)
+        assert s3.head_object(Bucket="plainmp", Key="p.txt")["ETag"].endswith('-2"')
+    finally:
+        srv.stop()
+
+
+def test_direct_completion_interrupted_is_finished_at_restart(tmp_path, moto):
+    real = "mpcrash-" + uuid.uuid4().hex[:8]
+    moto.client().create_bucket(Bucket=real)
+    srv = start(tmp_path, moto, {"crashmp": real}, extra_env={"DGP_FAILPOINT": "direct-after-upstream-complete"})
+    s3 = srv.client()
+    parts = [random_bytes(5 * MiB), random_bytes(99)]
+    up = s3.create_multipart_upload(Bucket="crashmp", Key="c.txt")
+    etags = [s3.upload_part(Bucket="crashmp", Key="c.txt", UploadId=up["UploadId"], PartNumber=i + 1,
+                            Body=p)["ETag"] for i, p in enumerate(parts)]
+    with pytest.raises(Exception):
+        s3.complete_multipart_upload(Bucket="crashmp", Key="c.txt", UploadId=up["UploadId"], MultipartUpload={
+            "Parts": [{"PartNumber": i + 1, "ETag": e} for i, e in enumerate(etags)]})
+    srv.proc.wait(timeout=10)
+    assert srv.proc.returncode != 0, "the failpoint aborted the server"
+    pending = moto.client().head_object(Bucket=real, Key="c.txt")
+    assert "dg-pending-upload" in json.loads(base64.b64decode(pending["Metadata"]["dg-meta"]))
+    srv = start(tmp_path, moto, {"crashmp": real})
+    try:
+        assert wait_log(srv, "interrupted before its final document was written")
+        s3 = srv.client()
+        assert s3.get_object(Bucket="crashmp", Key="c.txt")["Body"].read() == b"".join(parts)
+        again = s3.complete_multipart_upload(Bucket="crashmp", Key="c.txt", UploadId=up["UploadId"], MultipartUpload={
+            "Parts": [{"PartNumber": i + 1, "ETag": e} for i, e in enumerate(etags)]})
+        assert again["ETag"].endswith('-2"')
+    finally:
+        srv.stop()
+
+
+def test_delta_eligible_multipart_is_assembled_on_the_spool(routed, moto):
+    """A key that may become a delta needs the whole object: its parts stay
+    on the spool and the completion publishes the result (possibly a delta)."""
+    srv, real = routed
+    s3 = srv.client()
+    base = random_bytes(6 * MiB)
+    for name, body in (("v1.bin", base), ("v2.bin", base[:-100] + random_bytes(100))):
+        up = s3.create_multipart_upload(Bucket="db-archive", Key=f"rel/{name}")
+        etags = [s3.upload_part(Bucket="db-archive", Key=f"rel/{name}", UploadId=up["UploadId"], PartNumber=i + 1,
+                                Body=body[i * 5 * MiB:(i + 1) * 5 * MiB])["ETag"] for i in range(2)]
+        assert moto.client().list_multipart_uploads(Bucket=real).get("Uploads", []) == []
+        s3.complete_multipart_upload(Bucket="db-archive", Key=f"rel/{name}", UploadId=up["UploadId"], MultipartUpload={
+            "Parts": [{"PartNumber": i + 1, "ETag": e} for i, e in enumerate(etags)]})
+        assert s3.get_object(Bucket="db-archive", Key=f"rel/{name}")["Body"].read() == body
+    assert moto.client().head_object(Bucket=real, Key="rel/v2.bin")["Metadata"]["dg-note"] == "delta"
 
 
 def test_wrong_key_is_refused_even_with_a_fresh_spool(tmp_path, moto):
@@ -329,7 +463,7 @@ def test_tampered_upstream_ciphertext_is_an_error(routed, moto):
     with pytest.raises(botocore.exceptions.ClientError) as e:
         s3.get_object(Bucket="db-archive", Key="t.txt")["Body"].read()
     assert e.value.response["Error"]["Code"] == "InternalError"
-    assert "cannot decrypt" in srv.output()
+    assert wait_log(srv, "cannot decrypt")
 
 
 def test_native_sse_s3(tmp_path, moto):
@@ -388,7 +522,7 @@ def test_unreachable_upstream_at_startup_does_not_stop_the_proxy(tmp_path):
     fake = type("U", (), {"url": f"http://127.0.0.1:{port}", "access": "upstreamkey", "secret": "upstreamsecret"})
     srv = start(tmp_path, fake, {"later": "later-bucket"}, encryption="{mode: none}")
     try:
-        assert "s3 backend unreachable at startup" in srv.output()
+        assert wait_log(srv, "s3 backend unreachable at startup")
         s3 = srv.client()
         s3.create_bucket(Bucket="localstill")
         s3.put_object(Bucket="localstill", Key="k", Body=b"ok")

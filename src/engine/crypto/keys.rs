@@ -115,6 +115,22 @@ impl Dek {
         Dek(bytes)
     }
 
+    /// The key of segment `number` of a segmented body (one per multipart
+    /// part): `HMAC-SHA256(DEK, "dg-segment-v1" || 0x00 || u32_be(number))`.
+    /// Binding the part number into the key makes a segment moved to
+    /// another position fail authentication.
+    pub fn segment_key(&self, number: u32) -> Dek {
+        use hmac::Mac;
+        let mut mac = <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(&self.0)
+            .expect("HMAC takes any key length");
+        mac.update(b"dg-segment-v1\0");
+        mac.update(&number.to_be_bytes());
+        let out = mac.finalize().into_bytes();
+        let mut dek = Dek::zeroed();
+        dek.0.copy_from_slice(&out);
+        dek
+    }
+
     pub(super) fn zeroed() -> Dek {
         Dek([0u8; KEY_LEN])
     }

@@ -345,6 +345,8 @@ impl ObjectStore {
         meta.ref_id = None;
         meta.ref_sha256 = None;
         meta.stored_size = None;
+        meta.segments = None;
+        meta.pending_upload = None;
         let Some(delta) = self.delta_cfg().filter(|d| d.wants(bucket, key, meta.size)) else {
             // Not eligible: whole. An overwritten delta object may have been
             // the last user of its reference.

@@ -109,6 +109,8 @@ macro_rules! with_sse {
     }};
 }
 
+mod multipart;
+
 pub struct S3Backend {
     cfg: S3Config,
     client: Client,
@@ -141,6 +143,7 @@ fn upstream<E>(e: SdkError<E>, missing: StorageError) -> StorageError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
+    tracing::debug!(error = ?e, "upstream request failed");
     let status = e.raw_response().map(|r| r.status().as_u16());
     let code = e.code().map(str::to_owned);
     match (status, code.as_deref()) {
@@ -628,27 +631,10 @@ impl Backend for S3Backend {
     }
 
     fn set_meta(&self, at: &Loc, meta: &[u8]) -> Result<()> {
-        use aws_sdk_s3::types::MetadataDirective;
         let (bucket, key) = upstream_key(at)?;
         let fields = self.fields(meta)?;
         let current = self.head(bucket, &key)?;
-        let req = self
-            .client
-            .copy_object()
-            .bucket(bucket)
-            .key(&key)
-            .copy_source(list::copy_source(bucket, &key))
-            .metadata_directive(MetadataDirective::Replace)
-            .content_type("application/octet-stream")
-            .set_metadata(Some(fields));
-        let mut req = with_sse!(req, &self.cfg.sse);
-        // Only the version we read: a concurrent overwrite wins, not us.
-        if let Some(tag) = &current.version {
-            req = req.copy_source_if_match(tag);
-        }
-        self.block_on(req.send())
-            .map(|_| ())
-            .map_err(|e| upstream(e, StorageError::NoSuchKey))
+        self.copy_replace(bucket, &key, fields, &current)
     }
 
     fn delete(&self, at: &Loc) -> Result<()> {
@@ -743,7 +729,7 @@ impl UploadStore for S3Backend {
         self.local.read_upload(id)
     }
     fn put_part(&self, id: &str, number: u32, temp: TempFile, meta: &[u8]) -> Result<()> {
-        self.local.put_part(id, number, temp, meta)
+        self.put_any_part(id, number, temp, meta)
     }
     fn list_parts(&self, id: &str) -> Result<Vec<StoredPart>> {
         self.local.list_parts(id)
@@ -752,7 +738,7 @@ impl UploadStore for S3Backend {
         self.local.open_part(id, number)
     }
     fn remove_upload(&self, id: &str) -> Result<()> {
-        self.local.remove_upload(id)
+        self.remove_any_upload(id)
     }
     fn begin_complete(&self, id: &str, doc: &[u8]) -> Result<()> {
         self.local.begin_complete(id, doc)
@@ -777,6 +763,15 @@ impl UploadStore for S3Backend {
     }
     fn all_parts(&self) -> Result<Vec<(String, u32, Vec<u8>)>> {
         self.local.all_parts()
+    }
+    fn supports_direct(&self) -> bool {
+        true
+    }
+    fn begin_direct(&self, id: &str, at: &Loc, meta: &[u8]) -> Result<()> {
+        self.begin_direct_upload(id, at, meta)
+    }
+    fn complete_direct(&self, id: &str, at: &Loc, parts: &[u32], meta: &[u8]) -> Result<()> {
+        self.complete_direct_upload(id, at, parts, meta)
     }
 }
 
