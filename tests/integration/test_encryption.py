@@ -185,6 +185,17 @@ def test_unmarked_ciphertext_is_refused(enc):
     assert get_fails(s3, "marked")
 
 
+def test_folder_markers_on_an_encrypted_backend(enc):
+    """`PUT folder/` with an empty body (the console, rclone mkdir, s3fs)
+    works with encryption on: a folder marker has nothing to encrypt."""
+    s3 = enc.client()
+    s3.put_object(Bucket="db-archive", Key="nightly-folder/", Body=b"")
+    assert s3.get_object(Bucket="db-archive", Key="nightly-folder/")["Body"].read() == b""
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="db-archive", Prefix="nightly-folder")["Contents"]]
+    assert keys == ["nightly-folder/"]
+    s3.delete_object(Bucket="db-archive", Key="nightly-folder/")
+
+
 def test_client_data_that_looks_like_ciphertext_is_served(tmp_path):
     """A plaintext backend stores what clients send; a client's own DGE1
     file (a backup of an encrypted file) comes back as sent."""

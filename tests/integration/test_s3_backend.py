@@ -659,3 +659,17 @@ def test_our_own_server_as_the_upstream(tmp_path):
     finally:
         srv.stop()
         up.stop()
+
+
+def test_empty_and_directory_objects(routed, moto):
+    srv, real = routed
+    s3 = srv.client()
+    s3.put_object(Bucket="db-archive", Key="empty.txt", Body=b"")
+    s3.put_object(Bucket="db-archive", Key="folder/", Body=b"")
+    assert s3.get_object(Bucket="db-archive", Key="empty.txt")["Body"].read() == b""
+    assert s3.head_object(Bucket="db-archive", Key="empty.txt")["ContentLength"] == 0
+    assert s3.get_object(Bucket="db-archive", Key="folder/")["Body"].read() == b""
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="db-archive")["Contents"]]
+    assert keys == ["empty.txt", "folder/"]
+    # with encryption even an empty object is a DGE1 body upstream
+    assert moto.client().get_object(Bucket=real, Key="empty.txt")["Body"].read()[:4] == b"DGE1"

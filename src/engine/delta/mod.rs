@@ -334,10 +334,16 @@ impl ObjectStore {
         bucket: &str,
         key: &str,
         mut temp: TempFile,
-        dek: Option<Dek>,
+        mut dek: Option<Dek>,
         mut meta: ObjectMeta,
     ) -> Result<ObjectMeta> {
         parse_key(key)?;
+        if key.ends_with('/') && meta.size == 0 && dek.is_some() {
+            // A folder marker: nothing to encrypt, and a filesystem keeps
+            // it as a directory, which holds no body.
+            temp = self.backend.new_temp()?;
+            dek = None;
+        }
         meta.encrypted = None;
         meta.key_id = None;
         meta.wrapped_key = None;

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 
-use crate::storage::StoredBody;
+use crate::storage::{RawObject, StoredBody};
 
 /// Bytes per ranged GET.
 const WINDOW: u64 = 4 * 1024 * 1024;
@@ -44,6 +44,7 @@ impl S3Body {
         key: &str,
         etag: Option<String>,
         len: u64,
+        first: Option<Bytes>,
     ) -> Self {
         S3Body {
             client,
@@ -53,7 +54,7 @@ impl S3Body {
             etag,
             len,
             windows: Mutex::new(Windows {
-                current: None,
+                current: first.map(|b| (0, b)),
                 ahead: None,
             }),
         }
@@ -109,6 +110,67 @@ impl S3Body {
     }
 }
 
+/// Opens an object with one ranged GET of its first window: its metadata
+/// (as a HEAD would give it) and those bytes. `None` for an empty object
+/// (a range of nothing is refused with 416).
+pub(super) fn first_window(
+    client: &Client,
+    backend: &super::S3Backend,
+    bucket: &str,
+    key: &str,
+) -> crate::storage::Result<Option<(RawObject, Option<Bytes>)>> {
+    use crate::storage::StorageError;
+    let res = backend.block_on(async {
+        let out = client
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .range(format!("bytes=0-{}", WINDOW - 1))
+            .send()
+            .await?;
+        let total = out
+            .content_range()
+            .and_then(|r| r.rsplit_once('/'))
+            .and_then(|(_, t)| t.parse::<u64>().ok())
+            .or(out.content_length().map(|n| n.max(0) as u64))
+            .unwrap_or(0);
+        let raw = RawObject {
+            meta: super::doc_from_fields(out.metadata()),
+            stored_len: total,
+            mtime: super::to_system_time(out.last_modified()),
+            is_dir: false,
+            version: out.e_tag().map(str::to_owned),
+        };
+        let data = out.body.collect().await.map(|b| b.into_bytes());
+        Ok::<_, aws_sdk_s3::error::SdkError<_>>((raw, data))
+    });
+    match res {
+        Ok((raw, Ok(data))) => {
+            let want = raw.stored_len.min(WINDOW) as usize;
+            if data.len() != want {
+                return Err(StorageError::Io(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "upstream object {bucket}/{key}: first range returned {} of {want} bytes",
+                        data.len()
+                    ),
+                )));
+            }
+            Ok(Some((raw, Some(data))))
+        }
+        Ok((_, Err(e))) => Err(StorageError::Io(io::Error::other(format!(
+            "upstream read of {bucket}/{key}: {e}"
+        )))),
+        Err(e) => {
+            let status = e.raw_response().map(|r| r.status().as_u16());
+            if status == Some(416) {
+                return Ok(None);
+            }
+            Err(super::upstream(e, StorageError::NoSuchKey))
+        }
+    }
+}
+
 impl StoredBody for S3Body {
     fn len(&self) -> u64 {
         self.len
@@ -150,11 +212,18 @@ impl StoredBody for S3Body {
         Ok(n)
     }
 
-    fn will_read(&self, offset: u64, _len: u64) {
-        let start = offset - offset % WINDOW;
+    fn will_read(&self, offset: u64, len: u64) {
+        let mut start = offset - offset % WINDOW;
         let mut w = self.windows.lock().expect("window lock");
-        let have = matches!(&w.current, Some((s, _)) if *s == start)
-            || matches!(&w.ahead, Some((s, _)) if *s == start);
+        // The window holding `offset` is here: look one window further if
+        // the announced read reaches it.
+        if matches!(&w.current, Some((s, _)) if *s == start) {
+            if offset + len <= start + WINDOW {
+                return;
+            }
+            start += WINDOW;
+        }
+        let have = matches!(&w.ahead, Some((s, _)) if *s == start);
         if !have && start < self.len && w.ahead.is_none() {
             w.ahead = Some((start, self.fetch(start)));
         }

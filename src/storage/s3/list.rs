@@ -73,7 +73,7 @@ impl S3Backend {
                         meta: None,
                         stored_len: o.size().unwrap_or(0).max(0) as u64,
                         mtime: to_system_time(o.last_modified()),
-                        is_dir: key.ends_with('/'),
+                        is_dir: false,
                         version: o.e_tag().map(str::to_owned),
                     }),
                 });
@@ -146,7 +146,7 @@ impl S3Backend {
                         .send()
                         .await
                         .map_err(|e| upstream(e, StorageError::NoSuchKey))?;
-                    Ok(super::raw_from_head(key, &out))
+                    Ok(super::raw_from_head(&out))
                 })
                 .buffered(HEAD_CONCURRENCY)
                 .collect()

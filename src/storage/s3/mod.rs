@@ -196,15 +196,13 @@ fn meta_fields(doc: &[u8]) -> Result<HashMap<String, String>> {
 }
 
 /// What a HeadObject answer says about a stored object.
-fn raw_from_head(
-    key: &str,
-    out: &aws_sdk_s3::operation::head_object::HeadObjectOutput,
-) -> RawObject {
+fn raw_from_head(out: &aws_sdk_s3::operation::head_object::HeadObjectOutput) -> RawObject {
     RawObject {
         meta: doc_from_fields(out.metadata()),
         stored_len: out.content_length().unwrap_or(0).max(0) as u64,
         mtime: to_system_time(out.last_modified()),
-        is_dir: key.ends_with('/'),
+        // Keys ending in '/' are ordinary objects upstream.
+        is_dir: false,
         version: out.e_tag().map(str::to_owned),
     }
 }
@@ -288,7 +286,7 @@ impl S3Backend {
         let out = self
             .block_on(self.client.head_object().bucket(bucket).key(key).send())
             .map_err(|e| upstream(e, StorageError::NoSuchKey))?;
-        Ok(raw_from_head(key, &out))
+        Ok(raw_from_head(&out))
     }
 
     /// Uploads `temp` as `bucket/key` with `fields` as its user metadata.
@@ -601,9 +599,7 @@ impl Backend for S3Backend {
     fn publish(&self, at: &Loc, temp: TempFile, meta: &[u8]) -> Result<()> {
         let (bucket, key) = upstream_key(at)?;
         let fields = self.fields(meta)?;
-        if key.ends_with('/') && temp.path().metadata()?.len() != 0 {
-            return Err(StorageError::NonEmptyDirectoryObject);
-        }
+        // Keys ending in '/' are ordinary objects upstream.
         self.put_file(bucket, &key, &temp, fields)
         // `temp` is removed on drop.
     }
@@ -615,10 +611,12 @@ impl Backend for S3Backend {
 
     fn open(&self, at: &Loc) -> Result<(Option<Body>, RawObject)> {
         let (bucket, key) = upstream_key(at)?;
-        let raw = self.head(bucket, &key)?;
-        if raw.is_dir {
-            return Ok((None, raw));
-        }
+        // One ranged GET answers both: the metadata and the first window.
+        let (raw, first) = match body::first_window(&self.client, self, bucket, &key)? {
+            Some(v) => v,
+            // An empty object has no byte range to ask for.
+            None => (self.head(bucket, &key)?, None),
+        };
         let body = body::S3Body::new(
             self.client.clone(),
             self.rt.as_ref().expect("runtime").handle().clone(),
@@ -626,6 +624,7 @@ impl Backend for S3Backend {
             &key,
             raw.version.clone(),
             raw.stored_len,
+            first,
         );
         Ok((Some(std::sync::Arc::new(body)), raw))
     }
