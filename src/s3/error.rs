@@ -194,16 +194,24 @@ impl S3Error {
             }
             StorageError::Upstream { status, code, message } => {
                 tracing::error!(bucket, key, upstream_status = ?status, upstream_code = %code, upstream_message = %message, "the upstream S3 backend refused or failed a request");
+                let retry = |e: Self| e.with_header(http::header::RETRY_AFTER, "1");
                 match (status, code.as_str()) {
-                    (Some(503), _) | (_, "SlowDown") => Self::new(
+                    (Some(503), _) | (_, "SlowDown") => retry(Self::new(
                         "SlowDown",
                         503,
                         "The storage backend asks to reduce the request rate; please retry.",
-                    ),
-                    (None, _) | (Some(500..), _) => Self::new(
+                    )),
+                    (None, _) | (Some(500..), _) | (_, "RequestTimeout") => retry(Self::new(
                         "ServiceUnavailable",
                         503,
                         "The storage backend is unavailable; please retry.",
+                    )),
+                    // The proxy's own credentials or policy upstream: the
+                    // client may do this, the upstream refuses the proxy.
+                    (Some(403), _) => Self::new(
+                        "AccessDenied",
+                        403,
+                        "The storage backend refused the proxy access to this resource.",
                     ),
                     _ => Self::internal(),
                 }
@@ -219,9 +227,10 @@ impl S3Error {
         }
     }
 
-    pub fn to_response(&self, request_id: &str, head: bool) -> Response {
+    /// The `<Error>` element (without the XML declaration).
+    pub fn error_element(&self, request_id: &str) -> String {
         let mut xml = String::with_capacity(256);
-        xml.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>");
+        xml.push_str("<Error><Code>");
         xml.push_str(self.code);
         xml.push_str("</Code><Message>");
         xml.push_str(&escape(&self.message));
@@ -230,6 +239,12 @@ impl S3Error {
             xml.push_str(&format!("<{k}>{}</{k}>", escape(v)));
         }
         xml.push_str(&format!("<RequestId>{request_id}</RequestId></Error>"));
+        xml
+    }
+
+    pub fn to_response(&self, request_id: &str, head: bool) -> Response {
+        let mut xml = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+        xml.push_str(&self.error_element(request_id));
         let no_body = head || self.status == StatusCode::NOT_MODIFIED;
         let mut resp = if no_body {
             ().into_response()

@@ -2,9 +2,12 @@
 //! Abort, ListParts, ListMultipartUploads.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use axum::body::Body;
 use axum::response::{IntoResponse, Response};
-use http::{HeaderValue, StatusCode};
+use http::{HeaderValue, StatusCode, header};
+use tracing::Instrument as _;
 
 use super::Ctx;
 use super::error::S3Error;
@@ -12,9 +15,16 @@ use super::headers::{self, check_conditions};
 use super::object::{copy_source, receive_body};
 use super::xml::{self, ChecksumFields, S3_NS};
 use crate::engine::checksum::ChecksumAlgorithm;
+use crate::engine::meta::ObjectMeta;
 use crate::engine::multipart::{CompletePart, MAX_PART_NUMBER, UploadState};
-use crate::engine::{ObjectStore, StageOptions};
+use crate::engine::{EngineError, ObjectStore, StageOptions};
 use crate::gateway::Action;
+
+/// A completion still running after this answers 200 at once and sends
+/// whitespace until its result (S3's behaviour for long completions).
+const COMPLETE_KEEPALIVE_AFTER: Duration = Duration::from_secs(2);
+/// Interval of the whitespace sent while a completion runs.
+const COMPLETE_KEEPALIVE_EVERY: Duration = Duration::from_secs(2);
 
 fn upload_id(ctx: &Ctx) -> Result<String, S3Error> {
     ctx.q("uploadId")
@@ -231,31 +241,87 @@ pub async fn complete(mut ctx: Ctx) -> Result<Response, S3Error> {
             etag: p.etag,
         })
         .collect();
-    let meta = store
-        .complete_upload(&real, ctx.key(), &id, parts)
-        .await
-        .map_err(|e| S3Error::from_engine(e, ctx.bucket(), ctx.key()))?;
-    tracing::debug!(
-        bucket = ctx.bucket(),
-        key = ctx.key(),
-        size = meta.size,
-        "multipart upload completed"
-    );
-    let checksum = meta
-        .checksum
-        .as_ref()
-        .map(|c| ChecksumFields::from_alg(&c.alg, c.value.clone()))
-        .unwrap_or_default();
-    let doc = xml::CompleteMultipartUploadResult {
-        xmlns: S3_NS,
-        location: format!("/{}/{}", ctx.bucket(), ctx.key()),
-        bucket: ctx.bucket().into(),
-        key: ctx.key().into(),
-        etag: format!("\"{}\"", meta.etag),
-        checksum,
-        checksum_type: meta.checksum.as_ref().map(|c| c.kind.clone()),
+    // A completion can take long (assembling the parts on a filesystem,
+    // server-side copies upstream). Like S3, answer 200 early and keep the
+    // connection alive with whitespace, then send the result or an <Error>
+    // document; quick completions answer as usual, errors with their status.
+    let (bucket, key) = (ctx.bucket().to_owned(), ctx.key().to_owned());
+    // A JoinHandle is Unpin: it can be polled by reference, then moved.
+    let mut task = {
+        let (bucket, key) = (real.clone(), key.clone());
+        tokio::spawn(
+            async move { store.complete_upload(&bucket, &key, &id, parts).await }
+                .instrument(tracing::Span::current()),
+        )
     };
-    Ok(xml::response("CompleteMultipartUploadResult", &doc))
+    let early = tokio::time::timeout(COMPLETE_KEEPALIVE_AFTER, &mut task).await;
+    let result_xml = move |res: Result<Result<ObjectMeta, EngineError>, tokio::task::JoinError>| {
+        let meta = match res {
+            Ok(r) => r.map_err(|e| S3Error::from_engine(e, &bucket, &key))?,
+            Err(e) => {
+                tracing::error!(error = %e, "multipart completion task failed");
+                return Err(S3Error::internal());
+            }
+        };
+        tracing::debug!(bucket, key, size = meta.size, "multipart upload completed");
+        let checksum = meta
+            .checksum
+            .as_ref()
+            .map(|c| ChecksumFields::from_alg(&c.alg, c.value.clone()))
+            .unwrap_or_default();
+        let doc = xml::CompleteMultipartUploadResult {
+            xmlns: S3_NS,
+            location: format!("/{bucket}/{key}"),
+            bucket: bucket.clone(),
+            key: key.clone(),
+            etag: format!("\"{}\"", meta.etag),
+            checksum,
+            checksum_type: meta.checksum.as_ref().map(|c| c.kind.clone()),
+        };
+        xml::element("CompleteMultipartUploadResult", &doc).ok_or_else(S3Error::internal)
+    };
+    if let Ok(res) = early {
+        let el = result_xml(res)?;
+        let mut resp = format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n{el}").into_response();
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/xml"),
+        );
+        return Ok(resp);
+    }
+    let request_id = ctx.request_id.clone();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(2);
+    tokio::spawn(async move {
+        let decl = bytes::Bytes::from_static(b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+        if tx.send(Ok(decl)).await.is_err() {
+            return; // the completion goes on; the client may retry it
+        }
+        let mut tick = tokio::time::interval(COMPLETE_KEEPALIVE_EVERY);
+        tick.tick().await;
+        let res = loop {
+            tokio::select! {
+                r = &mut task => break r,
+                _ = tick.tick() => {
+                    if tx.send(Ok(bytes::Bytes::from_static(b" "))).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        };
+        let el = match result_xml(res) {
+            Ok(el) => el,
+            Err(e) => e.error_element(&request_id),
+        };
+        let _ = tx.send(Ok(bytes::Bytes::from(el))).await;
+    });
+    let stream =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|i| (i, rx)) });
+    let mut resp = Response::new(Body::from_stream(stream));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/xml"),
+    );
+    Ok(resp)
 }
 
 pub async fn abort(ctx: Ctx) -> Result<Response, S3Error> {

@@ -41,6 +41,17 @@ pub fn xml_safe(s: &str) -> std::borrow::Cow<'_, str> {
 }
 
 /// Serializes `doc` as the root element `root` into a 200 application/xml response.
+/// A document's root element as text (no XML declaration).
+pub fn element<T: Serialize>(root: &str, doc: &T) -> Option<String> {
+    match quick_xml::se::to_string_with_root(root, doc) {
+        Ok(s) => Some(xml_safe(&s).into_owned()),
+        Err(e) => {
+            tracing::error!(error = %e, root, "XML serialization failed");
+            None
+        }
+    }
+}
+
 pub fn response<T: Serialize>(root: &str, doc: &T) -> Response {
     let mut body = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     match quick_xml::se::to_string_with_root(root, doc) {

@@ -121,7 +121,8 @@ def _make_client(url, access, secret, style, **cfg):
         aws_access_key_id=access,
         aws_secret_access_key=secret,
         region_name="us-east-1",
-        config=Config(s3={"addressing_style": style}, retries={"total_max_attempts": 1}, read_timeout=20, **cfg),
+        config=Config(**{"s3": {"addressing_style": style}, "retries": {"total_max_attempts": 1},
+                         "read_timeout": 20, **cfg}),
     )
 
 

@@ -118,3 +118,38 @@ def test_multipart_survives_restart(tmp_path):
         assert s3.get_object(Bucket="restart", Key="big")["Body"].read() == p1 + p2
     finally:
         srv.stop()
+
+
+def test_slow_completion_keeps_the_connection_alive(tmp_path):
+    """A completion that takes a while answers 200 at once, sends whitespace
+    while it works (clients with a short read timeout keep waiting), then
+    the result; an error found late arrives as an <Error> document in the
+    200, as S3 does it."""
+    import threading
+    srv = Server(tmp_path / "data", env={"DGP_FAILPOINT": "complete-before-publish=sleep:7000"}).start()
+    try:
+        s3 = srv.client(read_timeout=4)  # shorter than the completion
+        s3.create_bucket(Bucket="slow")
+        parts = [random_bytes(5 * 1024 * 1024), b"tail"]
+        up = s3.create_multipart_upload(Bucket="slow", Key="k.txt")
+        etags = [s3.upload_part(Bucket="slow", Key="k.txt", UploadId=up["UploadId"], PartNumber=i + 1,
+                                Body=p)["ETag"] for i, p in enumerate(parts)]
+        done = s3.complete_multipart_upload(Bucket="slow", Key="k.txt", UploadId=up["UploadId"], MultipartUpload={
+            "Parts": [{"PartNumber": i + 1, "ETag": e} for i, e in enumerate(etags)]})
+        assert done["ETag"].endswith('-2"')
+        assert s3.get_object(Bucket="slow", Key="k.txt")["Body"].read() == b"".join(parts)
+
+        # a late failure: the bucket goes away while the completion sleeps
+        s3.create_bucket(Bucket="vanish")
+        up = s3.create_multipart_upload(Bucket="vanish", Key="k.txt")
+        e1 = s3.upload_part(Bucket="vanish", Key="k.txt", UploadId=up["UploadId"], PartNumber=1, Body=b"x")["ETag"]
+        t = threading.Timer(3.0, lambda: srv.client().delete_bucket(Bucket="vanish"))
+        t.start()
+        with pytest.raises(ClientError) as e:
+            s3.complete_multipart_upload(Bucket="vanish", Key="k.txt", UploadId=up["UploadId"], MultipartUpload={
+                "Parts": [{"PartNumber": 1, "ETag": e1}]})
+        t.join()
+        # (botocore reports an <Error> found in a 200 CompleteMultipartUpload as status 500)
+        assert e.value.response["Error"]["Code"] == "NoSuchBucket"
+    finally:
+        srv.stop()

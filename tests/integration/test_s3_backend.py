@@ -499,6 +499,7 @@ def test_upstream_down_is_503_and_recovers(tmp_path):
                 call()
             assert e.value.response["Error"]["Code"] == "ServiceUnavailable"
             assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
+            assert e.value.response["ResponseMetadata"]["HTTPHeaders"]["retry-after"] == "1"
             assert time.time() - t0 < 15
         # the local backend is unaffected
         s3.create_bucket(Bucket="stilllocal")
@@ -673,3 +674,30 @@ def test_empty_and_directory_objects(routed, moto):
     assert keys == ["empty.txt", "folder/"]
     # with encryption even an empty object is a DGE1 body upstream
     assert moto.client().get_object(Bucket=real, Key="empty.txt")["Body"].read()[:4] == b"DGE1"
+
+
+def test_upload_part_copy_across_backends(routed, moto):
+    """UploadPartCopy from a filesystem bucket into a multipart upload that
+    goes upstream part by part, and from the upstream bucket back."""
+    srv, real = routed
+    s3 = srv.client()
+    s3.create_bucket(Bucket="localsrc")
+    src = random_bytes(7 * MiB)
+    s3.put_object(Bucket="localsrc", Key="src.txt", Body=src)
+    up = s3.create_multipart_upload(Bucket="db-archive", Key="joined.txt")
+    e1 = s3.upload_part_copy(Bucket="db-archive", Key="joined.txt", UploadId=up["UploadId"], PartNumber=1,
+                             CopySource={"Bucket": "localsrc", "Key": "src.txt"},
+                             CopySourceRange=f"bytes=0-{5 * MiB - 1}")["CopyPartResult"]["ETag"]
+    e2 = s3.upload_part_copy(Bucket="db-archive", Key="joined.txt", UploadId=up["UploadId"], PartNumber=2,
+                             CopySource={"Bucket": "localsrc", "Key": "src.txt"})["CopyPartResult"]["ETag"]
+    s3.complete_multipart_upload(Bucket="db-archive", Key="joined.txt", UploadId=up["UploadId"], MultipartUpload={
+        "Parts": [{"PartNumber": 1, "ETag": e1}, {"PartNumber": 2, "ETag": e2}]})
+    want = src[:5 * MiB] + src
+    assert sha(s3.get_object(Bucket="db-archive", Key="joined.txt")["Body"].read()) == sha(want)
+    back = s3.create_multipart_upload(Bucket="localsrc", Key="back.txt")
+    e = s3.upload_part_copy(Bucket="localsrc", Key="back.txt", UploadId=back["UploadId"], PartNumber=1,
+                            CopySource={"Bucket": "db-archive", "Key": "joined.txt"},
+                            CopySourceRange=f"bytes={5 * MiB - 10}-{5 * MiB + 9}")["CopyPartResult"]["ETag"]
+    s3.complete_multipart_upload(Bucket="localsrc", Key="back.txt", UploadId=back["UploadId"], MultipartUpload={
+        "Parts": [{"PartNumber": 1, "ETag": e}]})
+    assert s3.get_object(Bucket="localsrc", Key="back.txt")["Body"].read() == want[5 * MiB - 10:5 * MiB + 10]
