@@ -104,6 +104,23 @@ enum OpenBody {
     Segmented(Box<segments::Segmented>),
 }
 
+impl OpenBody {
+    /// Decrypts `[start, start+len)` of an encrypted body (whole or
+    /// segmented) into `out`; nothing for the other kinds.
+    fn decrypt_range(
+        &mut self,
+        start: u64,
+        len: u64,
+        out: &mut dyn FnMut(bytes::Bytes) -> std::ops::ControlFlow<()>,
+    ) -> std::result::Result<(), crypto::CryptoError> {
+        match self {
+            OpenBody::Encrypted(d) => d.read_range(start, len, out),
+            OpenBody::Segmented(s) => s.read_range(start, len, out),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// An object opened for reading: a consistent snapshot of one version.
 pub struct OpenObject {
     pub info: ObjectInfo,
@@ -140,30 +157,18 @@ impl OpenObject {
                 Ok(want)
             }
             OpenBody::Plain(f) => Ok(read_full_at(f.as_ref(), &mut buf[..want], offset)?),
-            OpenBody::Encrypted(d) => {
+            OpenBody::Encrypted(_) | OpenBody::Segmented(_) => {
                 let mut done = 0;
-                d.read_range(offset, want as u64, |piece| {
-                    buf[done..done + piece.len()].copy_from_slice(&piece);
-                    done += piece.len();
-                    std::ops::ControlFlow::Continue(())
-                })
-                .map_err(|err| EngineError::Crypto {
-                    key: self.info.key.clone(),
-                    err,
-                })?;
-                Ok(done)
-            }
-            OpenBody::Segmented(s) => {
-                let mut done = 0;
-                s.read_range(offset, want as u64, &mut |piece| {
-                    buf[done..done + piece.len()].copy_from_slice(&piece);
-                    done += piece.len();
-                    std::ops::ControlFlow::Continue(())
-                })
-                .map_err(|err| EngineError::Crypto {
-                    key: self.info.key.clone(),
-                    err,
-                })?;
+                self.body
+                    .decrypt_range(offset, want as u64, &mut |piece| {
+                        buf[done..done + piece.len()].copy_from_slice(&piece);
+                        done += piece.len();
+                        std::ops::ControlFlow::Continue(())
+                    })
+                    .map_err(|err| EngineError::Crypto {
+                        key: self.info.key.clone(),
+                        err,
+                    })?;
                 Ok(done)
             }
         }

@@ -129,21 +129,8 @@ impl ObjectStore {
                         out.write(&buf[..n])?;
                     }
                 }
-                OpenBody::Encrypted(mut d) => {
-                    d.read_range(0, m.body_size(), |b| match out.write(&b) {
-                        Ok(()) => ControlFlow::Continue(()),
-                        Err(e) => {
-                            failed = Some(e);
-                            ControlFlow::Break(())
-                        }
-                    })
-                    .map_err(|err| EngineError::Crypto {
-                        key: key.to_owned(),
-                        err,
-                    })?;
-                }
-                OpenBody::Segmented(mut s) => {
-                    s.read_range(0, m.body_size(), &mut |b| match out.write(&b) {
+                mut body @ (OpenBody::Encrypted(_) | OpenBody::Segmented(_)) => {
+                    body.decrypt_range(0, m.body_size(), &mut |b| match out.write(&b) {
                         Ok(()) => ControlFlow::Continue(()),
                         Err(e) => {
                             failed = Some(e);

@@ -114,14 +114,14 @@ impl S3Body {
 /// (as a HEAD would give it) and those bytes. `None` for an empty object
 /// (a range of nothing is refused with 416).
 pub(super) fn first_window(
-    client: &Client,
     backend: &super::S3Backend,
     bucket: &str,
     key: &str,
 ) -> crate::storage::Result<Option<(RawObject, Option<Bytes>)>> {
     use crate::storage::StorageError;
     let res = backend.block_on(async {
-        let out = client
+        let out = backend
+            .client
             .get_object()
             .bucket(bucket)
             .key(key)

@@ -330,78 +330,26 @@ impl S3Backend {
         len: u64,
         fields: HashMap<String, String>,
     ) -> Result<()> {
-        use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
-        use futures::{StreamExt, TryStreamExt};
-        let req = self
-            .client
-            .create_multipart_upload()
-            .bucket(bucket)
-            .key(key)
-            .content_type("application/octet-stream")
-            .set_metadata(Some(fields));
-        let created = with_sse!(req, &self.cfg.sse)
-            .send()
-            .await
-            .map_err(|e| upstream(e, StorageError::NoSuchBucket))?;
-        let id = created.upload_id().unwrap_or_default().to_owned();
-        let parts = len.div_ceil(PART_SIZE);
-        let uploaded: Result<Vec<CompletedPart>> = futures::stream::iter(0..parts)
-            .map(|i| {
-                let id = id.clone();
-                async move {
-                    let off = i * PART_SIZE;
-                    let n = PART_SIZE.min(len - off);
-                    let body = file_range(path, off, n).await?;
-                    let out = self
-                        .client
-                        .upload_part()
-                        .bucket(bucket)
-                        .key(key)
-                        .upload_id(&id)
-                        .part_number(i as i32 + 1)
-                        .content_length(n as i64)
-                        .body(body)
-                        .send()
-                        .await
-                        .map_err(|e| upstream(e, StorageError::NoSuchUpload))?;
-                    Ok(CompletedPart::builder()
-                        .part_number(i as i32 + 1)
-                        .set_e_tag(out.e_tag().map(str::to_owned))
-                        .build())
-                }
-            })
-            .buffered(PART_CONCURRENCY)
-            .try_collect()
-            .await;
-        let done = match uploaded {
-            Ok(parts) => self
+        let part = |id: &str, n: i32, off: u64, size: u64| {
+            let req = self
                 .client
-                .complete_multipart_upload()
+                .upload_part()
                 .bucket(bucket)
                 .key(key)
-                .upload_id(&id)
-                .multipart_upload(
-                    CompletedMultipartUpload::builder()
-                        .set_parts(Some(parts))
-                        .build(),
-                )
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| upstream(e, StorageError::NoSuchUpload)),
-            Err(e) => Err(e),
+                .upload_id(id)
+                .part_number(n)
+                .content_length(size as i64);
+            async move {
+                let out = req
+                    .body(file_range(path, off, size).await?)
+                    .send()
+                    .await
+                    .map_err(|e| upstream(e, StorageError::NoSuchUpload))?;
+                Ok(out.e_tag().map(str::to_owned))
+            }
         };
-        if done.is_err() {
-            let _ = self
-                .client
-                .abort_multipart_upload()
-                .bucket(bucket)
-                .key(key)
-                .upload_id(&id)
-                .send()
-                .await;
-        }
-        done
+        self.write_multipart(bucket, key, fields, len, PART_SIZE, PART_CONCURRENCY, part)
+            .await
     }
 
     /// Deletes every object under `prefix` (the hidden prefix of a bucket).
@@ -612,7 +560,7 @@ impl Backend for S3Backend {
     fn open(&self, at: &Loc) -> Result<(Option<Body>, RawObject)> {
         let (bucket, key) = upstream_key(at)?;
         // One ranged GET answers both: the metadata and the first window.
-        let (raw, first) = match body::first_window(&self.client, self, bucket, &key)? {
+        let (raw, first) = match body::first_window(self, bucket, &key)? {
             Some(v) => v,
             // An empty object has no byte range to ask for.
             None => (self.head(bucket, &key)?, None),

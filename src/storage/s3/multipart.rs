@@ -210,82 +210,116 @@ impl S3Backend {
                 .map(|_| ())
                 .map_err(|e| upstream(e, StorageError::NoSuchKey));
         }
-        self.block_on(async {
-            let req = self
-                .client
-                .create_multipart_upload()
-                .bucket(bucket)
-                .key(key)
-                .content_type("application/octet-stream")
-                .set_metadata(Some(fields));
-            let created = with_sse!(req, &self.cfg.sse)
-                .send()
-                .await
-                .map_err(|e| upstream(e, StorageError::NoSuchKey))?;
-            let id = created.upload_id().unwrap_or_default().to_owned();
-            let mut parts = Vec::new();
-            let mut off = 0u64;
-            let mut n = 1;
-            let result: Result<()> = async {
-                while off < current.stored_len {
-                    let end = (off + COPY_PART).min(current.stored_len) - 1;
-                    let mut req = self
-                        .client
-                        .upload_part_copy()
-                        .bucket(bucket)
-                        .key(key)
-                        .upload_id(&id)
-                        .part_number(n)
-                        .copy_source(&source)
-                        .copy_source_range(format!("bytes={off}-{end}"));
-                    if let Some(tag) = &current.version {
-                        req = req.copy_source_if_match(tag);
-                    }
+        let (len, tag) = (current.stored_len, current.version.clone());
+        self.block_on(self.write_multipart(
+            bucket,
+            key,
+            fields,
+            len,
+            COPY_PART,
+            1,
+            |id, n, off, size| {
+                let req = self
+                    .client
+                    .upload_part_copy()
+                    .bucket(bucket)
+                    .key(key)
+                    .upload_id(id)
+                    .part_number(n)
+                    .copy_source(&source)
+                    .copy_source_range(format!("bytes={off}-{}", off + size - 1))
+                    .set_copy_source_if_match(tag.clone());
+                async move {
                     let out = req
                         .send()
                         .await
                         .map_err(|e| upstream(e, StorageError::NoSuchKey))?;
-                    parts.push(
-                        CompletedPart::builder()
-                            .part_number(n)
-                            .set_e_tag(
-                                out.copy_part_result()
-                                    .and_then(|r| r.e_tag())
-                                    .map(str::to_owned),
-                            )
-                            .build(),
-                    );
-                    off = end + 1;
-                    n += 1;
+                    Ok(out
+                        .copy_part_result()
+                        .and_then(|r| r.e_tag())
+                        .map(str::to_owned))
                 }
-                self.client
-                    .complete_multipart_upload()
-                    .bucket(bucket)
-                    .key(key)
-                    .upload_id(&id)
-                    .multipart_upload(
-                        CompletedMultipartUpload::builder()
-                            .set_parts(Some(parts))
-                            .build(),
-                    )
-                    .send()
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| upstream(e, StorageError::NoSuchKey))
-            }
-            .await;
-            if result.is_err() {
-                let _ = self
-                    .client
-                    .abort_multipart_upload()
-                    .bucket(bucket)
-                    .key(key)
-                    .upload_id(&id)
-                    .send()
-                    .await;
-            }
-            result
-        })
+            },
+        ))
+    }
+
+    /// Writes `bucket/key` as an upstream multipart upload: created with
+    /// `fields` (and the backend's SSE), `len` bytes in parts of
+    /// `part_size` made by `part(upload id, number, offset, size)` (which
+    /// returns the part's ETag), `concurrency` at once; completed in order,
+    /// aborted on any failure, so nothing half-written becomes visible.
+    pub(super) async fn write_multipart<F, Fut>(
+        &self,
+        bucket: &str,
+        key: &str,
+        fields: HashMap<String, String>,
+        len: u64,
+        part_size: u64,
+        concurrency: usize,
+        part: F,
+    ) -> Result<()>
+    where
+        F: Fn(&str, i32, u64, u64) -> Fut,
+        Fut: std::future::Future<Output = Result<Option<String>>>,
+    {
+        use futures::{StreamExt, TryStreamExt};
+        let req = self
+            .client
+            .create_multipart_upload()
+            .bucket(bucket)
+            .key(key)
+            .content_type("application/octet-stream")
+            .set_metadata(Some(fields));
+        let created = with_sse!(req, &self.cfg.sse)
+            .send()
+            .await
+            .map_err(|e| upstream(e, StorageError::NoSuchBucket))?;
+        let id = created.upload_id().unwrap_or_default().to_owned();
+        let part = &part;
+        let id_ref = id.as_str();
+        let uploaded: Result<Vec<CompletedPart>> =
+            futures::stream::iter(0..len.div_ceil(part_size))
+                .map(|i| async move {
+                    let off = i * part_size;
+                    let n = i as i32 + 1;
+                    let etag = part(id_ref, n, off, part_size.min(len - off)).await?;
+                    Ok(CompletedPart::builder()
+                        .part_number(n)
+                        .set_e_tag(etag)
+                        .build())
+                })
+                .buffered(concurrency)
+                .try_collect()
+                .await;
+        let done = match uploaded {
+            Ok(parts) => self
+                .client
+                .complete_multipart_upload()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(&id)
+                .multipart_upload(
+                    CompletedMultipartUpload::builder()
+                        .set_parts(Some(parts))
+                        .build(),
+                )
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| upstream(e, StorageError::NoSuchUpload)),
+            Err(e) => Err(e),
+        };
+        if done.is_err() {
+            let _ = self
+                .client
+                .abort_multipart_upload()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(&id)
+                .send()
+                .await;
+        }
+        done
     }
 
     pub(super) fn remove_any_upload(&self, id: &str) -> Result<()> {
