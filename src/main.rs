@@ -289,8 +289,12 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    exit_code(logged(runtime.block_on(deltaglider_proxy::server::run(
-        settings,
-        args.open_access,
-    ))))
+    let source = deltaglider_proxy::reload::Source {
+        path: deltaglider_proxy::config::config_path(args.config.as_deref(), &env_lookup),
+        overrides,
+        open_access: args.open_access,
+    };
+    exit_code(logged(
+        runtime.block_on(deltaglider_proxy::server::run(settings, source)),
+    ))
 }

@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 
 use crate::config::Settings;
 use crate::engine::maintenance::Finding;
-use crate::server::open_stores;
+use crate::open::open_stores;
 
 fn open(
     settings: &Settings,
@@ -24,8 +24,8 @@ fn open(
 /// (bucket names and routing as clients see them); keys stay out of dumps.
 fn open_gateway(settings: &Settings) -> anyhow::Result<crate::gateway::Gateway> {
     let keys = crate::config::resolve_encryption_keys(settings, &|n| std::env::var(n).ok())?;
-    crate::server::protect_keys(&keys);
-    crate::server::open_gateway(settings, &keys, false, false)
+    crate::open::protect_keys(&keys);
+    crate::open::open_gateway(settings, &keys, false, false)
 }
 
 /// `encryption status`: enabled state, mode, key ids in use with object
@@ -278,7 +278,7 @@ pub fn reencrypt(
 /// unmounted) or until someone unmounts it (`fusermount3 -u`).
 pub fn mount(settings: &Settings, opts: &crate::fuse::MountOptions) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let gateway = std::sync::Arc::new(open_gateway(settings)?);
+    let gateway = crate::gateway::shared(open_gateway(settings)?);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -1,12 +1,12 @@
-//! Wiring and lifecycle: opens the backends named by the settings, builds the
-//! gateway and the HTTP app (S3 on `/`, operator endpoints under `/_/`),
-//! listens, and shuts down gracefully on SIGTERM/SIGINT.
+//! Wiring and lifecycle: opens the backends named by the settings (see
+//! `open`), builds the HTTP app (S3 on `/`, operator endpoints under `/_/`),
+//! listens, reloads the configuration on SIGHUP (see `reload`), and shuts
+//! down gracefully on SIGTERM/SIGINT.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
@@ -14,356 +14,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use http::Request;
 
-use crate::config::{
-    BackendKeys, BackendKind, BackendSettings, EncryptionKey, EncryptionMode, KeySource,
-    ResolvedKeys, Settings,
-};
-use crate::engine::ObjectStore;
-use crate::engine::crypto::{Kek, KeyId};
-use crate::engine::delta::{BucketPolicy, DeltaConfig};
-use crate::engine::encryption::{Encryption, KeyringNotice, NamedKey};
-use crate::gateway::{BucketRoute, Gateway};
+use crate::config::Settings;
+use crate::gateway::Gateway;
+use crate::reload::{Reloader, Source};
 use crate::s3::S3State;
-use crate::s3::auth::{CredentialStore, SecretKey};
-use crate::storage::s3::{S3Backend, S3Config, Sse};
-use crate::storage::{Backend, FsBackend, StorageError};
-
-/// The single admin credential from the environment or the `access` section.
-struct AdminCredential {
-    access_key_id: String,
-    secret: SecretKey,
-}
-
-impl CredentialStore for AdminCredential {
-    fn secret_for(&self, access_key_id: &str) -> Option<SecretKey> {
-        (access_key_id == self.access_key_id)
-            .then(|| SecretKey::new(self.secret.expose().to_owned()))
-    }
-}
-
-/// No credentials at all (open access): every signed request is refused.
-struct NoCredentials;
-impl CredentialStore for NoCredentials {
-    fn secret_for(&self, _: &str) -> Option<SecretKey> {
-        None
-    }
-}
-
-fn key_source_name(src: Option<&KeySource>) -> String {
-    match src {
-        Some(KeySource::Env { var }) => var.clone(),
-        Some(KeySource::File { path }) => path.display().to_string(),
-        None => "-".into(),
-    }
-}
-
-fn named_key(key: Option<&EncryptionKey>, id: Option<&String>) -> anyhow::Result<Option<NamedKey>> {
-    let Some(key) = key else { return Ok(None) };
-    let kek = Kek::from_bytes(*key.expose());
-    let id = match id {
-        Some(id) => KeyId::new(id).map_err(|e| anyhow::anyhow!("invalid key id {id:?}: {e}"))?,
-        None => KeyId::derive(&kek),
-    };
-    Ok(Some(NamedKey { id, kek }))
-}
-
-/// The keys of one backend, as configured (checked by [`check_keyring`]).
-fn backend_encryption(
-    b: &BackendSettings,
-    keys: Option<&BackendKeys>,
-) -> anyhow::Result<Encryption> {
-    let (current, legacy) = match keys {
-        Some(k) => (
-            named_key(k.key.as_ref(), k.key_id.as_ref())?,
-            named_key(k.legacy_key.as_ref(), k.legacy_key_id.as_ref())?,
-        ),
-        None => (None, None),
-    };
-    if b.encryption.mode == EncryptionMode::Aes256GcmProxy && current.is_none() {
-        bail!(
-            "backend '{}' is configured for aes256-gcm-proxy but no key was given",
-            b.name
-        );
-    }
-    Ok(Encryption { current, legacy })
-}
-
-/// Checks a backend's keys against its key check records (and, when a
-/// record is missing, against its objects), refusing a wrong key.
-fn check_keyring(b: &BackendSettings, store: &ObjectStore, serving: bool) -> anyhow::Result<()> {
-    let enc = store.encryption();
-    let notices = store.open_keyring(
-        (
-            &key_source_name(b.encryption.key_source.as_ref()),
-            &key_source_name(b.encryption.legacy_key_source.as_ref()),
-        ),
-        serving,
-    )?;
-    for n in notices {
-        match n {
-            KeyringNotice::FirstEnabled(id) => tracing::warn!(
-                backend = %b.name,
-                key_id = %id,
-                "NOTICE: encryption at rest enabled for the first time on this backend. STORE THE KEY ({}) OFF-BOX NOW (password manager, vault, sealed envelope): without it the encrypted objects are unrecoverable",
-                key_source_name(b.encryption.key_source.as_ref())
-            ),
-            KeyringNotice::NewKeyId(id) => {
-                tracing::warn!(backend = %b.name, key_id = %id, "new encryption key id recorded; store this key off-box")
-            }
-            KeyringNotice::Recreated { key_id, objects } => tracing::warn!(
-                backend = %b.name,
-                key_id = %key_id,
-                objects,
-                "the key check record for this key id was missing; the configured key opens the objects stamped with it{}",
-                if serving { ", so the record was written again" } else { "" }
-            ),
-        }
-    }
-    if let Some(k) = &enc.current {
-        tracing::info!(backend = %b.name, key_id = %k.id, "encryption at rest: aes256-gcm-proxy");
-    }
-    Ok(())
-}
-
-/// The delta stage of one backend: the global defaults and the policy of
-/// each bucket routed to it (by its name on the backend).
-fn delta_config(settings: &Settings, backend: &str) -> DeltaConfig {
-    let adv = &settings.advanced;
-    let default_policy = BucketPolicy {
-        compression: true,
-        max_delta_ratio: adv.max_delta_ratio,
-        delta_types: Vec::new(),
-        passthrough_types: Vec::new(),
-    };
-    let buckets = settings
-        .buckets
-        .values()
-        .filter(|b| b.backend == backend)
-        .map(|b| {
-            (
-                b.real_name.clone(),
-                BucketPolicy {
-                    compression: b.compression.unwrap_or(true),
-                    max_delta_ratio: b.max_delta_ratio.unwrap_or(adv.max_delta_ratio),
-                    delta_types: b.delta_types.clone(),
-                    passthrough_types: b.passthrough_types.clone(),
-                },
-            )
-        })
-        .collect();
-    DeltaConfig {
-        default_policy,
-        buckets,
-        max_object_size: adv.max_object_size_for_delta_mb.saturating_mul(1024 * 1024),
-        cache_bytes: adv.cache_size_mb.saturating_mul(1024 * 1024),
-        concurrency: adv.delta_concurrency as usize,
-    }
-}
-
-/// An endpoint whose host is an IP address or `localhost` cannot be
-/// addressed virtual-hosted style (`bucket.127.0.0.1` does not resolve).
-fn host_needs_path_style(endpoint: &str) -> bool {
-    let rest = endpoint.split_once("://").map_or(endpoint, |(_, r)| r);
-    let authority = rest.split('/').next().unwrap_or("");
-    let host = match authority.strip_prefix('[') {
-        Some(v6) => {
-            return v6
-                .split(']')
-                .next()
-                .is_some_and(|h| h.parse::<std::net::Ipv6Addr>().is_ok());
-        }
-        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
-    };
-    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok()
-}
-
-/// Upstream credentials: the config's pair, else
-/// `DGP_BACKEND_<NAME>_ACCESS_KEY_ID` / `_SECRET_ACCESS_KEY`, else `None`
-/// (the SDK's standard chain: AWS_* variables, profile, instance role).
-fn upstream_credentials(
-    backend: &str,
-    id: Option<&str>,
-    secret: Option<&str>,
-) -> anyhow::Result<Option<(String, String)>> {
-    if let (Some(id), Some(secret)) = (id, secret) {
-        return Ok(Some((id.to_owned(), secret.to_owned())));
-    }
-    let id_var = crate::config::backend_env_var(backend, "ACCESS_KEY_ID");
-    let secret_var = crate::config::backend_env_var(backend, "SECRET_ACCESS_KEY");
-    let get = |v: &str| std::env::var(v).ok().filter(|s| !s.trim().is_empty());
-    match (get(&id_var), get(&secret_var)) {
-        (Some(id), Some(secret)) => Ok(Some((id.trim().to_owned(), secret.trim().to_owned()))),
-        (None, None) => Ok(None),
-        _ => bail!("backend '{backend}': set both {id_var} and {secret_var}, or neither"),
-    }
-}
-
-/// Opens every backend with its keys. `serving`: the server itself (removes
-/// temp files left by a crash, records a new key id); otherwise an operator
-/// command that may run next to a live server and changes nothing.
-pub fn open_stores(
-    settings: &Settings,
-    keys: &ResolvedKeys,
-    serving: bool,
-) -> anyhow::Result<BTreeMap<String, Arc<ObjectStore>>> {
-    let mut stores = BTreeMap::new();
-    for b in &settings.backends {
-        if b.encryption.mode.is_native() && !matches!(b.kind, BackendKind::S3 { .. }) {
-            bail!("backend '{}': native SSE modes are S3-only", b.name);
-        }
-        let backend: Arc<dyn Backend> = match &b.kind {
-            BackendKind::Filesystem { path } => {
-                let fs = if serving {
-                    FsBackend::open(path)
-                } else {
-                    FsBackend::open_shared(path)
-                }
-                .with_context(|| {
-                    format!(
-                        "opening filesystem backend '{}' at {}",
-                        b.name,
-                        path.display()
-                    )
-                })?;
-                if serving {
-                    let (total, free) = fs.disk_space().unwrap_or((0, 0));
-                    tracing::info!(
-                        backend = %b.name,
-                        root = %fs.root().display(),
-                        disk_total_gib = total >> 30,
-                        disk_free_gib = free >> 30,
-                        "filesystem backend ready"
-                    );
-                }
-                Arc::new(fs)
-            }
-            BackendKind::S3 {
-                endpoint,
-                region,
-                force_path_style,
-                access_key_id,
-                secret_access_key,
-            } => {
-                let cfg = S3Config {
-                    name: b.name.clone(),
-                    endpoint: endpoint.clone(),
-                    region: region.clone(),
-                    force_path_style: *force_path_style
-                        || endpoint.as_deref().is_some_and(host_needs_path_style),
-                    credentials: upstream_credentials(
-                        &b.name,
-                        access_key_id.as_deref(),
-                        secret_access_key.as_ref().map(|s| s.expose()),
-                    )?,
-                    spool: settings.advanced.spool_dir.join(&b.name),
-                    sse: match b.encryption.mode {
-                        EncryptionMode::SseS3 => Some(Sse::S3),
-                        EncryptionMode::SseKms => Some(Sse::Kms {
-                            key_id: b.encryption.kms_key_id.clone().unwrap_or_default(),
-                            bucket_key: b.encryption.bucket_key_enabled,
-                        }),
-                        _ => None,
-                    },
-                };
-                let spool = cfg.spool.clone();
-                let s3 = S3Backend::open(cfg, serving).with_context(|| {
-                    format!(
-                        "opening the spool of s3 backend '{}' at {}",
-                        b.name,
-                        spool.display()
-                    )
-                })?;
-                match s3.check() {
-                    Ok(()) => {}
-                    // Unreachable: start anyway; its buckets answer 503 until
-                    // it is back, and /_/api/status shows it.
-                    Err(StorageError::Upstream {
-                        status: None,
-                        ref message,
-                        ..
-                    }) => {
-                        tracing::error!(backend = %b.name, endpoint = %s3.endpoint(), error = %message, "s3 backend unreachable at startup; its buckets answer 503 ServiceUnavailable until it answers")
-                    }
-                    Err(e) => bail!(
-                        "s3 backend '{}': the upstream at {} refuses ListBuckets with the configured credentials: {e}",
-                        b.name,
-                        s3.endpoint()
-                    ),
-                }
-                if serving {
-                    tracing::info!(
-                        backend = %b.name,
-                        endpoint = %s3.endpoint(),
-                        spool = %s3.spool().display(),
-                        "s3 backend ready"
-                    );
-                }
-                Arc::new(s3)
-            }
-        };
-        let enc = backend_encryption(b, keys.get(&b.name))?;
-        let store = ObjectStore::new(b.name.clone(), backend, enc)
-            .with_min_free(
-                settings
-                    .advanced
-                    .min_free_space_mb
-                    .saturating_mul(1024 * 1024),
-            )
-            .with_delta(delta_config(settings, &b.name));
-        check_keyring(b, &store, serving)?;
-        if serving {
-            store
-                .recover_uploads()
-                .with_context(|| format!("recovering multipart uploads on backend '{}'", b.name))?;
-        }
-        stores.insert(b.name.clone(), Arc::new(store));
-    }
-    Ok(stores)
-}
-
-/// Opens every backend and builds the gateway (`serving`: see [`open_stores`]).
-pub fn open_gateway(
-    settings: &Settings,
-    keys: &ResolvedKeys,
-    open_access: bool,
-    serving: bool,
-) -> anyhow::Result<Gateway> {
-    let stores = open_stores(settings, keys, serving)?;
-    let routes = settings
-        .buckets
-        .iter()
-        .map(|(name, bs)| {
-            (
-                name.clone(),
-                BucketRoute {
-                    store: bs.backend.clone(),
-                    real_name: bs.real_name.clone(),
-                    public_prefixes: bs.public_prefixes.clone(),
-                },
-            )
-        })
-        .collect();
-    Ok(Gateway::new(
-        stores,
-        settings.default_backend.clone(),
-        routes,
-        open_access,
-    ))
-}
-
-/// Keys are in this process's memory: no core dumps, no ptrace by other
-/// unprivileged processes.
-pub fn protect_keys(keys: &ResolvedKeys) {
-    if keys.is_empty() {
-        return;
-    }
-    if let Err(e) =
-        rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
-    {
-        tracing::warn!(error = %e, "could not mark the process non-dumpable");
-    }
-}
-
 async fn health() -> &'static str {
     "OK\n"
 }
@@ -390,6 +44,10 @@ pub fn app(state: Arc<S3State>) -> Router {
         )
         .route("/_/api/status", get(crate::admin::status))
         .route("/_/api/stats", get(crate::admin::stats))
+        .route(
+            "/_/api/config/reload",
+            axum::routing::post(crate::admin::reload),
+        )
         .route("/_", get(admin_not_found))
         .route("/_/{*rest}", axum::routing::any(admin_not_found))
         .fallback(s3_entry)
@@ -431,41 +89,47 @@ fn resume_jobs(gateway: &Gateway) {
     }
 }
 
+/// Re-reads the configuration on every SIGHUP (systemd's `reload`),
+/// telling systemd while it does.
+fn reload_on_hangup(reloader: Arc<Reloader>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP received: reloading the configuration");
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
+            let r = reloader.clone();
+            // Errors are logged by the reloader.
+            let _ = tokio::task::spawn_blocking(move || r.reload()).await;
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+        }
+    });
+    Ok(())
+}
+
 /// Runs the server until a shutdown signal, then drains in-flight requests
-/// for at most the configured grace period.
-pub async fn run(settings: Settings, open_access: bool) -> anyhow::Result<()> {
+/// for at most the configured grace period. `source` is re-read on reload.
+pub async fn run(settings: Settings, source: Source) -> anyhow::Result<()> {
     for w in &settings.warnings {
         tracing::warn!("{w}");
     }
-    let credentials: Arc<dyn CredentialStore> = match &settings.credentials {
-        Some(c) => Arc::new(AdminCredential {
-            access_key_id: c.access_key_id.clone(),
-            secret: SecretKey::new(c.secret_access_key.expose().to_owned()),
-        }),
-        None if open_access => {
-            tracing::warn!(
-                "!!! OPEN ACCESS: no credentials are configured and --open-access is set: ANYONE who can reach this port can read, write and delete every object !!!"
-            );
-            Arc::new(NoCredentials)
-        }
-        None => bail!(
-            "no credentials configured: set DGP_ACCESS_KEY_ID and DGP_SECRET_ACCESS_KEY (or access.access_key_id and \
-             access.secret_access_key in the config file); to run without authentication on purpose, pass \
-             --open-access or set DGP_OPEN_ACCESS=true"
-        ),
-    };
+    let credentials = crate::open::credentials(&settings, source.open_access)?;
     let keys = crate::config::resolve_encryption_keys(&settings, &|n| std::env::var(n).ok())?;
-    protect_keys(&keys);
+    crate::open::protect_keys(&keys);
     // Opening backends blocks (startup checks, recovery, upstream requests):
     // off the async worker, so S3 backends can block on their own runtime.
-    let gateway = Arc::new(tokio::task::block_in_place(|| {
-        open_gateway(
-            &settings,
-            &keys,
-            open_access && settings.credentials.is_none(),
-            true,
-        )
-    })?);
+    let opened =
+        tokio::task::block_in_place(|| crate::open::open_backends(&settings, &keys, true))?;
+    let stores = opened
+        .iter()
+        .map(|o| (o.settings.name.clone(), o.store.clone()))
+        .collect();
+    let open_access = source.open_access && settings.credentials.is_none();
+    let gateway = crate::gateway::shared(crate::open::gateway(&settings, stores, open_access));
+    let protocol = Arc::new(arc_swap::ArcSwap::from_pointee(crate::open::protocol(
+        &settings,
+        credentials,
+    )));
     // The FUSE view, when configured, is up before READY and down after the drain.
     let mount = match &settings.fuse {
         Some(f) => Some(crate::fuse::mount(
@@ -474,16 +138,25 @@ pub async fn run(settings: Settings, open_access: bool) -> anyhow::Result<()> {
         )?),
         None => None,
     };
-    resume_jobs(&gateway);
+    resume_jobs(&gateway.load());
+    let reloader = Arc::new(Reloader::new(
+        source,
+        settings.clone(),
+        opened,
+        gateway.clone(),
+        protocol.clone(),
+    ));
+    reload_on_hangup(reloader.clone())?;
+    let reload: Arc<crate::s3::ReloadFn> = Arc::new(move || {
+        reloader
+            .reload()
+            .map(|r| serde_json::to_value(r).unwrap_or_default())
+            .map_err(|e| format!("{e:#}"))
+    });
     let state = Arc::new(S3State {
         gateway,
-        credentials,
-        domains: settings.advanced.s3_domains.clone(),
-        region: settings.advanced.region.clone(),
-        max_body: settings
-            .advanced
-            .max_request_body_mb
-            .saturating_mul(1024 * 1024),
+        protocol,
+        reload: Some(reload),
         started: std::time::Instant::now(),
         in_flight: Default::default(),
     });
@@ -514,21 +187,4 @@ pub async fn run(settings: Settings, open_access: bool) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn ip_and_localhost_endpoints_are_path_style() {
-        for (ep, want) in [
-            ("http://127.0.0.1:9000", true),
-            ("http://localhost:9000/", true),
-            ("https://[::1]:443", true),
-            ("http://10.0.0.5", true),
-            ("https://fsn1.your-objectstorage.com", false),
-            ("https://s3.eu-west-1.amazonaws.com:443/x", false),
-        ] {
-            assert_eq!(super::host_needs_path_style(ep), want, "{ep}");
-        }
-    }
 }

@@ -20,15 +20,16 @@ fn deny(status: StatusCode, message: &str) -> Response {
 
 /// Checks that the request carries a valid admin signature.
 fn require_admin(st: &S3State, req: &Request<Body>) -> Result<(), Box<Response>> {
+    let proto = st.protocol.load();
     let auth = AuthRequest {
         method: req.method(),
         path: req.uri().path(),
         query: req.uri().query().unwrap_or(""),
         headers: req.headers(),
         now: time::OffsetDateTime::now_utc(),
-        region: Some(&st.region),
+        region: Some(&proto.region),
     };
-    match authenticate(&auth, st.credentials.as_ref()) {
+    match authenticate(&auth, proto.credentials.as_ref()) {
         Ok(AuthOutcome::Authenticated { .. }) => Ok(()),
         Ok(AuthOutcome::Anonymous) => Err(Box::new(deny(
             StatusCode::UNAUTHORIZED,
@@ -68,7 +69,7 @@ pub async fn encryption_status(State(st): State<Arc<S3State>>, req: Request<Body
     if let Err(r) = require_admin(&st, &req) {
         return *r;
     }
-    let stores: Vec<_> = st.gateway.stores().cloned().collect();
+    let stores: Vec<_> = st.gateway.load().stores().cloned().collect();
     let res = tokio::task::spawn_blocking(move || {
         stores
             .iter()
@@ -93,7 +94,7 @@ pub async fn stats(State(st): State<Arc<S3State>>, req: Request<Body>) -> Respon
             .find(|(k, _)| k == "bucket")
             .map(|(_, v)| v.into_owned())
     });
-    let gw = st.gateway.clone();
+    let gw = st.gateway.load_full();
     let res = tokio::task::spawn_blocking(move || gw.stats_blocking(only.as_deref())).await;
     match blocking_result(res, "stats") {
         Ok(Some(buckets)) => Json(serde_json::json!({ "buckets": buckets })).into_response(),
@@ -122,7 +123,7 @@ pub async fn status(State(st): State<Arc<S3State>>, req: Request<Body>) -> Respo
     if let Err(r) = require_admin(&st, &req) {
         return *r;
     }
-    let stores: Vec<_> = st.gateway.stores().cloned().collect();
+    let stores: Vec<_> = st.gateway.load().stores().cloned().collect();
     // Health asks each upstream once: off the async workers.
     let backends = tokio::task::spawn_blocking(move || {
         stores
@@ -155,4 +156,33 @@ pub async fn status(State(st): State<Arc<S3State>>, req: Request<Body>) -> Respo
         "backends": backends,
     }))
     .into_response()
+}
+
+/// `POST /_/api/config/reload`: re-reads the configuration file and applies
+/// it (as SIGHUP does). 200 with what changed, or 422 with why the running
+/// configuration was kept.
+pub async fn reload(State(st): State<Arc<S3State>>, req: Request<Body>) -> Response {
+    if let Err(r) = require_admin(&st, &req) {
+        return *r;
+    }
+    let Some(reload) = st.reload.clone() else {
+        return deny(
+            StatusCode::NOT_IMPLEMENTED,
+            "this server has no configuration to re-read",
+        );
+    };
+    match tokio::task::spawn_blocking(move || reload()).await {
+        Ok(Ok(report)) => {
+            Json(serde_json::json!({ "reloaded": true, "report": report })).into_response()
+        }
+        Ok(Err(why)) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(serde_json::json!({ "reloaded": false, "error": why })),
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "reload task failed");
+            deny(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+        }
+    }
 }

@@ -66,6 +66,14 @@ impl Secret {
     }
 }
 
+/// Constant time: a reload compares the new secret with the running one.
+impl PartialEq for Secret {
+    fn eq(&self, other: &Secret) -> bool {
+        use subtle::ConstantTimeEq;
+        self.0.as_bytes().ct_eq(other.0.as_bytes()).into()
+    }
+}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(<redacted>)")
@@ -181,7 +189,7 @@ impl BackendSettings {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum BackendKind {
     Filesystem {
         /// Used as written: a relative path is relative to the working dir.

@@ -15,13 +15,14 @@ use super::maintenance::KeyEvidence;
 use crate::storage::StateStore;
 
 /// A key with its id.
+#[derive(PartialEq)]
 pub struct NamedKey {
     pub id: KeyId,
     pub kek: Kek,
 }
 
 /// The keys of one backend.
-#[derive(Default)]
+#[derive(Default, PartialEq)]
 pub struct Encryption {
     /// The key that encrypts new objects; `None` writes plaintext (mode `none`).
     pub current: Option<NamedKey>,

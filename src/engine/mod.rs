@@ -223,7 +223,8 @@ pub struct ObjectStore {
     min_free: u64,
     /// The delta stage (None: every object is stored whole).
     delta: Option<Arc<delta::Delta>>,
-    upload_locks: multipart::UploadLocks,
+    /// Shared with the successor a config reload makes.
+    upload_locks: Arc<multipart::UploadLocks>,
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
@@ -295,6 +296,37 @@ impl ObjectStore {
     pub fn with_delta(mut self, cfg: delta::DeltaConfig) -> Self {
         self.delta = Some(Arc::new(delta::Delta::new(cfg)));
         self
+    }
+
+    /// This engine's successor after a config reload (`self` keeps serving
+    /// the requests already running on it). It shares the upload locks and
+    /// the delta locks and codec slots, so requests on both never race; on
+    /// the same backend (`backend: None`) also the reference cache.
+    pub fn reconfigured(
+        &self,
+        backend: Option<Arc<dyn Backend>>,
+        enc: encryption::Encryption,
+        min_free: u64,
+        delta: delta::DeltaConfig,
+    ) -> ObjectStore {
+        let same = backend.is_none();
+        let delta = match &self.delta {
+            Some(d) => d.reconfigured(delta, same),
+            None => delta::Delta::new(delta),
+        };
+        ObjectStore {
+            name: self.name.clone(),
+            backend: backend.unwrap_or_else(|| self.backend.clone()),
+            enc: Arc::new(enc),
+            min_free,
+            delta: Some(Arc::new(delta)),
+            upload_locks: self.upload_locks.clone(),
+        }
+    }
+
+    /// Whether this engine's encryption is `enc` (same keys, same ids).
+    pub fn same_keys(&self, enc: &encryption::Encryption) -> bool {
+        *self.enc == *enc
     }
 
     /// Sets the free-space reserve that writes must leave (0: no guard).

@@ -16,8 +16,7 @@ use anyhow::{Context, bail};
 use fuser::{MountOption, SessionACL, SessionUnmounter};
 
 use crate::config::FuseSettings;
-use crate::gateway::Gateway;
-use std::sync::Arc;
+use crate::gateway::Shared;
 
 pub use view::{TTL, ViewOptions};
 
@@ -131,10 +130,11 @@ pub struct Mounted {
 
 /// Mounts the read-only view of `gateway`'s buckets at `opts.mountpoint`
 /// and serves it on background threads.
-pub fn mount(gateway: Arc<Gateway>, opts: &MountOptions) -> anyhow::Result<Mounted> {
+pub fn mount(gateway: Shared, opts: &MountOptions) -> anyhow::Result<Mounted> {
     let mountpoint = check_mountpoint(&opts.mountpoint)?;
     if let Some(b) = &opts.bucket {
         let buckets = gateway
+            .load()
             .list_buckets_blocking()
             .context("listing the buckets")?;
         if !buckets.iter().any(|(name, _)| name == b) {

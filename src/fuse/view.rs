@@ -22,7 +22,7 @@ use fuser::{
 
 use crate::engine::list::ListParams;
 use crate::engine::{EngineError, ObjectInfo, ObjectStore, OpenObject};
-use crate::gateway::Gateway;
+use crate::gateway::Shared;
 use crate::storage::StorageError;
 
 /// How long the kernel may cache an entry (name → inode) or attributes
@@ -142,7 +142,8 @@ pub struct ViewOptions {
 }
 
 pub struct View {
-    gateway: Arc<Gateway>,
+    /// Follows config reloads: each call reads the gateway in force.
+    gateway: Shared,
     root: Loc,
     uid: u32,
     gid: u32,
@@ -170,7 +171,7 @@ fn is_missing(e: &EngineError) -> bool {
 }
 
 impl View {
-    pub fn new(gateway: Arc<Gateway>, opts: ViewOptions) -> View {
+    pub fn new(gateway: Shared, opts: ViewOptions) -> View {
         let root = match opts.bucket {
             Some(bucket) => Loc::Dir {
                 bucket,
@@ -208,7 +209,7 @@ impl View {
     }
 
     fn store(&self, bucket: &str) -> (Arc<ObjectStore>, String) {
-        self.gateway.route(bucket)
+        self.gateway.load().route(bucket)
     }
 
     fn attr(&self, ino: u64, kind: FileType, size: u64, mtime: SystemTime) -> FileAttr {
@@ -251,7 +252,7 @@ impl View {
     }
 
     fn bucket_visible(&self, name: &str) -> Result<bool, Errno> {
-        match self.gateway.list_buckets_blocking() {
+        match self.gateway.load().list_buckets_blocking() {
             Ok(list) => Ok(list.iter().any(|(b, _)| b == name)),
             Err(e) => {
                 tracing::error!(error = %e, "FUSE view: listing buckets failed");
@@ -324,7 +325,7 @@ impl View {
         let mut out = Vec::new();
         match loc {
             Loc::Root => {
-                let buckets = self.gateway.list_buckets_blocking().map_err(|e| {
+                let buckets = self.gateway.load().list_buckets_blocking().map_err(|e| {
                     tracing::error!(error = %e, "FUSE view: listing buckets failed");
                     Errno::EIO
                 })?;

@@ -37,6 +37,15 @@ pub struct BucketRoute {
     pub public_prefixes: Vec<String>,
 }
 
+/// The gateway in force, swapped whole by a config reload. Readers take a
+/// snapshot (`load_full`) and keep it for the length of one request.
+pub type Shared = Arc<arc_swap::ArcSwap<Gateway>>;
+
+/// A [`Shared`] holding `g`.
+pub fn shared(g: Gateway) -> Shared {
+    Arc::new(arc_swap::ArcSwap::from_pointee(g))
+}
+
 #[derive(Debug)]
 pub struct Gateway {
     stores: BTreeMap<String, Arc<ObjectStore>>,
@@ -71,6 +80,11 @@ impl Gateway {
 
     pub fn stores(&self) -> impl Iterator<Item = &Arc<ObjectStore>> {
         self.stores.values()
+    }
+
+    /// The engine of the backend called `name`.
+    pub fn store(&self, name: &str) -> Option<&Arc<ObjectStore>> {
+        self.stores.get(name)
     }
 
     /// May `who` do `action` on `bucket` / `key` (for List, `key` is the prefix)?

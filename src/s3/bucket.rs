@@ -15,12 +15,7 @@ fn engine_err(ctx: &Ctx) -> impl Fn(crate::engine::EngineError) -> S3Error + '_ 
 
 pub async fn list_buckets(ctx: Ctx) -> Result<Response, S3Error> {
     ctx.authorize(Action::Service, "")?;
-    let buckets = ctx
-        .st
-        .gateway
-        .list_buckets()
-        .await
-        .map_err(engine_err(&ctx))?;
+    let buckets = ctx.gateway.list_buckets().await.map_err(engine_err(&ctx))?;
     let doc = xml::ListAllMyBucketsResult {
         xmlns: S3_NS,
         owner: xml::Owner::proxy(),
@@ -42,7 +37,7 @@ pub async fn create_bucket(mut ctx: Ctx) -> Result<Response, S3Error> {
     // The optional CreateBucketConfiguration body names a region; one box, one region.
     let body = ctx.body_bytes(64 * 1024).await?;
     super::object::verify_content_md5(&ctx.headers, &body)?;
-    let (store, real) = ctx.st.gateway.route(ctx.bucket());
+    let (store, real) = ctx.gateway.route(ctx.bucket());
     store.create_bucket(&real).await.map_err(engine_err(&ctx))?;
     tracing::info!(bucket = ctx.bucket(), backend = %store.name, "bucket created");
     let mut resp = StatusCode::OK.into_response();
@@ -54,13 +49,13 @@ pub async fn create_bucket(mut ctx: Ctx) -> Result<Response, S3Error> {
 
 pub async fn head_bucket(ctx: Ctx) -> Result<Response, S3Error> {
     ctx.authorize(Action::List, "")?;
-    let (store, real) = ctx.st.gateway.route(ctx.bucket());
+    let (store, real) = ctx.gateway.route(ctx.bucket());
     store
         .bucket_created(&real)
         .await
         .map_err(engine_err(&ctx))?;
     let mut resp = StatusCode::OK.into_response();
-    if let Ok(v) = HeaderValue::from_str(&ctx.st.region) {
+    if let Ok(v) = HeaderValue::from_str(&ctx.proto.region) {
         resp.headers_mut().insert("x-amz-bucket-region", v);
     }
     Ok(resp)
@@ -68,7 +63,7 @@ pub async fn head_bucket(ctx: Ctx) -> Result<Response, S3Error> {
 
 pub async fn delete_bucket(ctx: Ctx) -> Result<Response, S3Error> {
     ctx.authorize(Action::Write, "")?;
-    let (store, real) = ctx.st.gateway.route(ctx.bucket());
+    let (store, real) = ctx.gateway.route(ctx.bucket());
     store.delete_bucket(&real).await.map_err(engine_err(&ctx))?;
     tracing::info!(bucket = ctx.bucket(), "bucket deleted");
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -76,16 +71,16 @@ pub async fn delete_bucket(ctx: Ctx) -> Result<Response, S3Error> {
 
 pub async fn get_location(ctx: Ctx) -> Result<Response, S3Error> {
     ctx.authorize(Action::Service, "")?;
-    let (store, real) = ctx.st.gateway.route(ctx.bucket());
+    let (store, real) = ctx.gateway.route(ctx.bucket());
     store
         .bucket_created(&real)
         .await
         .map_err(engine_err(&ctx))?;
     // us-east-1 is written as an empty constraint, as S3 does.
-    let region = if ctx.st.region == "us-east-1" {
+    let region = if ctx.proto.region == "us-east-1" {
         String::new()
     } else {
-        ctx.st.region.clone()
+        ctx.proto.region.clone()
     };
     Ok(xml::response(
         "LocationConstraint",
@@ -98,7 +93,7 @@ pub async fn get_location(ctx: Ctx) -> Result<Response, S3Error> {
 
 pub async fn get_versioning(ctx: Ctx) -> Result<Response, S3Error> {
     ctx.authorize(Action::Service, "")?;
-    let (store, real) = ctx.st.gateway.route(ctx.bucket());
+    let (store, real) = ctx.gateway.route(ctx.bucket());
     store
         .bucket_created(&real)
         .await

@@ -60,7 +60,7 @@ fn encoding(ctx: &Ctx) -> Result<Encoder, S3Error> {
 async fn page(ctx: &Ctx, start_after: String, max: usize) -> Result<ListPage, S3Error> {
     let prefix = ctx.q("prefix").unwrap_or("").to_owned();
     ctx.authorize(Action::List, &prefix)?;
-    let (store, real) = ctx.st.gateway.route(ctx.bucket());
+    let (store, real) = ctx.gateway.route(ctx.bucket());
     let params = ListParams {
         prefix,
         delimiter: ctx.q("delimiter").map(str::to_owned),

@@ -28,15 +28,28 @@ use self::router::Endpoint;
 use crate::engine::ByteStream;
 use crate::gateway::{Action, Gateway, Identity};
 
-/// Everything the S3 handlers share.
-pub struct S3State {
-    pub gateway: Arc<Gateway>,
+/// The protocol settings a config reload may change, swapped as one.
+pub struct Protocol {
     pub credentials: Arc<dyn CredentialStore>,
     /// Base domains for virtual-hosted-style requests (`bucket.<domain>`).
     pub domains: Vec<String>,
     pub region: String,
     /// Largest request body (one PUT or one part), bytes: `advanced.max_request_body_mb`.
     pub max_body: u64,
+}
+
+/// Re-reads the configuration and swaps it in (see `crate::reload`): the
+/// report as JSON, or why the running configuration was kept.
+pub type ReloadFn = dyn Fn() -> Result<serde_json::Value, String> + Send + Sync;
+
+/// Everything the S3 handlers share. A request takes one snapshot of the
+/// gateway and of the protocol settings when it starts and keeps it to the
+/// end, so a reload never changes the rules under a request in flight.
+pub struct S3State {
+    pub gateway: crate::gateway::Shared,
+    pub protocol: Arc<arc_swap::ArcSwap<Protocol>>,
+    /// `None` when there is no configuration to re-read (tests).
+    pub reload: Option<Arc<ReloadFn>>,
     /// When the server started (for the status endpoint).
     pub started: std::time::Instant,
     /// S3 requests being handled right now.
@@ -53,7 +66,8 @@ impl Drop for InFlight<'_> {
 
 /// One request in flight.
 pub struct Ctx {
-    pub st: Arc<S3State>,
+    pub gateway: Arc<Gateway>,
+    pub proto: Arc<Protocol>,
     pub request_id: String,
     pub method: Method,
     pub headers: HeaderMap,
@@ -133,7 +147,7 @@ impl Ctx {
         &self,
         bucket: &str,
     ) -> Result<(Arc<crate::engine::ObjectStore>, String), S3Error> {
-        let (store, real) = self.st.gateway.route(bucket);
+        let (store, real) = self.gateway.route(bucket);
         if store.write_gated(&real) {
             let secs = crate::engine::reencrypt::RETRY_AFTER_SECS;
             return Err(S3Error::new(
@@ -149,7 +163,6 @@ impl Ctx {
     /// Fails unless the gateway allows this request's identity to do `action`.
     pub fn authorize(&self, action: Action, key: &str) -> Result<(), S3Error> {
         if self
-            .st
             .gateway
             .authorize(&self.identity, action, self.bucket.as_deref(), key)
         {
@@ -286,7 +299,9 @@ async fn handle_inner(
     let query: Vec<(String, String)> = form_urlencoded::parse(raw_query.as_bytes())
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
-    let (bucket, key, vhost) = address(&parts.headers, parts.uri.path(), &st.domains)?;
+    let gateway = st.gateway.load_full();
+    let proto = st.protocol.load_full();
+    let (bucket, key, vhost) = address(&parts.headers, parts.uri.path(), &proto.domains)?;
 
     let auth_req = AuthRequest {
         method: &parts.method,
@@ -294,11 +309,13 @@ async fn handle_inner(
         query: raw_query,
         headers: &parts.headers,
         now: time::OffsetDateTime::now_utc(),
-        region: Some(&st.region),
+        region: Some(&proto.region),
     };
     let outcome = match (&bucket, vhost) {
-        (Some(b), true) => auth::authenticate_virtual_hosted(&auth_req, b, st.credentials.as_ref()),
-        _ => auth::authenticate(&auth_req, st.credentials.as_ref()),
+        (Some(b), true) => {
+            auth::authenticate_virtual_hosted(&auth_req, b, proto.credentials.as_ref())
+        }
+        _ => auth::authenticate(&auth_req, proto.credentials.as_ref()),
     };
     let (identity, payload) = match outcome {
         Ok(AuthOutcome::Authenticated {
@@ -327,7 +344,8 @@ async fn handle_inner(
         &parts.headers,
     )?;
     let ctx = Ctx {
-        st,
+        gateway,
+        proto,
         request_id: request_id.to_owned(),
         method: parts.method,
         headers: parts.headers,

@@ -42,7 +42,7 @@ async fn upload_for(
     let (store, real) = if write {
         ctx.write_route()?
     } else {
-        ctx.st.gateway.route(ctx.bucket())
+        ctx.gateway.route(ctx.bucket())
     };
     let state = store
         .upload_state(&id)
@@ -159,7 +159,7 @@ pub async fn upload_part_copy(ctx: Ctx) -> Result<Response, S3Error> {
     let n = part_number(&ctx)?;
     let (store, id, state) = upload_for(&ctx, true).await?;
     let (src_bucket, src_key) = copy_source(&ctx)?;
-    if !ctx.st.gateway.authorize(
+    if !ctx.gateway.authorize(
         &ctx.identity,
         Action::ReadObject,
         Some(&src_bucket),
@@ -167,7 +167,7 @@ pub async fn upload_part_copy(ctx: Ctx) -> Result<Response, S3Error> {
     ) {
         return Err(S3Error::access_denied());
     }
-    let (src_store, src_real) = ctx.st.gateway.route(&src_bucket);
+    let (src_store, src_real) = ctx.gateway.route(&src_bucket);
     let src = src_store
         .open(&src_real, &src_key)
         .await
@@ -383,7 +383,7 @@ pub async fn list_parts(ctx: Ctx) -> Result<Response, S3Error> {
 
 pub async fn list_uploads(ctx: Ctx) -> Result<Response, S3Error> {
     ctx.authorize(Action::Write, "")?;
-    let (store, real) = ctx.st.gateway.route(ctx.bucket());
+    let (store, real) = ctx.gateway.route(ctx.bucket());
     if !store
         .bucket_exists(&real)
         .await

@@ -112,7 +112,7 @@ pub(super) async fn receive_body(
     let md5 = content_md5(&ctx.headers)?;
     let declared = get(&ctx.headers, "x-amz-decoded-content-length")
         .or_else(|| get(&ctx.headers, "content-length"));
-    let limit = ctx.st.max_body.min(MAX_PUT_SIZE);
+    let limit = ctx.proto.max_body.min(MAX_PUT_SIZE);
     if let Some(n) = declared.and_then(|v| v.parse::<u64>().ok())
         && n > limit
     {
@@ -290,7 +290,7 @@ fn only_null_version(ctx: &Ctx) -> Result<(), S3Error> {
 
 pub async fn get_object(ctx: Ctx, head: bool) -> Result<Response, S3Error> {
     ctx.authorize(Action::ReadObject, ctx.key())?;
-    let (store, real) = ctx.st.gateway.route(ctx.bucket());
+    let (store, real) = ctx.gateway.route(ctx.bucket());
     only_null_version(&ctx)?;
     // HEAD answers from the metadata: no body is opened (a delta object is
     // not reconstructed for it).
@@ -456,7 +456,7 @@ pub(super) fn copy_source(ctx: &Ctx) -> Result<(String, String), S3Error> {
 pub async fn copy_object(ctx: Ctx) -> Result<Response, S3Error> {
     ctx.authorize(Action::Write, ctx.key())?;
     let (src_bucket, src_key) = copy_source(&ctx)?;
-    if !ctx.st.gateway.authorize(
+    if !ctx.gateway.authorize(
         &ctx.identity,
         Action::ReadObject,
         Some(&src_bucket),
@@ -473,7 +473,7 @@ pub async fn copy_object(ctx: Ctx) -> Result<Response, S3Error> {
             )));
         }
     };
-    let (src_store, src_real) = ctx.st.gateway.route(&src_bucket);
+    let (src_store, src_real) = ctx.gateway.route(&src_bucket);
     let (dst_store, dst_real) = ctx.write_route()?;
     let src = src_store
         .open(&src_real, &src_key)

@@ -525,7 +525,7 @@ def test_unreachable_upstream_at_startup_does_not_stop_the_proxy(tmp_path):
     fake = type("U", (), {"url": f"http://127.0.0.1:{port}", "access": "upstreamkey", "secret": "upstreamsecret"})
     srv = start(tmp_path, fake, {"later": "later-bucket"}, encryption="{mode: none}")
     try:
-        assert wait_log(srv, "s3 backend unreachable at startup")
+        assert wait_log(srv, "s3 backend unreachable")
         s3 = srv.client()
         s3.create_bucket(Bucket="localstill")
         s3.put_object(Bucket="localstill", Key="k", Body=b"ok")
@@ -720,3 +720,43 @@ def test_overwrite_upstream_during_a_read_fails_the_read(routed, moto):
     with pytest.raises((botocore.exceptions.IncompleteReadError, botocore.exceptions.ResponseStreamingError)):
         body.read()
     assert wait_log(srv, "changed while it was being read")
+
+
+def test_reload_adds_an_s3_backend_and_a_route(tmp_path, moto):
+    """The issue's hot-reload case on an upstream: start with the local
+    backend only, add `offsite` and a route in the file, SIGHUP, use it."""
+    import signal
+    cfg = tmp_path / "cfg.yaml"
+    local_only = f"""
+storage:
+  default_backend: local
+  backends:
+    - name: local
+      type: filesystem
+      path: {tmp_path / 'data'}
+advanced:
+  spool_dir: {tmp_path / 'spool'}
+"""
+    cfg.write_text(local_only)
+    srv = Server(tmp_path / "unused", env={"DGP_BACKEND_OFFSITE_ENCRYPTION_KEY": KEY1}, config=cfg).start()
+    try:
+        s3 = srv.client()
+        s3.create_bucket(Bucket="stays-local")
+        s3.put_object(Bucket="stays-local", Key="k", Body=b"local")
+        real = f"reload-{uuid.uuid4().hex[:8]}"
+        cfg.write_text(local_only.replace("\nadvanced:", backend_yaml(moto) + f"""  buckets:
+    db-archive: {{backend: offsite, alias: {real}}}
+advanced:"""))
+        srv.proc.send_signal(signal.SIGHUP)
+        assert wait_log(srv, "configuration reloaded", timeout=20), srv.output()[-2000:]
+        s3.create_bucket(Bucket="db-archive")
+        s3.put_object(Bucket="db-archive", Key="dump.sql", Body=b"CREATE TABLE t;")
+        assert s3.get_object(Bucket="db-archive", Key="dump.sql")["Body"].read() == b"CREATE TABLE t;"
+        raw = moto.client().get_object(Bucket=real, Key="dump.sql")
+        assert raw["Metadata"]["dg-encrypted"] == "aes-256-gcm-dge1"
+        assert raw["Metadata"]["dg-encryption-key-id"] == "off-1"
+        assert raw["Body"].read().startswith(b"DGE1")
+        assert status(srv)["offsite"]["healthy"] is True
+        assert s3.get_object(Bucket="stays-local", Key="k")["Body"].read() == b"local"
+    finally:
+        srv.stop()

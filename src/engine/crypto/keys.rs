@@ -44,6 +44,13 @@ fn hmac_sha256(key: &[u8; KEY_LEN], msg: &[u8]) -> [u8; 32] {
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
 pub struct Kek([u8; KEY_LEN]);
 
+/// Constant time: a reload compares the configured key with the running one.
+impl PartialEq for Kek {
+    fn eq(&self, other: &Kek) -> bool {
+        self.0.ct_eq(&other.0).into()
+    }
+}
+
 impl Kek {
     /// A KEK from raw bytes.
     pub fn from_bytes(bytes: [u8; KEY_LEN]) -> Kek {

@@ -60,13 +60,15 @@ pub struct DeltaConfig {
 type SpaceLocks = Mutex<HashMap<(String, String), Arc<Mutex<()>>>>;
 
 /// Delta state of one backend: configuration, per-deltaspace locks, the
-/// reference cache and the codec slots.
+/// reference cache and the codec slots. The state is shared with the
+/// successor a config reload makes ([`Delta::reconfigured`]), so writes on
+/// the old and the new configuration still take the same locks.
 #[derive(Debug)]
 pub struct Delta {
     cfg: DeltaConfig,
-    locks: SpaceLocks,
-    cache: Mutex<RefCache>,
-    slots: (Mutex<usize>, Condvar),
+    locks: Arc<SpaceLocks>,
+    cache: Arc<Mutex<RefCache>>,
+    slots: Arc<(Mutex<usize>, Condvar)>,
 }
 
 #[derive(Debug, Default)]
@@ -80,9 +82,24 @@ impl Delta {
     pub fn new(cfg: DeltaConfig) -> Delta {
         Delta {
             cfg,
-            locks: Mutex::new(HashMap::new()),
-            cache: Mutex::new(RefCache::default()),
-            slots: (Mutex::new(0), Condvar::new()),
+            locks: Default::default(),
+            cache: Default::default(),
+            slots: Default::default(),
+        }
+    }
+
+    /// The same locks and codec slots under a new configuration; the same
+    /// reference cache too when the backend is the same (`same_backend`).
+    pub fn reconfigured(&self, cfg: DeltaConfig, same_backend: bool) -> Delta {
+        Delta {
+            cfg,
+            locks: self.locks.clone(),
+            cache: if same_backend {
+                self.cache.clone()
+            } else {
+                Default::default()
+            },
+            slots: self.slots.clone(),
         }
     }
 
@@ -109,7 +126,7 @@ impl Delta {
 
     /// Waits for a codec slot; the slot is freed when the guard drops.
     fn slot(&self) -> SlotGuard<'_> {
-        let (m, cv) = &self.slots;
+        let (m, cv) = &*self.slots;
         let mut busy = m.lock().expect("codec slots");
         while *busy >= self.cfg.concurrency.max(1) {
             busy = cv.wait(busy).expect("codec slots");
@@ -165,7 +182,7 @@ impl Delta {
 struct SlotGuard<'a>(&'a Delta);
 impl Drop for SlotGuard<'_> {
     fn drop(&mut self) {
-        let (m, cv) = &self.0.slots;
+        let (m, cv) = &*self.0.slots;
         *m.lock().expect("codec slots") -= 1;
         cv.notify_one();
     }

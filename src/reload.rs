@@ -1,0 +1,320 @@
+//! Config reload (SIGHUP, `POST /_/api/config/reload`): re-reads the
+//! configuration file, checks it as startup does, and swaps the new gateway
+//! (backends, routes, aliases, bucket policies, keys) and protocol settings
+//! (credentials, domains, region, body limit) in under live requests. A
+//! request keeps the snapshot it started with, so nothing in flight fails.
+//! Anything wrong with the new file keeps the running configuration, and the
+//! answer says why.
+//!
+//! A backend whose storage settings are unchanged keeps its open storage;
+//! its engine is replaced by a successor that shares the upload and delta
+//! locks ([`ObjectStore::reconfigured`]), so requests on the old and the new
+//! configuration never race. A backend whose storage settings changed is
+//! opened again without cleaning anything (requests on the old instance may
+//! still be writing temp files there). A new backend is opened as at startup.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, bail};
+use arc_swap::ArcSwap;
+use serde::Serialize;
+
+use crate::config::{Overrides, Settings};
+use crate::engine::ObjectStore;
+use crate::gateway::Shared;
+use crate::open::{self, Opened};
+use crate::s3::Protocol;
+
+/// Where the configuration comes from: what `serve` was started with.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub path: Option<PathBuf>,
+    pub overrides: Overrides,
+    /// `--open-access` (applies only while no credentials are configured).
+    pub open_access: bool,
+}
+
+/// What a reload changed.
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    /// Backends whose storage, keys or policies changed.
+    pub changed: Vec<String>,
+    pub unchanged: Vec<String>,
+    /// Settings that changed in the file but take effect only at restart.
+    pub restart_required: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+/// The running configuration and the handles a reload swaps.
+pub struct Reloader {
+    source: Source,
+    gateway: Shared,
+    protocol: Arc<ArcSwap<Protocol>>,
+    /// The settings in force and the backends opened for them; the lock
+    /// also makes reloads one at a time.
+    running: Mutex<Running>,
+}
+
+struct Running {
+    settings: Settings,
+    backends: BTreeMap<String, Opened>,
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// Settings that only a restart applies: the listener, logging, the FUSE
+/// mount, the spool, and the connection limits.
+fn restart_required(old: &Settings, new: &Settings) -> Vec<String> {
+    let (a, b) = (&old.advanced, &new.advanced);
+    [
+        ("advanced.listen_addr", old.listen_addr != new.listen_addr),
+        ("advanced.log_level", old.log_level != new.log_level),
+        ("fuse", old.fuse != new.fuse),
+        ("advanced.spool_dir", a.spool_dir != b.spool_dir),
+        (
+            "advanced.header_read_timeout_secs",
+            a.header_read_timeout_secs != b.header_read_timeout_secs,
+        ),
+        (
+            "advanced.idle_timeout_secs",
+            a.idle_timeout_secs != b.idle_timeout_secs,
+        ),
+        (
+            "advanced.max_connections",
+            a.max_connections != b.max_connections,
+        ),
+        (
+            "advanced.shutdown_grace_secs",
+            a.shutdown_grace_secs != b.shutdown_grace_secs,
+        ),
+    ]
+    .into_iter()
+    .filter(|(_, changed)| *changed)
+    .map(|(name, _)| name.to_owned())
+    .collect()
+}
+
+impl Reloader {
+    pub fn new(
+        source: Source,
+        settings: Settings,
+        backends: Vec<Opened>,
+        gateway: Shared,
+        protocol: Arc<ArcSwap<Protocol>>,
+    ) -> Reloader {
+        let backends = backends
+            .into_iter()
+            .map(|o| (o.settings.name.clone(), o))
+            .collect();
+        Reloader {
+            source,
+            gateway,
+            protocol,
+            running: Mutex::new(Running { settings, backends }),
+        }
+    }
+
+    /// Re-reads the file and applies it, or keeps the running configuration
+    /// and says why. Blocking (it may open backends and ask upstreams).
+    pub fn reload(&self) -> anyhow::Result<Report> {
+        let mut running = self.running.lock().expect("reload lock");
+        let res = self.prepare(&running);
+        let (settings, backends, gateway, protocol, report) = match res {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "config reload refused; the running configuration stays in force");
+                return Err(e);
+            }
+        };
+        self.gateway.store(Arc::new(gateway));
+        self.protocol.store(Arc::new(protocol));
+        *running = Running { settings, backends };
+        tracing::info!(
+            added = ?report.added,
+            removed = ?report.removed,
+            changed = ?report.changed,
+            "configuration reloaded"
+        );
+        for r in &report.restart_required {
+            tracing::warn!(setting = %r, "changed in the config file; takes effect at the next restart");
+        }
+        Ok(report)
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn prepare(
+        &self,
+        running: &Running,
+    ) -> anyhow::Result<(
+        Settings,
+        BTreeMap<String, Opened>,
+        crate::gateway::Gateway,
+        Protocol,
+        Report,
+    )> {
+        let src = &self.source;
+        let settings = crate::config::load(src.path.as_deref(), &src.overrides, &env)
+            .context("reading the configuration")?;
+        let keys = crate::config::resolve_encryption_keys(&settings, &env)
+            .context("reading the encryption keys")?;
+        crate::open::protect_keys(&keys);
+        let open_access = src.open_access && settings.credentials.is_none();
+        let credentials = open::credentials(&settings, src.open_access)?;
+        let mut report = Report {
+            restart_required: restart_required(&running.settings, &settings),
+            warnings: settings.warnings.clone(),
+            ..Report::default()
+        };
+        let old_gateway = self.gateway.load_full();
+
+        // Storage first: reuse, reopen, or open each backend, and refuse two
+        // backends in one place (a renamed backend whose old name still runs
+        // included).
+        let mut places: BTreeMap<PathBuf, String> = BTreeMap::new();
+        for b in &settings.backends {
+            let place = open::storage_place(b, &settings);
+            if let Some(other) = places.insert(place.clone(), b.name.clone()) {
+                bail!(
+                    "backends '{other}' and '{}' store in the same place ({})",
+                    b.name,
+                    place.display()
+                );
+            }
+        }
+        for (name, o) in &running.backends {
+            let place = open::storage_place(&o.settings, &running.settings);
+            if let Some(user) = places.get(&place)
+                && user != name
+                && settings.backends.iter().all(|b| &b.name != name)
+            {
+                bail!(
+                    "backend '{user}' would store where the running backend '{name}' does ({}); rename it back, or remove '{name}' and restart",
+                    place.display()
+                );
+            }
+        }
+        let mut staged: Vec<(Opened, bool)> = Vec::new(); // (engine, fresh backend)
+        for b in &settings.backends {
+            let old = running.backends.get(&b.name);
+            let same_storage = old.is_some_and(|o| {
+                o.settings.kind == b.kind
+                    && o.settings.encryption.mode == b.encryption.mode
+                    && o.settings.encryption.kms_key_id == b.encryption.kms_key_id
+                    && o.settings.encryption.bucket_key_enabled == b.encryption.bucket_key_enabled
+                    && running.settings.advanced.spool_dir == settings.advanced.spool_dir
+            });
+            let enc = open::encryption_of(b, &keys)?;
+            let (min_free, delta) = open::engine_settings(b, &settings);
+            let old_store = old_gateway.store(&b.name);
+            let (backend, store, fresh): (_, ObjectStore, bool) = match (old, old_store) {
+                (Some(o), Some(s)) if same_storage => (
+                    o.backend.clone(),
+                    s.reconfigured(None, enc, min_free, delta),
+                    false,
+                ),
+                (Some(_), Some(s)) => {
+                    let backend = open::open_backend(b, &settings, false)?;
+                    let store = s.reconfigured(Some(backend.clone()), enc, min_free, delta);
+                    (backend, store, false)
+                }
+                _ => {
+                    let backend = open::open_backend(b, &settings, true)?;
+                    let store = open::new_engine(b, &settings, &keys, backend.clone())?;
+                    (backend, store, true)
+                }
+            };
+            // Checked before anything is recorded: a wrong key on any
+            // backend refuses the whole reload and writes nothing.
+            open::check_keyring(b, &store, false)?;
+            match (old, old_store) {
+                (None, _) => report.added.push(b.name.clone()),
+                (Some(o), Some(s))
+                    if same_storage
+                        && s.same_keys(store.encryption())
+                        && o.settings.encryption == b.encryption
+                        && open::engine_settings(&o.settings, &running.settings).0 == min_free
+                        && policies_equal(&running.settings, &settings, &b.name) =>
+                {
+                    report.unchanged.push(b.name.clone())
+                }
+                _ => report.changed.push(b.name.clone()),
+            }
+            staged.push((
+                Opened {
+                    settings: b.clone(),
+                    backend,
+                    store: Arc::new(store),
+                },
+                fresh,
+            ));
+        }
+        // Everything checks out: record new key ids, finish what a new
+        // backend left interrupted.
+        for (o, fresh) in &staged {
+            open::check_keyring(&o.settings, &o.store, true)?;
+            if *fresh {
+                o.store.recover_uploads().with_context(|| {
+                    format!(
+                        "recovering multipart uploads on backend '{}'",
+                        o.settings.name
+                    )
+                })?;
+            }
+        }
+        report.removed = running
+            .backends
+            .keys()
+            .filter(|n| settings.backends.iter().all(|b| &b.name != *n))
+            .cloned()
+            .collect();
+        let stores = staged
+            .iter()
+            .map(|(o, _)| (o.settings.name.clone(), o.store.clone()))
+            .collect();
+        let gateway = open::gateway(&settings, stores, open_access);
+        let protocol = open::protocol(&settings, credentials);
+        let backends = staged
+            .into_iter()
+            .map(|(o, _)| (o.settings.name.clone(), o))
+            .collect();
+        Ok((settings, backends, gateway, protocol, report))
+    }
+}
+
+/// Whether backend `name` has the same delta policy under both settings.
+fn policies_equal(old: &Settings, new: &Settings, name: &str) -> bool {
+    let pick = |s: &Settings| {
+        format!(
+            "{:?}",
+            s.buckets
+                .values()
+                .filter(|b| b.backend == name)
+                .map(|b| {
+                    (
+                        &b.real_name,
+                        b.compression,
+                        b.max_delta_ratio,
+                        &b.delta_types,
+                        &b.passthrough_types,
+                    )
+                })
+                .collect::<Vec<_>>()
+        )
+    };
+    let adv = |s: &Settings| {
+        let a = &s.advanced;
+        (
+            a.max_delta_ratio,
+            a.max_object_size_for_delta_mb,
+            a.cache_size_mb,
+            a.delta_concurrency,
+        )
+    };
+    pick(old) == pick(new) && adv(old) == adv(new)
+}
