@@ -18,7 +18,7 @@ use crate::engine::delta::{BucketPolicy, DeltaConfig};
 use crate::engine::encryption::{Encryption, KeyringNotice, NamedKey};
 use crate::gateway::{BucketRoute, Gateway};
 use crate::s3::auth::{CredentialStore, SecretKey};
-use crate::storage::s3::{S3Backend, S3Config, Sse};
+use crate::storage::s3::{BucketScope, S3Backend, S3Config, Sse};
 use crate::storage::{Backend, FsBackend, StorageError};
 
 /// The single admin credential from the environment or the `access` section.
@@ -120,6 +120,55 @@ pub fn check_keyring(
         tracing::info!(backend = %b.name, key_id = %k.id, "encryption at rest: aes256-gcm-proxy");
     }
     Ok(())
+}
+
+/// Whether the backend cannot be asked right now (an upstream that does not
+/// answer), as opposed to answering with a refusal.
+pub fn unreachable(store: &ObjectStore) -> bool {
+    store.backend_kind() == "s3" && store.health().is_err()
+}
+
+/// The upstream of `store` did not answer when its keys were to be checked
+/// (`e`): writes are held (503) and a thread checks again every few seconds;
+/// when the check passes writes are released, when it fails (a wrong key)
+/// they stay held and the log says why. The thread ends when the engine is
+/// dropped (a reload replaced it).
+pub fn defer_key_check(b: &BackendSettings, store: &Arc<ObjectStore>, e: &anyhow::Error) {
+    tracing::error!(backend = %b.name, error = %format!("{e:#}"), "cannot check this backend's encryption keys: its upstream does not answer; writes to its buckets answer 503 until the check passes");
+    store.hold_writes("the upstream did not answer when the keys were to be checked".into());
+    let name = b.name.clone();
+    let (b, weak) = (b.clone(), Arc::downgrade(store));
+    let spawned = std::thread::Builder::new()
+        .name(format!("dg-keycheck-{name}"))
+        .spawn(move || {
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(3));
+                let Some(store) = weak.upgrade() else { return };
+                if unreachable(&store) {
+                    continue;
+                }
+                match check_keyring(&b, &store, true) {
+                    Ok(()) => {
+                        store.release_writes();
+                        tracing::info!(backend = %b.name, "encryption keys checked against the upstream; writes accepted");
+                        if let Err(e) = store.recover_uploads() {
+                            tracing::error!(backend = %b.name, error = %e, "recovering multipart uploads failed");
+                        }
+                        return;
+                    }
+                    Err(_) if unreachable(&store) => continue,
+                    Err(e) => {
+                        let why = format!("{e:#}");
+                        tracing::error!(backend = %b.name, error = %why, "the configured key is refused; writes to this backend stay paused until the configuration is fixed (then reload or restart)");
+                        store.hold_writes(why);
+                        return;
+                    }
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(backend = %name, error = %e, "could not start the key check thread");
+    }
 }
 
 /// The delta stage of one backend: the global defaults and the policy of
@@ -278,6 +327,7 @@ pub fn open_backend(
                     }),
                     _ => None,
                 },
+                scope: bucket_scope(b, settings),
             };
             let spool = cfg.spool.clone();
             let s3 = S3Backend::open(cfg, serving).with_context(|| {
@@ -315,6 +365,31 @@ pub fn open_backend(
             Arc::new(s3)
         }
     })
+}
+
+/// The upstream buckets clients reach through backend `b` (see
+/// [`BucketScope`]): what the routes send there, and for the default
+/// backend every name the routes do not send elsewhere.
+pub fn bucket_scope(b: &BackendSettings, settings: &Settings) -> BucketScope {
+    if settings.default_backend == b.name {
+        BucketScope::AllExcept(
+            settings
+                .buckets
+                .iter()
+                .filter(|(_, r)| r.backend != b.name)
+                .map(|(name, _)| name.clone())
+                .collect(),
+        )
+    } else {
+        BucketScope::Only(
+            settings
+                .buckets
+                .values()
+                .filter(|r| r.backend == b.name)
+                .map(|r| r.real_name.clone())
+                .collect(),
+        )
+    }
 }
 
 /// The engine settings of backend `b`: free-space reserve and delta policy.
@@ -368,9 +443,13 @@ pub fn open_backends(
             );
         }
         let backend = open_backend(b, settings, serving)?;
-        let store = new_engine(b, settings, keys, backend.clone())?;
-        check_keyring(b, &store, serving)?;
-        if serving {
+        let store = Arc::new(new_engine(b, settings, keys, backend.clone())?);
+        match check_keyring(b, &store, serving) {
+            Ok(()) => {}
+            Err(e) if serving && unreachable(&store) => defer_key_check(b, &store, &e),
+            Err(e) => return Err(e),
+        }
+        if serving && store.writes_held().is_none() {
             store
                 .recover_uploads()
                 .with_context(|| format!("recovering multipart uploads on backend '{}'", b.name))?;
@@ -378,7 +457,7 @@ pub fn open_backends(
         out.push(Opened {
             settings: b.clone(),
             backend,
-            store: Arc::new(store),
+            store,
         });
     }
     Ok(out)

@@ -199,7 +199,7 @@ impl Reloader {
                 );
             }
         }
-        let mut staged: Vec<(Opened, bool)> = Vec::new(); // (engine, fresh backend)
+        let mut staged = Vec::new(); // (engine, fresh backend, key check deferred)
         for b in &settings.backends {
             let old = running.backends.get(&b.name);
             let same_storage = old.is_some_and(|o| {
@@ -208,6 +208,9 @@ impl Reloader {
                     && o.settings.encryption.kms_key_id == b.encryption.kms_key_id
                     && o.settings.encryption.bucket_key_enabled == b.encryption.bucket_key_enabled
                     && running.settings.advanced.spool_dir == settings.advanced.spool_dir
+                    && (matches!(b.kind, crate::config::BackendKind::Filesystem { .. })
+                        || open::bucket_scope(&o.settings, &running.settings)
+                            == open::bucket_scope(b, &settings))
             });
             let enc = open::encryption_of(b, &keys)?;
             let (min_free, delta) = open::engine_settings(b, &settings);
@@ -230,8 +233,13 @@ impl Reloader {
                 }
             };
             // Checked before anything is recorded: a wrong key on any
-            // backend refuses the whole reload and writes nothing.
-            open::check_keyring(b, &store, false)?;
+            // backend refuses the whole reload and writes nothing. An
+            // upstream that does not answer is checked later, as at startup.
+            let deferred = match open::check_keyring(b, &store, false) {
+                Ok(()) => None,
+                Err(e) if open::unreachable(&store) => Some(e),
+                Err(e) => return Err(e),
+            };
             match (old, old_store) {
                 (None, _) => report.added.push(b.name.clone()),
                 (Some(o), Some(s))
@@ -252,11 +260,16 @@ impl Reloader {
                     store: Arc::new(store),
                 },
                 fresh,
+                deferred,
             ));
         }
         // Everything checks out: record new key ids, finish what a new
         // backend left interrupted.
-        for (o, fresh) in &staged {
+        for (o, fresh, deferred) in &staged {
+            if let Some(e) = deferred {
+                open::defer_key_check(&o.settings, &o.store, e);
+                continue;
+            }
             open::check_keyring(&o.settings, &o.store, true)?;
             if *fresh {
                 o.store.recover_uploads().with_context(|| {
@@ -275,13 +288,13 @@ impl Reloader {
             .collect();
         let stores = staged
             .iter()
-            .map(|(o, _)| (o.settings.name.clone(), o.store.clone()))
+            .map(|(o, ..)| (o.settings.name.clone(), o.store.clone()))
             .collect();
         let gateway = open::gateway(&settings, stores, open_access);
         let protocol = open::protocol(&settings, credentials);
         let backends = staged
             .into_iter()
-            .map(|(o, _)| (o.settings.name.clone(), o))
+            .map(|(o, ..)| (o.settings.name.clone(), o))
             .collect();
         Ok((settings, backends, gateway, protocol, report))
     }

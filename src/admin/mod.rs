@@ -140,6 +140,7 @@ pub async fn status(State(st): State<Arc<S3State>>, req: Request<Body>) -> Respo
                     "disk_free_bytes": free,
                     "encryption": s.encryption_mode(),
                     "reencrypt_job_running": s.pending_reencrypt().is_some(),
+                    "writes_held": s.writes_held(),
                 })
             })
             .collect::<Vec<_>>()

@@ -14,6 +14,7 @@ pub mod encryption;
 pub mod list;
 pub mod maintenance;
 pub mod meta;
+pub mod migrate;
 pub mod multipart;
 pub mod put;
 pub mod reencrypt;
@@ -213,6 +214,19 @@ impl OpenObject {
     }
 }
 
+/// Why writes to a bucket are refused for now (reads continue).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteGate {
+    /// A re-encrypt job is rewriting the bucket.
+    Reencrypt,
+    /// A migrate job is copying the bucket to another backend (or has, and
+    /// the route switched away from this copy).
+    Migrating,
+    /// The backend's keys could not be checked against its key check
+    /// records yet (the upstream was unreachable), or failed the check.
+    KeysUnchecked(String),
+}
+
 /// The engine for one backend.
 #[derive(Debug)]
 pub struct ObjectStore {
@@ -225,6 +239,8 @@ pub struct ObjectStore {
     delta: Option<Arc<delta::Delta>>,
     /// Shared with the successor a config reload makes.
     upload_locks: Arc<multipart::UploadLocks>,
+    /// Why every write is refused, while the keys are not checked.
+    held: std::sync::Mutex<Option<String>>,
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
@@ -289,6 +305,7 @@ impl ObjectStore {
             min_free: 0,
             delta: None,
             upload_locks: Default::default(),
+            held: Default::default(),
         }
     }
 
@@ -321,7 +338,23 @@ impl ObjectStore {
             min_free,
             delta: Some(Arc::new(delta)),
             upload_locks: self.upload_locks.clone(),
+            held: Default::default(),
         }
+    }
+
+    /// Refuses every write (503 to clients) until [`Self::release_writes`]:
+    /// the keys are not checked yet, or failed the check (`why`).
+    pub fn hold_writes(&self, why: String) {
+        *self.held.lock().expect("write hold") = Some(why);
+    }
+
+    pub fn release_writes(&self) {
+        *self.held.lock().expect("write hold") = None;
+    }
+
+    /// Why writes are held, if they are.
+    pub fn writes_held(&self) -> Option<String> {
+        self.held.lock().expect("write hold").clone()
     }
 
     /// Whether this engine's encryption is `enc` (same keys, same ids).

@@ -49,15 +49,24 @@ impl ObjectStore {
             .filter(|j| !j.finished)
     }
 
-    /// Writes to `bucket` are refused while a re-encrypt job covers it.
-    /// The job may have been started by another process (the CLI), so the
-    /// state is looked at, not cached; the common case is one failed stat.
-    pub fn write_gated(&self, bucket: &str) -> bool {
+    /// Why writes to `bucket` are refused now, if they are: the backend's
+    /// keys are not checked yet (or failed the check), or a re-encrypt job
+    /// covers the bucket. The job may have been started by another process
+    /// (the CLI), so its state is looked at, not cached; the common case is
+    /// one failed stat.
+    pub fn write_gate(&self, bucket: &str) -> Option<super::WriteGate> {
+        if let Some(why) = self.writes_held() {
+            return Some(super::WriteGate::KeysUnchecked(why));
+        }
+        if self.migration_gated(bucket) {
+            return Some(super::WriteGate::Migrating);
+        }
         if !self.backend.state_exists(JOB) {
-            return false;
+            return None;
         }
         self.pending_reencrypt()
-            .is_some_and(|j| j.buckets.iter().any(|b| b == bucket))
+            .filter(|j| j.buckets.iter().any(|b| b == bucket))
+            .map(|_| super::WriteGate::Reencrypt)
     }
 
     fn save_job(&self, j: &JobState) -> Result<()> {

@@ -148,14 +148,33 @@ impl Ctx {
         bucket: &str,
     ) -> Result<(Arc<crate::engine::ObjectStore>, String), S3Error> {
         let (store, real) = self.gateway.route(bucket);
-        if store.write_gated(&real) {
+        let retry = |e: S3Error| {
             let secs = crate::engine::reencrypt::RETRY_AFTER_SECS;
-            return Err(S3Error::new(
-                "SlowDown",
-                503,
-                "A re-encrypt job is rewriting this bucket; writes are paused until it finishes (reads continue). Please retry.",
-            )
-            .with_header(http::header::RETRY_AFTER, secs.to_string()));
+            Err(e.with_header(http::header::RETRY_AFTER, secs.to_string()))
+        };
+        match store.write_gate(&real) {
+            None => {}
+            Some(crate::engine::WriteGate::Reencrypt) => {
+                return retry(S3Error::new(
+                    "SlowDown",
+                    503,
+                    "A re-encrypt job is rewriting this bucket; writes are paused until it finishes (reads continue). Please retry.",
+                ));
+            }
+            Some(crate::engine::WriteGate::Migrating) => {
+                return retry(S3Error::new(
+                    "SlowDown",
+                    503,
+                    "This bucket is being moved to another backend; writes are paused until the move finishes and the route switches (reads continue). Please retry.",
+                ));
+            }
+            Some(crate::engine::WriteGate::KeysUnchecked(_)) => {
+                return retry(S3Error::new(
+                    "ServiceUnavailable",
+                    503,
+                    "The backend of this bucket has not confirmed its encryption key yet; writes are paused until it does (see the server log). Please retry.",
+                ));
+            }
         }
         Ok((store, real))
     }

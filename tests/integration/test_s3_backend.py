@@ -234,8 +234,8 @@ def test_delta_on_an_s3_backend(routed, moto):
     assert s3.get_object(Bucket="db-archive", Key="fw/v1.bin")["Body"].read() == v1
     s3.delete_object(Bucket="db-archive", Key="fw/v1.bin")
     s3.delete_object(Bucket="db-archive", Key="fw/v2.bin")
-    left = raw.list_objects_v2(Bucket=real).get("Contents", [])
-    assert left == [], "the reference goes with its last user"
+    left = [o["Key"] for o in raw.list_objects_v2(Bucket=real).get("Contents", [])]
+    assert left == [".dg/keys/off-1.json"], "the reference goes with its last user; the key check record stays"
 
 
 def test_ranges_across_read_windows(routed):
@@ -434,23 +434,89 @@ def test_delta_eligible_multipart_is_assembled_on_the_spool(routed, moto):
     assert moto.client().head_object(Bucket=real, Key="rel/v2.bin")["Metadata"]["dg-note"] == "delta"
 
 
-def test_wrong_key_is_refused_even_with_a_fresh_spool(tmp_path, moto):
+def test_wrong_key_is_refused_even_with_a_fresh_spool(tmp_path):
+    """The key check record lives on the upstream (each bucket's hidden
+    `.dg/keys/`): a new box with the wrong key is refused, even for a bucket
+    that holds no object yet."""
+    moto = Upstream("moto", tmp_path)  # its own: no other test's buckets
     real = "keys-" + uuid.uuid4().hex[:10]
-    moto.client().create_bucket(Bucket=real)
-    srv = start(tmp_path, moto, {"vault": real})
+    empty = "keys-empty-" + uuid.uuid4().hex[:6]
+    srv = start(tmp_path, moto, {"vault": real, "bare": empty})
+    srv.client().create_bucket(Bucket="vault")
     srv.client().put_object(Bucket="vault", Key="secret.txt", Body=b"top secret")
+    srv.client().create_bucket(Bucket="bare")
     srv.stop()
+    raw = moto.client()
+    for b in (real, empty):
+        rec = json.loads(raw.get_object(Bucket=b, Key=".dg/keys/off-1.json")["Body"].read())
+        assert rec["key_id"] == "off-1" and len(rec["check"]) > 0
+    mismatch = "is not the key this backend's objects were encrypted with"
     # same spool: the key check record refuses the other key
     with pytest.raises(RuntimeError) as e:
         start(tmp_path, moto, {"vault": real}, key=KEY2)
-    assert "key mismatch" in str(e.value) and KEY2 not in str(e.value)
-    # a new box (spool lost): the upstream objects themselves refuse it
+    assert mismatch in str(e.value) and KEY2 not in str(e.value)
+    # a new box (spool lost): the record on the upstream refuses it
     with pytest.raises(RuntimeError) as e:
         start(tmp_path, moto, {"vault": real}, key=KEY2, spool=tmp_path / "spool2")
-    assert "key mismatch" in str(e.value)
-    srv = start(tmp_path, moto, {"vault": real}, spool=tmp_path / "spool3")
+    assert mismatch in str(e.value)
+    # ... also when only the empty bucket is left to carry the record
+    raw.delete_object(Bucket=real, Key=".dg/keys/off-1.json")
+    with pytest.raises(RuntimeError) as e:
+        start(tmp_path, moto, {"bare": empty}, key=KEY2, spool=tmp_path / "spool3")
+    assert mismatch in str(e.value)
+    srv = start(tmp_path, moto, {"vault": real}, spool=tmp_path / "spool4")
     assert srv.client().get_object(Bucket="vault", Key="secret.txt")["Body"].read() == b"top secret"
     srv.stop()
+    moto.stop()
+
+
+def test_keys_are_checked_when_an_unreachable_upstream_comes_back(tmp_path):
+    """Started while the upstream is down, with a new spool: the proxy
+    serves, holds writes to that backend (503) until it can check the key,
+    then accepts them; with a wrong key they stay held and it says why."""
+    port = free_port()
+    up = Upstream("ours", tmp_path, port=port)
+    real = "later-" + uuid.uuid4().hex[:8]
+    srv = start(tmp_path, up, {"vault": real}, spool=tmp_path / "spool-a")
+    srv.client().create_bucket(Bucket="vault")
+    srv.client().put_object(Bucket="vault", Key="k", Body=b"sealed")
+    srv.stop()
+    up.stop()
+
+    def held_put(s3):
+        with pytest.raises(botocore.exceptions.ClientError) as e:
+            s3.put_object(Bucket="vault", Key="new", Body=b"x")
+        assert e.value.response["Error"]["Code"] == "ServiceUnavailable"
+        assert "encryption key" in e.value.response["Error"]["Message"]
+
+    # the wrong key, upstream down: starts, holds writes, refuses once it can check
+    srv = start(tmp_path, up, {"vault": real}, key=KEY2, spool=tmp_path / "spool-b")
+    try:
+        assert wait_log(srv, "cannot check this backend's encryption keys")
+        s3 = srv.client()
+        held_put(s3)
+        s3.create_bucket(Bucket="localstill")  # the local backend serves
+        up = Upstream("ours", tmp_path, port=port)
+        assert wait_log(srv, "the configured key is refused", timeout=20), srv.output()[-2000:]
+        held_put(s3)
+        assert "key mismatch" in status(srv)["offsite"]["writes_held"]
+    finally:
+        srv.stop()
+        up.stop()
+
+    # the right key: writes are accepted once the upstream answers
+    srv = start(tmp_path, up, {"vault": real}, spool=tmp_path / "spool-c")
+    try:
+        s3 = srv.client()
+        held_put(s3)
+        up = Upstream("ours", tmp_path, port=port)
+        assert wait_log(srv, "writes accepted", timeout=20), srv.output()[-2000:]
+        assert status(srv)["offsite"]["writes_held"] is None
+        s3.put_object(Bucket="vault", Key="new", Body=b"after")
+        assert s3.get_object(Bucket="vault", Key="k")["Body"].read() == b"sealed"
+    finally:
+        srv.stop()
+        up.stop()
 
 
 def test_tampered_upstream_ciphertext_is_an_error(routed, moto):
@@ -539,6 +605,8 @@ def test_unreachable_upstream_at_startup_does_not_stop_the_proxy(tmp_path):
         up = Upstream("moto", tmp_path, port=port)
         try:
             up.client().create_bucket(Bucket="later-bucket")
+            # writes wait until the keys could be checked against the upstream
+            assert wait_log(srv, "writes accepted", timeout=20)
             s3.put_object(Bucket="later", Key="k", Body=b"now")
             assert s3.get_object(Bucket="later", Key="k")["Body"].read() == b"now"
             assert status(srv)["offsite"]["healthy"] is True
@@ -588,9 +656,13 @@ advanced:
         up.stop()
 
 
-def test_seed_five_line_config(tmp_path, moto):
+def test_seed_five_line_config(tmp_path):
     """`storage: {s3: URL, access_key_id, secret_access_key}` runs as
     written; without `access:` credentials clients sign with that pair."""
+    # Its own upstream: the singleton backend serves every bucket of the
+    # account, and the shared one holds other tests' encrypted objects
+    # (a plaintext backend over them is refused: CannotDisable).
+    moto = Upstream("moto", tmp_path)
     cfg = tmp_path / "five.yaml"
     cfg.write_text(f"""storage:
   s3: {moto.url}
@@ -614,6 +686,7 @@ def test_seed_five_line_config(tmp_path, moto):
         assert e.value.response["Error"]["Code"] == "InvalidAccessKeyId"
     finally:
         srv.stop()
+        moto.stop()
 
 
 def test_rclone_serve_s3_round_trip(tmp_path):

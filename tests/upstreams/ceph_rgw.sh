@@ -18,7 +18,8 @@
 # Env overrides:
 #   CEPH_RGW_ACCESS_KEY / CEPH_RGW_SECRET_KEY  S3 credentials of user "test"
 #   CEPH_MON_PORT      monitor port (default: first free port from PORT+1)
-#   CEPH_MEMSTORE_BYTES  RAM given to the OSD (default 2 GiB)
+#   CEPH_MEMSTORE_BYTES  OSD capacity (default 2 GiB); memstore only reports
+#       it (writes are refused near full), RAM use grows with stored data
 #   CEPH_START_TIMEOUT   seconds to wait for each stage (default 120)
 #   CEPH_RGW_SSE_OVER_HTTP=1  accept x-amz-server-side-encryption on plain
 #       HTTP (rgw_crypt_require_ssl = false). Without it such a PUT gets
@@ -37,7 +38,7 @@ ACCESS_KEY=${CEPH_RGW_ACCESS_KEY:-dgtestaccess}
 SECRET_KEY=${CEPH_RGW_SECRET_KEY:-dgtestsecret1234567890}
 MEMSTORE_BYTES=${CEPH_MEMSTORE_BYTES:-2147483648}
 TIMEOUT=${CEPH_START_TIMEOUT:-120}
-DAEMONS=(mon.a osd.0 client.rgw.a)   # start order; stop is the reverse
+DAEMONS=(mon.a osd.0 client.rgw.a)   # start order
 
 usage() { echo "usage: $0 start DIR PORT | stop DIR" >&2; exit 2; }
 say()   { echo "ceph_rgw: $*" >&2; }
@@ -45,8 +46,8 @@ say()   { echo "ceph_rgw: $*" >&2; }
 die() {
   say "ERROR: $*"
   local f
-  for f in "$DIR"/log/*.log; do
-    [ -f "$f" ] || continue
+  for f in "$DIR"/log/*.log "$DIR"/log/*.stdout; do
+    [ -s "$f" ] || continue
     echo "----- last 50 lines of $f -----" >&2
     tail -n 50 "$f" >&2
   done
@@ -94,11 +95,11 @@ start_daemon() {
   echo $! >"$DIR/pids/$name.pid"
 }
 
-# TERM all daemons at once (each takes ~2 s to shut down; the data is
-# throw-away, so order does not matter), KILL what is left after 10 s.
-stop_daemons() {
-  local name pidf pid n pids=() alive=()
-  for name in "${DAEMONS[@]}"; do
+# term_wait SECS NAME...: SIGTERM those daemons of DIR together, wait up to
+# SECS for all of them to exit, then SIGKILL what is left.
+term_wait() {
+  local secs=$1 name pidf pid n pids=() alive=(); shift
+  for name in "$@"; do
     pidf="$DIR/pids/$name.pid"
     [ -f "$pidf" ] || continue
     pid=$(cat "$pidf")
@@ -109,13 +110,23 @@ stop_daemons() {
     fi
     rm -f "$pidf"
   done
-  for ((n = 0; n < 100; n++)); do
+  for ((n = 0; n < secs * 10; n++)); do
     alive=()
     for pid in ${pids[@]+"${pids[@]}"}; do running "$pid" && alive+=("$pid"); done
     [ ${#alive[@]} -eq 0 ] && return 0
     sleep 0.1
   done
   for pid in "${alive[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+}
+
+# One by one, in reverse start order, each while the mon is still up: an
+# OSD whose mon is gone waits osd_mon_shutdown_timeout (5 s) to report
+# itself down. radosgw 16.2 sometimes hangs on SIGTERM (it arms a 120 s
+# alarm); it keeps no state of its own, so it gets SIGKILL after 2 s.
+stop_daemons() {
+  term_wait 2 client.rgw.a
+  term_wait 10 osd.0
+  term_wait 10 mon.a
 }
 
 write_conf() {
@@ -170,7 +181,7 @@ mon_mgr_mkfs_grace = 31536000
 # paxos proposal, 1 s apart by default: ~2 s per pool, ~10 s of RGW's first
 # start. A single mon can propose at once.
 paxos_propose_interval = 0.05
-# Only used in tests: let them delete pools/buckets' pools freely.
+# Only used in tests: let them delete pools freely.
 mon_allow_pool_delete = true
 # The mon refuses to run when its disk is <5% free; tests may run on a
 # full-ish /tmp, and the mon store here is tiny.
@@ -178,7 +189,8 @@ mon_data_avail_crit = 1
 mon_data_avail_warn = 2
 
 [osd]
-# RAM-only object store: no block device, no disk writes, gone on stop.
+# RAM-only object store: no block device, no disk I/O; the data is thrown
+# away with DIR (start always begins with an empty cluster).
 osd_objectstore = memstore
 memstore_device_bytes = $MEMSTORE_BYTES
 # Register itself in the CRUSH map (root=default, host=\$hostname) at boot.
@@ -211,15 +223,15 @@ cmd_start() {
     say "already running from $DIR"
     print_endpoint; return 0
   fi
+  for c in ceph ceph-mon ceph-osd radosgw radosgw-admin monmaptool curl python3; do
+    command -v "$c" >/dev/null ||
+      { say "ERROR: missing $c (apt-get install -y --no-install-recommends ceph-mon ceph-osd radosgw curl)"; exit 1; }
+  done
   # Otherwise start from scratch: kill leftovers, drop only what we made.
   stop_daemons
   rm -rf "$DIR/ceph.conf" "$DIR/keyring" "$DIR/monmap" "$DIR/mon.a" \
          "$DIR/osd.0" "$DIR/rgw.a" "$DIR/run" "$DIR/log" "$DIR/pids"
   mkdir -p "$DIR/run" "$DIR/log" "$DIR/pids" "$DIR/osd.0" "$DIR/rgw.a"
-
-  for c in ceph ceph-mon ceph-osd radosgw radosgw-admin monmaptool curl python3; do
-    command -v "$c" >/dev/null || die "missing command $c (apt-get install -y ceph-mon ceph-osd radosgw curl)"
-  done
   # The OSD binds 4 ports from ms_bind_port_min..max (6800-7300) before
   # radosgw starts, so a PORT in there could be taken from under it.
   if [ "$PORT" -ge 6800 ] && [ "$PORT" -le 7300 ]; then
@@ -276,7 +288,6 @@ cmd_start() {
   radosgw-admin -c "$conf" user create --uid=test --display-name=test \
     --access-key="$ACCESS_KEY" --secret="$SECRET_KEY" \
     >"$DIR/log/user-create.log" 2>&1 || die "radosgw-admin user create failed: $(cat "$DIR/log/user-create.log")"
-  echo "$PORT" >"$DIR/port"
   say "S3 ready in $((SECONDS - t0))s"
   print_endpoint
 }

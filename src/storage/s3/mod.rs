@@ -11,9 +11,11 @@
 //!   operator looking at the raw upstream sees them;
 //! - delta references are `bucket/.dg/refs/<deltaspace>/<id>`; keys under
 //!   `.dg/` are never listed and refused to clients;
+//! - key check records are `bucket/.dg/keys/<key-id>.json` in every bucket
+//!   (`state.rs`);
 //! - bodies are staged in a local spool directory (`advanced.spool_dir`),
-//!   which also holds multipart uploads in progress and the engine's state
-//!   documents (key check records, jobs) for this backend.
+//!   which also holds multipart uploads in progress, the engine's jobs and
+//!   a copy of the key check records for this backend.
 //!
 //! Publishing is atomic upstream: one PutObject, or a multipart upload that
 //! becomes visible at CompleteMultipartUpload. The SDK is async; every call
@@ -37,7 +39,6 @@ use super::backend::{
     Backend, Body, BucketEntry, Found, Loc, RawObject, StoredPart, UploadStore, WalkItem,
 };
 use super::keypath::{KeyError, valid_bucket_name};
-use super::state::StateStore;
 use super::uploads::UploadSweep;
 use super::{FsBackend, Result, StorageError, TempFile};
 
@@ -74,6 +75,28 @@ pub struct S3Config {
     pub spool: PathBuf,
     /// Native server-side encryption asked of the upstream on every write.
     pub sse: Option<Sse>,
+    /// The upstream buckets clients reach through this backend: where its
+    /// key check records live (an account may hold other buckets, served
+    /// by another backend with other keys, or not by the proxy at all).
+    pub scope: BucketScope,
+}
+
+/// Which upstream buckets belong to a backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BucketScope {
+    /// The default backend: every bucket but these (names routed elsewhere).
+    AllExcept(Vec<String>),
+    /// A routed backend: exactly the buckets routed to it.
+    Only(Vec<String>),
+}
+
+impl BucketScope {
+    pub fn contains(&self, bucket: &str) -> bool {
+        match self {
+            BucketScope::AllExcept(v) => !v.iter().any(|b| b == bucket),
+            BucketScope::Only(v) => v.iter().any(|b| b == bucket),
+        }
+    }
 }
 
 /// `encryption.mode: sse-s3 | sse-kms`: the upstream encrypts; the proxy
@@ -110,6 +133,7 @@ macro_rules! with_sse {
 }
 
 mod multipart;
+mod state;
 
 pub struct S3Backend {
     cfg: S3Config,
@@ -502,7 +526,8 @@ impl Backend for S3Backend {
             );
         }
         match self.block_on(req.send()) {
-            Ok(_) => Ok(()),
+            // The new bucket carries the key check records from the start.
+            Ok(_) => self.seed_bucket_state(bucket),
             Err(e) => match upstream(e, StorageError::NoSuchBucket) {
                 StorageError::Upstream { code, .. }
                     if code == "BucketAlreadyOwnedByYou" || code == "BucketAlreadyExists" =>
@@ -644,27 +669,6 @@ impl Backend for S3Backend {
         }
         out.sort();
         Ok(out)
-    }
-}
-
-// The spool holds what this backend keeps locally: state documents and
-// multipart uploads in progress (parts are sent upstream as one object at
-// completion, see ADR 0004).
-impl StateStore for S3Backend {
-    fn read_state(&self, name: &str) -> Result<Option<Vec<u8>>> {
-        self.local.read_state(name)
-    }
-    fn write_state(&self, name: &str, data: &[u8]) -> Result<()> {
-        self.local.write_state(name, data)
-    }
-    fn rename_state(&self, from: &str, to: &str) -> Result<bool> {
-        self.local.rename_state(from, to)
-    }
-    fn list_state(&self, dir: &str) -> Result<Vec<String>> {
-        self.local.list_state(dir)
-    }
-    fn state_exists(&self, name: &str) -> bool {
-        self.local.state_exists(name)
     }
 }
 
