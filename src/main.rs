@@ -30,6 +30,39 @@ enum Command {
     Stats(StatsArgs),
     /// Mount the read-only view of the decrypted objects (FUSE) and serve it until SIGINT/SIGTERM.
     Mount(MountArgs),
+    /// Bucket tools: move a bucket to another backend.
+    Bucket(BucketArgs),
+}
+
+#[derive(clap::Args)]
+struct BucketArgs {
+    /// YAML configuration file (the same as for `serve`).
+    #[arg(long, env = "DGP_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// Root of the embedded default filesystem backend (default ./data).
+    #[arg(long, env = "DGP_DATA_DIR", global = true)]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: BucketCommand,
+}
+
+#[derive(Subcommand)]
+enum BucketCommand {
+    /// Copy every object of BUCKET to backend BACKEND (re-encrypted for its mode), verify,
+    /// then route the bucket there. Writes to the bucket pause while it runs; resumable.
+    Migrate {
+        /// The bucket, as clients name it.
+        bucket: String,
+        /// The destination backend (a name from storage.backends).
+        #[arg(long)]
+        to: String,
+        /// The bucket's name on the destination (default: its name on its current backend).
+        #[arg(long = "as")]
+        as_name: Option<String>,
+        /// Pause between objects, to limit the I/O load on a busy box.
+        #[arg(long, default_value_t = 0)]
+        pause_ms: u64,
+    },
 }
 
 #[derive(clap::Args)]
@@ -154,6 +187,7 @@ fn main() -> ExitCode {
         Command::Encryption(args) => encryption(args),
         Command::Mount(args) => mount(args),
         Command::Stats(args) => stats(args),
+        Command::Bucket(args) => bucket(args),
     }
 }
 
@@ -224,6 +258,27 @@ fn encryption(args: EncryptionArgs) -> ExitCode {
         EncryptionCommand::Export { bucket, target } => ops::export(&settings, &bucket, &target),
     };
     exit_code(res)
+}
+
+fn bucket(args: BucketArgs) -> ExitCode {
+    let quiet = Some("deltaglider_proxy=warn".into());
+    let Some(settings) = tool_settings(args.config.as_deref(), args.data_dir, quiet) else {
+        return ExitCode::FAILURE;
+    };
+    match args.command {
+        BucketCommand::Migrate {
+            bucket,
+            to,
+            as_name,
+            pause_ms,
+        } => exit_code(deltaglider_proxy::ops::migrate(
+            &settings,
+            &bucket,
+            &to,
+            as_name.as_deref(),
+            pause_ms,
+        )),
+    }
 }
 
 fn stats(args: StatsArgs) -> ExitCode {

@@ -475,13 +475,14 @@ pub fn open_stores(
         .collect())
 }
 
-/// The gateway over `stores` with the settings' routes and policies.
+/// The gateway over `stores` with the settings' routes and policies, and
+/// the route switches of finished migrate jobs (see [`migrated_routes`]).
 pub fn gateway(
     settings: &Settings,
     stores: BTreeMap<String, Arc<ObjectStore>>,
     open_access: bool,
 ) -> Gateway {
-    let routes = settings
+    let mut routes: BTreeMap<String, BucketRoute> = settings
         .buckets
         .iter()
         .map(|(name, bs)| {
@@ -495,12 +496,63 @@ pub fn gateway(
             )
         })
         .collect();
+    migrated_routes(settings, &stores, &mut routes);
     Gateway::new(
         stores,
         settings.default_backend.clone(),
         routes,
         open_access,
     )
+}
+
+/// A finished migrate job sends its bucket to the destination while the
+/// config still routes it to the source; once the config names another
+/// place for the bucket, the config wins.
+fn migrated_routes(
+    settings: &Settings,
+    stores: &BTreeMap<String, Arc<ObjectStore>>,
+    routes: &mut BTreeMap<String, BucketRoute>,
+) {
+    use crate::engine::migrate::Phase;
+    for store in stores.values() {
+        for j in store.migrations() {
+            if j.phase != Phase::Done {
+                continue;
+            }
+            let configured = routes.get(&j.bucket).map_or_else(
+                || (settings.default_backend.clone(), j.bucket.clone()),
+                |r| (r.store.clone(), r.real_name.clone()),
+            );
+            if configured != (j.from_backend.clone(), j.from_bucket.clone()) {
+                continue;
+            }
+            if !stores.contains_key(&j.to_backend) {
+                tracing::error!(bucket = %j.bucket, backend = %j.to_backend, "a finished migrate job moved this bucket to a backend that is no longer configured; it is served from its old copy, read-only");
+                continue;
+            }
+            tracing::warn!(
+                bucket = %j.bucket,
+                backend = %j.to_backend,
+                "served by backend '{}' since a migrate job moved it; make it permanent with `{}: {{backend: {}, alias: {}}}` under storage.buckets",
+                j.to_backend,
+                j.bucket,
+                j.to_backend,
+                j.to_bucket
+            );
+            let public_prefixes = routes
+                .get(&j.bucket)
+                .map(|r| r.public_prefixes.clone())
+                .unwrap_or_default();
+            routes.insert(
+                j.bucket.clone(),
+                BucketRoute {
+                    store: j.to_backend.clone(),
+                    real_name: j.to_bucket.clone(),
+                    public_prefixes,
+                },
+            );
+        }
+    }
 }
 
 /// Opens every backend and builds the gateway (`serving`: see [`open_backends`]).

@@ -379,3 +379,81 @@ pub fn stats(settings: &Settings, bucket: Option<&str>, json: bool) -> anyhow::R
     }
     Ok(())
 }
+
+/// `bucket migrate`: moves `bucket` to backend `to` (as bucket `as_name`
+/// there), next to a live server or on its own. The server sees the write
+/// gate at once; the route switches at its next reload (or restart).
+pub fn migrate(
+    settings: &Settings,
+    bucket: &str,
+    to: &str,
+    as_name: Option<&str>,
+    pause_ms: u64,
+) -> anyhow::Result<()> {
+    use crate::engine::migrate;
+    use std::io::IsTerminal;
+    let gateway = open_gateway(settings)?;
+    let (src, from_bucket) = gateway.route(bucket);
+    let Some(dst) = gateway.store(to).cloned() else {
+        anyhow::bail!("no backend named '{to}' in the configuration");
+    };
+    let to_bucket = as_name.map_or_else(|| from_bucket.clone(), str::to_owned);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let tty = std::io::stderr().is_terminal();
+    let t = Instant::now();
+    let job = runtime.block_on(async {
+        let j = migrate::start(bucket, &src, &from_bucket, &dst, &to_bucket)
+            .await
+            .with_context(|| format!("starting to move bucket {bucket}"))?;
+        if j.copied > 0 || j.phase != migrate::Phase::Copying {
+            eprintln!(
+                "resuming: {} objects already copied (after {:?})",
+                j.copied, j.last_key
+            );
+        }
+        migrate::run(
+            &src,
+            &dst,
+            &from_bucket,
+            std::time::Duration::from_millis(pause_ms),
+            &mut |j| {
+                let msg = format!(
+                    "migrate {bucket}: {:?}  {} objects  {} MiB",
+                    j.phase,
+                    j.copied,
+                    j.bytes >> 20
+                );
+                if tty {
+                    eprint!("\r{msg}   ");
+                } else {
+                    eprintln!("{msg}");
+                }
+            },
+        )
+        .await
+        .with_context(|| format!("moving bucket {bucket}"))
+    })?;
+    if tty {
+        eprintln!();
+    }
+    println!(
+        "bucket {bucket}: {} objects ({} bytes) copied to backend '{}' as {} and verified in {:.1} s",
+        job.copied,
+        job.bytes,
+        job.to_backend,
+        job.to_bucket,
+        t.elapsed().as_secs_f64()
+    );
+    println!(
+        "the route switches when the server reloads its configuration (systemctl reload deltaglider-proxy); writes to {bucket} stay paused until then"
+    );
+    println!(
+        "to make it permanent, add under storage.buckets: {bucket}: {{backend: {}, alias: {}}}",
+        job.to_backend, job.to_bucket
+    );
+    Ok(())
+}

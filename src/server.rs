@@ -48,6 +48,10 @@ pub fn app(state: Arc<S3State>) -> Router {
             "/_/api/config/reload",
             axum::routing::post(crate::admin::reload),
         )
+        .route(
+            "/_/api/migrate",
+            get(crate::admin::jobs::list).post(crate::admin::jobs::start),
+        )
         .route("/_", get(admin_not_found))
         .route("/_/{*rest}", axum::routing::any(admin_not_found))
         .fallback(s3_entry)
@@ -160,6 +164,7 @@ pub async fn run(settings: Settings, source: Source) -> anyhow::Result<()> {
         started: std::time::Instant::now(),
         in_flight: Default::default(),
     });
+    crate::admin::jobs::resume_migrations(&state);
     let listener = tokio::net::TcpListener::bind(settings.listen_addr)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen_addr))?;

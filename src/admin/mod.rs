@@ -3,6 +3,8 @@
 //! admin credential (SigV4 or SigV2, as S3 requests are). The admin web UI
 //! arrives in a later change; these JSON endpoints are what it will call.
 
+pub mod jobs;
+
 use std::sync::Arc;
 
 use axum::Json;
