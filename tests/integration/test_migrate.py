@@ -20,7 +20,7 @@ import requests
 
 import sigv4
 from conftest import BIN, Server, random_bytes
-from test_s3_backend import Upstream, backend_yaml
+from test_s3_backend import Upstream, backend_yaml, wait_log
 
 MiB = 1024 * 1024
 VAULT_KEY = bytes(range(7, 39))
@@ -129,7 +129,7 @@ def test_cli_migrate_to_an_encrypted_backend_and_switch(tmp_path):
 
         # The reload switches the route (the config still says `local`).
         assert admin(srv, "POST", "/_/api/config/reload").status_code == 200
-        assert "since a migrate job moved it" in srv.output()
+        assert wait_log(srv, "since a migrate job moved it")
         check_same(s3, "archive", before)
         stored = (tmp_path / "vault" / "archive" / "small.txt").read_bytes()
         assert stored.startswith(b"DGE1"), "re-encrypted for the destination"

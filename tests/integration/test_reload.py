@@ -62,6 +62,16 @@ def hup(srv, expect, timeout=15):
     raise AssertionError(f"no {expect!r} after SIGHUP:\n" + srv.output()[-3000:])
 
 
+def logged(srv, text, timeout=5):
+    """The server's log gets `text` (read by a thread: give it a moment)."""
+    deadline = time.time() + timeout
+    while text not in srv.output():
+        if time.time() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def error_code(excinfo):
     return excinfo.value.response["Error"]["Code"]
 
@@ -97,7 +107,7 @@ def test_sighup_adds_an_encrypted_backend_and_a_route(running):
     names = [b["Name"] for b in s3.list_buckets()["Buckets"]]
     assert "fresh" in names and "old" in names and "fresh-on-extra" not in names
     assert s3.get_object(Bucket="old", Key="k")["Body"].read() == b"before"
-    assert "NOTICE: encryption at rest enabled for the first time" in srv.output()
+    assert logged(srv, "NOTICE: encryption at rest enabled for the first time")
 
 
 def test_broken_file_keeps_the_running_configuration(running):
@@ -193,7 +203,7 @@ def test_settings_that_need_a_restart_are_reported(tmp_path):
         r = admin_reload(srv)
         assert r.status_code == 200, r.text
         assert "fuse" in r.json()["report"]["restart_required"]
-        assert "takes effect at the next restart" in srv.output()
+        assert logged(srv, "takes effect at the next restart")
     finally:
         srv.stop()
 
@@ -265,3 +275,32 @@ def test_requests_in_flight_finish_across_a_reload(running):
     s3.complete_multipart_upload(Bucket="busy", Key="mp", UploadId=up, MultipartUpload={
         "Parts": [{"PartNumber": 1, "ETag": e1}, {"PartNumber": 2, "ETag": e2}]})
     assert s3.get_object(Bucket="busy", Key="mp")["Body"].read() == part1 + part2
+
+
+def test_bucket_policies_change_on_reload(running):
+    """public_prefixes and the delta policy of a bucket follow the file."""
+    srv, cfg, tmp = running
+    s3 = srv.client()
+    s3.create_bucket(Bucket="site")
+    s3.put_object(Bucket="site", Key="pub/index.html", Body=b"<h1>hi</h1>")
+    url = f"{srv.url}/site/pub/index.html"
+    assert requests.get(url, timeout=10).status_code == 403
+
+    base = config_text(tmp)
+    cfg.write_text(base + "  buckets:\n    site: {public_prefixes: [\"pub/\"], compression: false}\n")
+    assert admin_reload(srv).json()["report"]["changed"] == ["local"]
+    r = requests.get(url, timeout=10)
+    assert r.status_code == 200 and r.content == b"<h1>hi</h1>"
+    assert requests.get(f"{srv.url}/site/other", timeout=10).status_code == 403
+    # compression off: a near-identical second version is stored whole
+    v1 = random_bytes(1024 * 1024)
+    s3.put_object(Bucket="site", Key="rel/a.zip", Body=v1)
+    s3.put_object(Bucket="site", Key="rel/b.zip", Body=v1[:-4] + b"tail")
+    stored = tmp / "local" / "site" / "rel" / "b.zip"
+    assert stored.stat().st_size >= 1024 * 1024, "stored whole with compression off"
+
+    cfg.write_text(base)
+    assert admin_reload(srv).status_code == 200
+    assert requests.get(url, timeout=10).status_code == 403
+    s3.put_object(Bucket="site", Key="rel/c.zip", Body=v1[:-4] + b"more")
+    assert (tmp / "local" / "site" / "rel" / "c.zip").stat().st_size < 64 * 1024, "delta again"

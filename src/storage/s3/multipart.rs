@@ -292,21 +292,47 @@ impl S3Backend {
                 .try_collect()
                 .await;
         let done = match uploaded {
-            Ok(parts) => self
-                .client
-                .complete_multipart_upload()
-                .bucket(bucket)
-                .key(key)
-                .upload_id(&id)
-                .multipart_upload(
-                    CompletedMultipartUpload::builder()
-                        .set_parts(Some(parts))
-                        .build(),
-                )
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| upstream(e, StorageError::NoSuchUpload)),
+            Ok(parts) => {
+                let expected = multipart_etag(&parts);
+                let res = self
+                    .client
+                    .complete_multipart_upload()
+                    .bucket(bucket)
+                    .key(key)
+                    .upload_id(&id)
+                    .multipart_upload(
+                        CompletedMultipartUpload::builder()
+                            .set_parts(Some(parts))
+                            .build(),
+                    )
+                    .send()
+                    .await;
+                match res {
+                    Ok(_) => Ok(()),
+                    Err(e) => {
+                        // An answer the SDK cannot read (moto's
+                        // CompleteMultipartUploadResponse root) after the
+                        // upstream completed: the object there with the
+                        // ETag of exactly these parts is this upload.
+                        let err = upstream(e, StorageError::NoSuchUpload);
+                        let head = self
+                            .client
+                            .head_object()
+                            .bucket(bucket)
+                            .key(key)
+                            .send()
+                            .await;
+                        let etag = head.ok().and_then(|h| h.e_tag().map(str::to_owned));
+                        match (etag, expected) {
+                            (Some(got), Some(want)) if got.trim_matches('"') == want => {
+                                tracing::debug!(error = %err, "the upstream completed the upload despite the error");
+                                return Ok(());
+                            }
+                            _ => Err(err),
+                        }
+                    }
+                }
+            }
             Err(e) => Err(e),
         };
         if done.is_err() {
@@ -342,4 +368,19 @@ impl S3Backend {
         }
         self.local.put_part(id, number, temp, meta)
     }
+}
+
+/// The ETag S3 gives a completed multipart upload of `parts`: the MD5 of
+/// the parts' binary MD5s, then `-N`. `None` when a part ETag is not an MD5.
+fn multipart_etag(parts: &[CompletedPart]) -> Option<String> {
+    use md5::Digest as _;
+    let mut h = md5::Md5::new();
+    for p in parts {
+        let raw = hex::decode(p.e_tag()?.trim_matches('"')).ok()?;
+        if raw.len() != 16 {
+            return None;
+        }
+        h.update(&raw);
+    }
+    Some(format!("{}-{}", hex::encode(h.finalize()), parts.len()))
 }
