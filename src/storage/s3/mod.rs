@@ -292,6 +292,21 @@ impl S3Backend {
         Ok(f)
     }
 
+    /// Whether a body may go up without its SHA-256 in the signature
+    /// (`UNSIGNED-PAYLOAD`), saving a hash of every byte: over TLS (which
+    /// protects it on the way, as AWS SDKs do for S3 over HTTPS), and for
+    /// DGE1 bodies, whose every chunk is authenticated, so damage on the way
+    /// is an error at the first read, never wrong bytes. Plaintext over
+    /// plain HTTP stays signed.
+    fn unsigned_payload(&self, fields: &HashMap<String, String>) -> bool {
+        fields.contains_key("dg-encrypted")
+            || self
+                .cfg
+                .endpoint
+                .as_deref()
+                .is_none_or(|e| e.starts_with("https://"))
+    }
+
     fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
         self.rt
             .as_ref()
@@ -333,10 +348,15 @@ impl S3Backend {
                     .key(key)
                     .content_length(len as i64)
                     .content_type("application/octet-stream")
-                    .set_metadata(Some(fields))
                     .body(body);
-                with_sse!(req, &self.cfg.sse)
-                    .send()
+                let unsigned = self.unsigned_payload(&fields);
+                let req = with_sse!(req.set_metadata(Some(fields)), &self.cfg.sse).customize();
+                let req = if unsigned {
+                    req.disable_payload_signing()
+                } else {
+                    req
+                };
+                req.send()
                     .await
                     .map_err(|e| upstream(e, StorageError::NoSuchBucket))?;
                 Ok(())
@@ -354,6 +374,7 @@ impl S3Backend {
         len: u64,
         fields: HashMap<String, String>,
     ) -> Result<()> {
+        let unsigned = self.unsigned_payload(&fields);
         let part = |id: &str, n: i32, off: u64, size: u64| {
             let req = self
                 .client
@@ -364,8 +385,13 @@ impl S3Backend {
                 .part_number(n)
                 .content_length(size as i64);
             async move {
+                let req = req.body(file_range(path, off, size).await?).customize();
+                let req = if unsigned {
+                    req.disable_payload_signing()
+                } else {
+                    req
+                };
                 let out = req
-                    .body(file_range(path, off, size).await?)
                     .send()
                     .await
                     .map_err(|e| upstream(e, StorageError::NoSuchUpload))?;
