@@ -246,8 +246,8 @@ impl Reloader {
                     if same_storage
                         && s.same_keys(store.encryption())
                         && o.settings.encryption == b.encryption
-                        && open::engine_settings(&o.settings, &running.settings).0 == min_free
-                        && policies_equal(&running.settings, &settings, &b.name) =>
+                        && open::engine_settings(&o.settings, &running.settings)
+                            == open::engine_settings(b, &settings) =>
                 {
                     report.unchanged.push(b.name.clone())
                 }
@@ -298,36 +298,4 @@ impl Reloader {
             .collect();
         Ok((settings, backends, gateway, protocol, report))
     }
-}
-
-/// Whether backend `name` has the same delta policy under both settings.
-fn policies_equal(old: &Settings, new: &Settings, name: &str) -> bool {
-    let pick = |s: &Settings| {
-        format!(
-            "{:?}",
-            s.buckets
-                .values()
-                .filter(|b| b.backend == name)
-                .map(|b| {
-                    (
-                        &b.real_name,
-                        b.compression,
-                        b.max_delta_ratio,
-                        &b.delta_types,
-                        &b.passthrough_types,
-                    )
-                })
-                .collect::<Vec<_>>()
-        )
-    };
-    let adv = |s: &Settings| {
-        let a = &s.advanced;
-        (
-            a.max_delta_ratio,
-            a.max_object_size_for_delta_mb,
-            a.cache_size_mb,
-            a.delta_concurrency,
-        )
-    };
-    pick(old) == pick(new) && adv(old) == adv(new)
 }

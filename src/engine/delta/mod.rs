@@ -41,7 +41,7 @@ pub use policy::BucketPolicy;
 const MEMORY_SPOOL: u64 = 16 * 1024 * 1024;
 
 /// The delta settings of one backend.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DeltaConfig {
     /// Policy of buckets without their own entry.
     pub default_policy: BucketPolicy,
