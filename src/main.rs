@@ -221,6 +221,7 @@ fn tool_settings(
         access_key_id: None,
         secret_access_key: None,
         log_level,
+        trust_proxy_headers: None,
     };
     load_settings(config, &overrides)
 }
@@ -330,6 +331,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         access_key_id: env_lookup("DGP_ACCESS_KEY_ID"),
         secret_access_key: env_lookup("DGP_SECRET_ACCESS_KEY"),
         log_level: env_lookup("DGP_LOG_LEVEL"),
+        trust_proxy_headers: env_lookup("DGP_TRUST_PROXY_HEADERS"),
     };
     let Some(settings) = load_settings(args.config.as_deref(), &overrides) else {
         return ExitCode::FAILURE;

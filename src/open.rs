@@ -503,6 +503,7 @@ pub fn gateway(
         routes,
         open_access,
     )
+    .with_admission(crate::gateway::Admission::new(&settings.admission))
 }
 
 /// A finished migrate job sends its bucket to the destination while the
@@ -601,6 +602,7 @@ pub fn protocol(settings: &Settings, credentials: Arc<dyn CredentialStore>) -> c
             .advanced
             .max_request_body_mb
             .saturating_mul(1024 * 1024),
+        trust_proxy_headers: settings.advanced.trust_proxy_headers,
     }
 }
 

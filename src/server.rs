@@ -52,8 +52,15 @@ pub fn app(state: Arc<S3State>) -> Router {
             "/_/api/migrate",
             get(crate::admin::jobs::list).post(crate::admin::jobs::start),
         )
+        .route("/_/api/admission/trace", get(crate::admin::admission_trace))
         .route("/_", get(admin_not_found))
         .route("/_/{*rest}", axum::routing::any(admin_not_found))
+        // Only the routes above (the operator endpoints); S3 requests get
+        // admission in `s3::handle`, where bucket and key are known.
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::admin::admission,
+        ))
         .fallback(s3_entry)
         .with_state(state)
 }

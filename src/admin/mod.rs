@@ -13,6 +13,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use http::{Request, StatusCode};
 
+use crate::gateway::{Decision, Probe};
 use crate::s3::S3State;
 use crate::s3::auth::{AuthOutcome, AuthRequest, authenticate};
 
@@ -188,4 +189,97 @@ pub async fn reload(State(st): State<Arc<S3State>>, req: Request<Body>) -> Respo
             deny(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
         }
     }
+}
+
+/// Admission for the operator endpoints: `deny` and `reject` blocks that
+/// match by address and method (a block naming a bucket or a path never
+/// matches here) apply before the signature is checked.
+pub async fn admission(
+    State(st): State<Arc<S3State>>,
+    req: Request<Body>,
+    next: axum::middleware::Next,
+) -> Response {
+    let trust = st.protocol.load().trust_proxy_headers;
+    let source = crate::s3::admit::client_addr(req.extensions(), req.headers(), trust);
+    let decision = st.gateway.load().admit(&Probe {
+        source,
+        method: req.method().as_str(),
+        bucket: None,
+        path: None,
+    });
+    match decision {
+        Decision::Deny { block } => {
+            tracing::debug!(%source, block, "admission: denied an operator request");
+            deny(StatusCode::FORBIDDEN, "access denied")
+        }
+        Decision::Reject {
+            block,
+            status,
+            message,
+        } => {
+            tracing::debug!(%source, block, status, "admission: rejected an operator request");
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
+            deny(
+                status,
+                message
+                    .as_deref()
+                    .unwrap_or("rejected by the admission rules"),
+            )
+        }
+        Decision::Pass | Decision::AllowAnonymous { .. } => next.run(req).await,
+    }
+}
+
+/// `GET /_/api/admission/trace?source_ip=IP[&method=GET][&path=/bucket/key]`
+/// (or `bucket=` and `key=`/`prefix=`): which admission block a request
+/// like that would hit, without sending it.
+pub async fn admission_trace(State(st): State<Arc<S3State>>, req: Request<Body>) -> Response {
+    if let Err(r) = require_admin(&st, &req) {
+        return *r;
+    }
+    let q: std::collections::HashMap<String, String> =
+        form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+            .into_owned()
+            .collect();
+    let Some(source) = q.get("source_ip").and_then(|v| v.trim().parse().ok()) else {
+        return deny(
+            StatusCode::BAD_REQUEST,
+            "source_ip=<an IP address> is required",
+        );
+    };
+    let method = q
+        .get("method")
+        .map_or("GET".to_owned(), |m| m.trim().to_ascii_uppercase());
+    let (mut bucket, mut path) = (
+        q.get("bucket").cloned(),
+        q.get("key").or(q.get("prefix")).cloned(),
+    );
+    if let Some(p) = q.get("path") {
+        let p = p.strip_prefix('/').unwrap_or(p);
+        let (b, k) = p.split_once('/').unwrap_or((p, ""));
+        bucket = (!b.is_empty()).then(|| b.to_owned());
+        path = (!k.is_empty()).then(|| k.to_owned());
+    }
+    let d = st.gateway.load().admit(&Probe {
+        source,
+        method: &method,
+        bucket: bucket.as_deref(),
+        path: path.as_deref(),
+    });
+    let (decision, status) = match &d {
+        Decision::Pass => ("pass", None),
+        Decision::Deny { .. } => ("deny", Some(403)),
+        Decision::AllowAnonymous { .. } => ("allow-anonymous", None),
+        Decision::Reject { status, .. } => ("reject", Some(*status)),
+    };
+    Json(serde_json::json!({
+        "source_ip": source.to_string(),
+        "method": method,
+        "bucket": bucket,
+        "path": path,
+        "decision": decision,
+        "block": d.block(),
+        "status": status,
+    }))
+    .into_response()
 }

@@ -50,6 +50,7 @@ pub const ENV_DATA_DIR: &str = "DGP_DATA_DIR";
 pub const ENV_ACCESS_KEY_ID: &str = "DGP_ACCESS_KEY_ID";
 pub const ENV_SECRET_ACCESS_KEY: &str = "DGP_SECRET_ACCESS_KEY";
 pub const ENV_LOG_LEVEL: &str = "DGP_LOG_LEVEL";
+pub const ENV_TRUST_PROXY_HEADERS: &str = "DGP_TRUST_PROXY_HEADERS";
 
 /// Values that win over the file (from CLI flags or `DGP_*` variables).
 #[derive(Clone, Default)]
@@ -61,6 +62,8 @@ pub struct Overrides {
     pub access_key_id: Option<String>,
     pub secret_access_key: Option<String>,
     pub log_level: Option<String>,
+    /// `DGP_TRUST_PROXY_HEADERS` (true/false), over `advanced.trust_proxy_headers`.
+    pub trust_proxy_headers: Option<String>,
 }
 
 impl std::fmt::Debug for Overrides {
@@ -74,13 +77,15 @@ impl std::fmt::Debug for Overrides {
                 &self.secret_access_key.as_ref().map(|_| "<redacted>"),
             )
             .field("log_level", &self.log_level)
+            .field("trust_proxy_headers", &self.trust_proxy_headers)
             .finish()
     }
 }
 
 impl Overrides {
     /// Reads `DGP_LISTEN_ADDR`, `DGP_DATA_DIR`, `DGP_ACCESS_KEY_ID`,
-    /// `DGP_SECRET_ACCESS_KEY` and `DGP_LOG_LEVEL` through `env`. Empty
+    /// `DGP_SECRET_ACCESS_KEY`, `DGP_LOG_LEVEL` and `DGP_TRUST_PROXY_HEADERS`
+    /// through `env`. Empty
     /// values count as unset.
     pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Overrides {
         let get = |name: &str| env(name).filter(|v| !v.trim().is_empty());
@@ -90,6 +95,7 @@ impl Overrides {
             access_key_id: get(ENV_ACCESS_KEY_ID),
             secret_access_key: get(ENV_SECRET_ACCESS_KEY),
             log_level: get(ENV_LOG_LEVEL),
+            trust_proxy_headers: get(ENV_TRUST_PROXY_HEADERS),
         }
     }
 
@@ -102,6 +108,7 @@ impl Overrides {
             access_key_id: self.access_key_id.or(lower.access_key_id),
             secret_access_key: self.secret_access_key.or(lower.secret_access_key),
             log_level: self.log_level.or(lower.log_level),
+            trust_proxy_headers: self.trust_proxy_headers.or(lower.trust_proxy_headers),
         }
     }
 }

@@ -203,6 +203,7 @@ pub(super) struct RawAdvanced {
     pub idle_timeout_secs: Option<Spanned<u64>>,
     pub max_connections: Option<Spanned<u64>>,
     pub spool_dir: Option<S>,
+    pub trust_proxy_headers: Option<Spanned<bool>>,
 }
 
 /// A YAML mapping kept in file order, with the location of every key.

@@ -339,6 +339,18 @@ pub struct AdmissionMatch {
     pub path_glob: Option<String>,
 }
 
+/// The one glob dialect of the config (admission `path_glob`, and IAM
+/// resources): `*` and `?` match any characters including `/` (S3 keys are
+/// flat; as in IAM resource patterns), `[...]` classes, `{a,b}` alternatives.
+pub fn compile_glob(pattern: &str) -> Result<globset::GlobMatcher, String> {
+    globset::GlobBuilder::new(pattern)
+        .literal_separator(false)
+        .backslash_escape(true)
+        .build()
+        .map(|g| g.compile_matcher())
+        .map_err(|e| e.kind().to_string())
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AdmissionAction {
     Deny,
@@ -468,6 +480,9 @@ pub struct AdvancedSettings {
     /// Local directory where S3 backends stage bodies and keep multipart
     /// uploads and their state (`<spool_dir>/<backend name>`).
     pub spool_dir: PathBuf,
+    /// The client address comes from the last `X-Forwarded-For` entry (set
+    /// by a reverse proxy in front) instead of the TCP peer.
+    pub trust_proxy_headers: bool,
 }
 
 impl Default for AdvancedSettings {
@@ -486,6 +501,7 @@ impl Default for AdvancedSettings {
             idle_timeout_secs: DEFAULT_IDLE_TIMEOUT_SECS,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             spool_dir: PathBuf::from(DEFAULT_SPOOL_DIR),
+            trust_proxy_headers: false,
         }
     }
 }

@@ -605,6 +605,40 @@ fn admission_validated() {
     assert!(m.source_ips[1].contains("::ffff:192.0.2.7".parse().unwrap()));
     assert_eq!(m.methods, vec!["GET"]);
     assert_eq!(s.admission[0].action, AdmissionAction::AllowAnonymous);
+
+    let bad_glob = "admission:\n  blocks:\n    - name: g\n      match:\n        path_glob: \"builds/[a\"\n      action: deny\n";
+    assert_problem(
+        load_yaml(bad_glob, &no_env),
+        "admission.blocks[0].match.path_glob (line 5",
+    );
+}
+
+#[test]
+fn trust_proxy_headers_from_file_and_env() {
+    let yaml = "advanced:\n  trust_proxy_headers: true\n";
+    assert!(
+        load_yaml(yaml, &no_env)
+            .unwrap()
+            .advanced
+            .trust_proxy_headers
+    );
+    assert!(!load_yaml("", &no_env).unwrap().advanced.trust_proxy_headers);
+    let ov = Overrides::from_env(&env_of(&[("DGP_TRUST_PROXY_HEADERS", "false")]));
+    assert!(
+        !load_str(yaml, "t", &ov, &no_env)
+            .unwrap()
+            .advanced
+            .trust_proxy_headers
+    );
+    let ov = Overrides::from_env(&env_of(&[("DGP_TRUST_PROXY_HEADERS", "1")]));
+    assert!(
+        load_str("", "t", &ov, &no_env)
+            .unwrap()
+            .advanced
+            .trust_proxy_headers
+    );
+    let ov = Overrides::from_env(&env_of(&[("DGP_TRUST_PROXY_HEADERS", "maybe")]));
+    assert_problem(load_str("", "t", &ov, &no_env), "DGP_TRUST_PROXY_HEADERS");
 }
 
 // ------------------------------------------------------------ ${env:...} and keys in YAML

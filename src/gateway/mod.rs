@@ -5,7 +5,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+pub mod admission;
+
 use crate::engine::{ObjectStore, Result};
+pub use admission::{Admission, Decision, Probe};
 
 /// Who is making a request, after signature verification.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +56,7 @@ pub struct Gateway {
     routes: BTreeMap<String, BucketRoute>,
     /// Anonymous requests may do everything (explicit opt-in, loudly logged).
     open_access: bool,
+    admission: Admission,
 }
 
 impl Gateway {
@@ -67,7 +71,19 @@ impl Gateway {
             default_store,
             routes,
             open_access,
+            admission: Admission::default(),
         }
+    }
+
+    /// The admission chain evaluated before authentication.
+    pub fn with_admission(mut self, admission: Admission) -> Self {
+        self.admission = admission;
+        self
+    }
+
+    /// Which admission block, if any, decides `p`.
+    pub fn admit(&self, p: &Probe<'_>) -> Decision {
+        self.admission.decide(p)
     }
 
     /// The engine serving `bucket` and the bucket's name on that backend.

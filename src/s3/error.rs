@@ -39,6 +39,24 @@ impl S3Error {
         self
     }
 
+    /// An admission `reject`: the operator's status, and their message or
+    /// a generic one; the code is the S3 (or HTTP) name of that status.
+    pub fn rejected(status: u16, message: Option<String>) -> Self {
+        let code = match status {
+            400 => "InvalidRequest",
+            401 => "Unauthorized",
+            403 => "AccessDenied",
+            404 => "NotFound",
+            405 => "MethodNotAllowed",
+            429 => "TooManyRequests",
+            503 => "ServiceUnavailable",
+            _ => "RequestRejected",
+        };
+        let message = message
+            .unwrap_or_else(|| "The request was rejected by the server's admission rules.".into());
+        Self::new(code, status, message)
+    }
+
     pub fn access_denied() -> Self {
         Self::new("AccessDenied", 403, "Access Denied")
     }

@@ -3,6 +3,7 @@
 //! gateway for permission and routes, and calls the engine. Only this room
 //! knows S3 error codes and XML.
 
+pub mod admit;
 pub mod auth;
 mod bucket;
 pub mod error;
@@ -36,6 +37,8 @@ pub struct Protocol {
     pub region: String,
     /// Largest request body (one PUT or one part), bytes: `advanced.max_request_body_mb`.
     pub max_body: u64,
+    /// The client address is the last `X-Forwarded-For` entry.
+    pub trust_proxy_headers: bool,
 }
 
 /// Re-reads the configuration and swaps it in (see `crate::reload`): the
@@ -75,6 +78,11 @@ pub struct Ctx {
     pub bucket: Option<String>,
     pub key: Option<String>,
     pub identity: Identity,
+    /// The client address (see `admit::client_addr`).
+    pub source: std::net::IpAddr,
+    /// An `allow-anonymous` admission block matched this unsigned request:
+    /// it may read the object or list the prefix it names.
+    pub admitted: bool,
     pub payload: PayloadMode,
     /// In a Mutex only so that `&Ctx` is Send across awaits (Body is not Sync).
     body: std::sync::Mutex<Option<Body>>,
@@ -181,9 +189,13 @@ impl Ctx {
 
     /// Fails unless the gateway allows this request's identity to do `action`.
     pub fn authorize(&self, action: Action, key: &str) -> Result<(), S3Error> {
-        if self
-            .gateway
-            .authorize(&self.identity, action, self.bucket.as_deref(), key)
+        let admitted = self.admitted
+            && self.identity == Identity::Anonymous
+            && matches!(action, Action::ReadObject | Action::List);
+        if admitted
+            || self
+                .gateway
+                .authorize(&self.identity, action, self.bucket.as_deref(), key)
         {
             Ok(())
         } else {
@@ -321,6 +333,23 @@ async fn handle_inner(
     let gateway = st.gateway.load_full();
     let proto = st.protocol.load_full();
     let (bucket, key, vhost) = address(&parts.headers, parts.uri.path(), &proto.domains)?;
+    let source = admit::client_addr(&parts.extensions, &parts.headers, proto.trust_proxy_headers);
+    // A listing is admitted by its prefix, an object request by its key.
+    let listed = (key.is_none() && bucket.is_some() && parts.method == Method::GET).then(|| {
+        query
+            .iter()
+            .find(|(k, _)| k == "prefix")
+            .map_or("", |(_, v)| v.as_str())
+    });
+    let admitted = admit::apply(
+        gateway.admit(&crate::gateway::Probe {
+            source,
+            method: parts.method.as_str(),
+            bucket: bucket.as_deref(),
+            path: key.as_deref().or(listed),
+        }),
+        source,
+    )?;
 
     let auth_req = AuthRequest {
         method: &parts.method,
@@ -372,6 +401,8 @@ async fn handle_inner(
         bucket,
         key,
         identity,
+        source,
+        admitted,
         payload,
         body: std::sync::Mutex::new(Some(body)),
     };

@@ -169,3 +169,41 @@ def aws_env(server):
         "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
     })
     return env
+
+
+def bind_source(client, ip):
+    """Makes a boto3 client connect from the local address `ip` (any
+    127.x.y.z works on loopback): for tests of rules by source address."""
+    import urllib3
+    sess = client._endpoint.http_session
+    manager = urllib3.PoolManager(**sess._get_pool_manager_kwargs(source_address=(ip, 0)))
+    manager.pool_classes_by_scheme = sess._pool_classes_by_scheme
+    sess._manager = manager
+    return client
+
+
+def raw_request(url, method="GET", body=b"", headers=None, source="127.0.0.1", sign=False,
+                access=ACCESS_KEY, secret=SECRET_KEY):
+    """One HTTP request from local address `source`, SigV4-signed when `sign`.
+    Returns (status, headers with lower-case names, body bytes)."""
+    import http.client
+    import hashlib
+    import urllib.parse
+    import sigv4
+    headers = dict(headers or {})
+    if sign:
+        headers, *_ = sigv4.sign(method, url, headers, hashlib.sha256(body).hexdigest(),
+                                 access=access, secret=secret)
+    u = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30, source_address=(source, 0))
+    try:
+        conn.request(method, u.path + (("?" + u.query) if u.query else ""), body=body, headers=headers)
+        r = conn.getresponse()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+    finally:
+        conn.close()
+
+
+def error_code(body):
+    """The <Code> of an S3 error document."""
+    return ET.fromstring(body).findtext("Code")
