@@ -11,6 +11,8 @@
 //!   `NAME` (`NAME` = `[A-Za-z_][A-Za-z0-9_]*`); it may appear anywhere in a
 //!   string, any number of times (`https://${env:HOST}:9000`).
 //! * `$${` produces a literal `${` (escape).
+//! * `${iam:username}` and `${aws:username}` are IAM policy variables and
+//!   stay as written (the policy engine fills them in per request).
 //! * any other `${...}` is an error (most likely a forgotten `env:`).
 //! * a lone `$` is literal.
 //! * expansion is not recursive: a value containing `${env:...}` is kept as is.
@@ -58,6 +60,10 @@ impl fmt::Display for ExpandError {
     }
 }
 
+/// IAM policy variables, kept as written for the policy engine to fill in
+/// per request (`resources: ["home/${iam:username}/*"]`).
+const POLICY_VARIABLES: &[&str] = &["iam:username", "aws:username"];
+
 /// Whether `name` is a valid variable name for `${env:NAME}`.
 pub(super) fn is_var_name(name: &str) -> bool {
     let mut chars = name.chars();
@@ -89,6 +95,9 @@ fn parse(input: &str) -> Result<Vec<Piece<'_>>, ExpandError> {
             let inner = &body[..end];
             match inner.strip_prefix("env:") {
                 Some(name) if is_var_name(name) => pieces.push(Piece::Var(name)),
+                None if POLICY_VARIABLES.contains(&inner) => {
+                    pieces.push(Piece::Text(&after[..2 + end + 1]));
+                }
                 Some(name) => return Err(ExpandError::BadName(name.to_string())),
                 None => return Err(ExpandError::Unsupported(inner.to_string())),
             }
@@ -136,6 +145,16 @@ pub(super) fn whole_reference(input: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn policy_variables_stay() {
+        let e = |_: &str| Some("X".to_string());
+        assert_eq!(
+            expand("home/${iam:username}/${env:A}/${aws:username}", &e).unwrap(),
+            "home/${iam:username}/X/${aws:username}"
+        );
+        assert!(expand("${iam:userid}", &e).is_err());
+    }
 
     fn env(name: &str) -> Option<String> {
         match name {

@@ -21,6 +21,7 @@
 
 mod error;
 mod expand;
+mod iam;
 mod keys;
 mod raw;
 mod rules;
@@ -29,12 +30,15 @@ mod validate;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_iam;
 
 use std::path::{Path, PathBuf};
 
 use serde_saphyr::MessageFormatter;
 
 pub use error::{ConfigError, Problem};
+pub use iam::*;
 pub use keys::{
     BackendKeys, EncryptionKey, KEY_LEN, ResolvedKeys, parse_hex_key, read_key, read_key_file,
     resolve_encryption_keys,

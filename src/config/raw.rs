@@ -104,6 +104,80 @@ pub(super) struct RawAccess {
     pub access_key_id: Option<S>,
     pub secret_access_key: Option<S>,
     pub iam_mode: Option<S>,
+    pub iam_groups: Option<Vec<Spanned<RawGroup>>>,
+    pub iam_users: Option<Vec<Spanned<RawUser>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawGroup {
+    pub name: Option<S>,
+    pub permissions: Option<Vec<Spanned<RawPermission>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawUser {
+    pub name: Option<S>,
+    pub access_key_id: Option<S>,
+    pub secret_access_key: Option<S>,
+    pub access_keys: Option<Vec<Spanned<RawKeyPair>>>,
+    pub enabled: Option<Spanned<bool>>,
+    pub groups: Option<Vec<S>>,
+    pub permissions: Option<Vec<Spanned<RawPermission>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawKeyPair {
+    pub access_key_id: Option<S>,
+    pub secret_access_key: Option<S>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPermission {
+    pub effect: Option<S>,
+    pub actions: Option<Vec<S>>,
+    pub resources: Option<Vec<S>>,
+    /// `{Operator: {key: value or [values]}}`.
+    pub conditions: Option<Entries<Entries<RawValues>>>,
+}
+
+/// A condition's values: one scalar or a list (booleans and numbers as text).
+#[derive(Debug)]
+pub(super) struct RawValues(pub Vec<String>);
+
+impl<'de> Deserialize<'de> for RawValues {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawValues;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a value or a list of values")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawValues, E> {
+                Ok(RawValues(vec![v.to_string()]))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<RawValues, E> {
+                Ok(RawValues(vec![v.to_string()]))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawValues, E> {
+                Ok(RawValues(vec![v.to_string()]))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawValues, E> {
+                Ok(RawValues(vec![v.to_string()]))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<RawValues, A::Error> {
+                let mut out = Vec::new();
+                while let Some(v) = seq.next_element::<RawValues>()? {
+                    out.extend(v.0);
+                }
+                Ok(RawValues(out))
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
 }
 
 /// `storage:`. Exactly one of `backend`, `filesystem`, `s3`, `backends` may

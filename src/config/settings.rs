@@ -92,6 +92,8 @@ pub struct Settings {
     /// that is fatal).
     pub credentials: Option<AdminCredentials>,
     pub iam_mode: IamMode,
+    /// `access.iam_users` / `access.iam_groups` (only with `iam_mode: declarative`).
+    pub iam: super::iam::IamSettings,
     /// At least one backend, in file order.
     pub backends: Vec<BackendSettings>,
     /// Always the name of one of `backends`.
@@ -116,6 +118,7 @@ impl Settings {
             log_level: DEFAULT_LOG_LEVEL.to_string(),
             credentials: None,
             iam_mode: IamMode::Gui,
+            iam: Default::default(),
             backends: vec![BackendSettings::embedded_default(data_dir)],
             default_backend: SINGLETON_BACKEND_NAME.to_string(),
             buckets: BTreeMap::new(),

@@ -10,7 +10,7 @@ use super::*;
 
 const HEX_KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
 
-fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
+pub(super) fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
     let map: HashMap<String, String> = pairs
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -18,11 +18,14 @@ fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
     move |name: &str| map.get(name).cloned()
 }
 
-fn no_env(_: &str) -> Option<String> {
+pub(super) fn no_env(_: &str) -> Option<String> {
     None
 }
 
-fn load_yaml(yaml: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
+pub(super) fn load_yaml(
+    yaml: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Settings, ConfigError> {
     load_str(yaml, "test.yaml", &Overrides::default(), env)
 }
 
@@ -31,7 +34,7 @@ fn lint_yaml(yaml: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<LintRep
 }
 
 /// The problems of an `Invalid` error, as display strings.
-fn problems(r: Result<impl std::fmt::Debug, ConfigError>) -> Vec<String> {
+pub(super) fn problems(r: Result<impl std::fmt::Debug, ConfigError>) -> Vec<String> {
     match r {
         Err(ConfigError::Invalid { problems, .. }) => {
             problems.iter().map(|p| p.to_string()).collect()
@@ -40,7 +43,10 @@ fn problems(r: Result<impl std::fmt::Debug, ConfigError>) -> Vec<String> {
     }
 }
 
-fn assert_problem(r: Result<impl std::fmt::Debug, ConfigError>, needle: &str) -> Vec<String> {
+pub(super) fn assert_problem(
+    r: Result<impl std::fmt::Debug, ConfigError>,
+    needle: &str,
+) -> Vec<String> {
     let ps = problems(r);
     assert!(
         ps.iter().any(|p| p.contains(needle)),
@@ -62,7 +68,15 @@ const SEED_SSE_KMS: &str = include_str!("testdata/seed000_sse_kms.yaml");
 const SEED_SINGLETON_AES: &str = include_str!("testdata/seed000_singleton_fs_aes.yaml");
 const SEED_FIVE_LINE: &str = include_str!("testdata/seed004_five_line.yaml");
 const SEED_CANONICAL: &str = include_str!("testdata/seed004_canonical.yaml");
-const FULL_REFERENCE: &str = include_str!("testdata/full_reference.yaml");
+/// The "complete example" of docs/config.md, read from the doc itself so
+/// the two cannot drift apart.
+fn full_reference() -> &'static str {
+    const DOC: &str = include_str!("../../docs/config.md");
+    let from = DOC.find("## A complete example").expect("section in docs/config.md");
+    let start = from + DOC[from..].find("```yaml\n").expect("yaml block") + 8;
+    let end = start + DOC[start..].find("```").expect("end of the block");
+    &DOC[start..end]
+}
 
 #[test]
 fn validate_examples_pass_lint_via_files() {
@@ -225,11 +239,12 @@ fn full_reference_example_loads() {
         ("DGP_BACKEND_LOCAL_ENCRYPTION_KEY", HEX_KEY),
         ("OLD_LOCAL_KEY", HEX_KEY),
         ("HETZNER_SECRET", "s3cr3t"),
+        ("CI_UPLOADER_SECRET", "ci-secret-0123456789abcdef"),
         ("DGP_ACCESS_KEY_ID", "x"),
     ]);
-    let report = lint_yaml(FULL_REFERENCE, &env).unwrap_or_else(|e| panic!("{e}"));
+    let report = lint_yaml(full_reference(), &env).unwrap_or_else(|e| panic!("{e}"));
     assert!(report.warnings.is_empty(), "{report:#?}");
-    let s = load_yaml(FULL_REFERENCE, &env).unwrap_or_else(|e| panic!("{e}"));
+    let s = load_yaml(full_reference(), &env).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(s.iam_mode, IamMode::Declarative);
     assert_eq!(s.listen_addr.to_string(), "127.0.0.1:9100");
     assert_eq!(s.advanced.s3_domains, vec!["s3.acme.example", "localhost"]);
@@ -247,6 +262,7 @@ fn full_reference_example_loads() {
         matches!(&hz.kind, BackendKind::S3 { secret_access_key: Some(k), .. } if k.expose() == "s3cr3t")
     );
     assert_eq!(s.buckets["scratch"].max_delta_ratio, Some(0.5));
+    assert_eq!(s.iam.users[0].groups, vec!["readers"]);
 }
 
 // ------------------------------------------------------------ parse errors

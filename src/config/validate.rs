@@ -11,10 +11,12 @@ use std::path::PathBuf;
 use serde_saphyr::Spanned;
 
 mod admission;
+mod iam;
 
 use super::Overrides;
 use super::error::Problem;
 use super::expand;
+use super::iam::IamSettings;
 use super::raw::{
     Entries, RawAccess, RawAdvanced, RawBucket, RawConfig, RawEncryption, RawFuse, RawStorage, S,
 };
@@ -36,7 +38,7 @@ pub(super) enum Mode {
     Lint,
 }
 
-type Loc = Option<(u64, u64)>;
+pub(super) type Loc = Option<(u64, u64)>;
 
 fn loc<T>(s: &Spanned<T>) -> Loc {
     let l = s.referenced;
@@ -149,7 +151,7 @@ impl<'a> Validator<'a> {
         let shorthand_creds = raw.storage.as_ref().is_some_and(|s| {
             s.s3.is_some() && s.access_key_id.is_some() && s.secret_access_key.is_some()
         });
-        let (mut credentials, iam_mode) = self.access(raw.access, overrides, shorthand_creds);
+        let (mut credentials, iam_mode, iam) = self.access(raw.access, overrides, shorthand_creds);
         let (backends, default_backend, buckets) =
             self.storage(raw.storage, overrides.data_dir.as_ref());
         if credentials.is_none()
@@ -184,6 +186,7 @@ impl<'a> Validator<'a> {
             log_level,
             credentials,
             iam_mode,
+            iam,
             backends,
             default_backend,
             buckets,
@@ -392,7 +395,7 @@ impl<'a> Validator<'a> {
         raw: Option<RawAccess>,
         ov: &Overrides,
         upstream_creds_serve: bool,
-    ) -> (Option<AdminCredentials>, IamMode) {
+    ) -> (Option<AdminCredentials>, IamMode, IamSettings) {
         let a = raw.unwrap_or_default();
         let mut key_id = self.opt_nonempty("access.access_key_id", a.access_key_id.as_ref());
         let mut secret =
@@ -446,7 +449,12 @@ impl<'a> Validator<'a> {
                 None
             }
         };
-        (creds, iam_mode)
+        let iam = self.iam(
+            &a,
+            iam_mode,
+            creds.as_ref().map(|c| c.access_key_id.as_str()),
+        );
+        (creds, iam_mode, iam)
     }
 
     // ------------------------------------------------------------ storage

@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 pub mod admission;
+pub mod iam;
+pub mod policy;
 
 use crate::engine::{ObjectStore, Result};
 pub use admission::{Admission, Decision, Probe};
@@ -13,23 +15,46 @@ pub use admission::{Admission, Decision, Probe};
 /// Who is making a request, after signature verification.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Identity {
-    /// The configured admin credential.
+    /// The configured admin (root) credential.
     Admin { access_key_id: String },
+    /// An IAM user (see [`iam::Directory`]).
+    User { name: String, access_key_id: String },
     /// No credentials.
     Anonymous,
 }
 
-/// What a request does, for authorization.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    /// GET/HEAD of an object.
-    ReadObject,
-    /// Listing a bucket (with the request's prefix).
-    List,
-    /// Anything that writes, deletes or manages.
-    Write,
-    /// Service-level operations (ListBuckets) and bucket metadata reads.
-    Service,
+impl Identity {
+    /// The user name for `${iam:username}`-style conditions and logs.
+    pub fn username(&self) -> Option<&str> {
+        match self {
+            Identity::Admin { .. } => Some("admin"),
+            Identity::User { name, .. } => Some(name),
+            Identity::Anonymous => None,
+        }
+    }
+}
+
+/// The outcome of authorization: allowed or not, and the rule that decided
+/// (for the log and the audit record).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authz {
+    pub allowed: bool,
+    pub rule: String,
+}
+
+impl Authz {
+    fn allow(rule: impl Into<String>) -> Authz {
+        Authz {
+            allowed: true,
+            rule: rule.into(),
+        }
+    }
+    fn deny(rule: impl Into<String>) -> Authz {
+        Authz {
+            allowed: false,
+            rule: rule.into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -38,6 +63,28 @@ pub struct BucketRoute {
     /// Name of the bucket on the backend (the alias target).
     pub real_name: String,
     pub public_prefixes: Vec<String>,
+}
+
+/// `public_prefixes` of each bucket as anonymous statements: GetObject of
+/// keys under a prefix, ListBucket of prefixes under it.
+fn public_statements(routes: &BTreeMap<String, BucketRoute>) -> Vec<(policy::Statement, String)> {
+    let mut out = Vec::new();
+    for (bucket, r) in routes {
+        for p in &r.public_prefixes {
+            let pattern = format!("{}/{}*", globset::escape(bucket), globset::escape(p));
+            let statement = policy::Statement {
+                effect: policy::Effect::Allow,
+                actions: vec![
+                    policy::ActionPattern::parse("s3:GetObject").expect("known action"),
+                    policy::ActionPattern::parse("s3:ListBucket").expect("known action"),
+                ],
+                resources: vec![policy::Resource::parse(&pattern).expect("escaped glob")],
+                conditions: Vec::new(),
+            };
+            out.push((statement, format!("public prefix {bucket}/{p}")));
+        }
+    }
+    out
 }
 
 /// The gateway in force, swapped whole by a config reload. Readers take a
@@ -57,6 +104,9 @@ pub struct Gateway {
     /// Anonymous requests may do everything (explicit opt-in, loudly logged).
     open_access: bool,
     admission: Admission,
+    directory: Arc<iam::Directory>,
+    /// What anonymous requests may do: `public_prefixes` as statements.
+    anonymous: Vec<(policy::Statement, String)>,
 }
 
 impl Gateway {
@@ -66,13 +116,26 @@ impl Gateway {
         routes: BTreeMap<String, BucketRoute>,
         open_access: bool,
     ) -> Self {
+        let anonymous = public_statements(&routes);
         Gateway {
             stores,
             default_store,
             routes,
             open_access,
             admission: Admission::default(),
+            directory: Arc::default(),
+            anonymous,
         }
+    }
+
+    /// The IAM users in force.
+    pub fn with_directory(mut self, directory: Arc<iam::Directory>) -> Self {
+        self.directory = directory;
+        self
+    }
+
+    pub fn directory(&self) -> &iam::Directory {
+        &self.directory
     }
 
     /// The admission chain evaluated before authentication.
@@ -103,30 +166,55 @@ impl Gateway {
         self.stores.get(name)
     }
 
-    /// May `who` do `action` on `bucket` / `key` (for List, `key` is the prefix)?
-    pub fn authorize(
-        &self,
-        who: &Identity,
-        action: Action,
-        bucket: Option<&str>,
-        key: &str,
-    ) -> bool {
+    /// May `who` make request `r`? Admin: always. A user: their
+    /// permissions (an explicit Deny wins; nothing matching is a denial).
+    /// Anonymous: open access, an `allow-anonymous` admission block
+    /// (`admitted`: reads and listings only), or the public prefixes.
+    pub fn authorize(&self, who: &Identity, admitted: bool, r: &policy::Request<'_>) -> Authz {
+        use policy::Verdict;
         match who {
-            Identity::Admin { .. } => true,
-            Identity::Anonymous if self.open_access => true,
+            Identity::Admin { .. } => Authz::allow("admin credential"),
+            Identity::User { name, .. } => match self.directory.user(name) {
+                None => Authz::deny("unknown user"),
+                Some(u) if !u.enabled => Authz::deny(format!("user {name} is disabled")),
+                Some(u) => match u.judge(r) {
+                    Verdict::Allow(l) => Authz::allow(l),
+                    Verdict::Deny(l) => Authz::deny(l),
+                    Verdict::NoMatch => Authz::deny("no permission matches"),
+                },
+            },
+            Identity::Anonymous if self.open_access => Authz::allow("open access"),
+            Identity::Anonymous
+                if admitted
+                    && matches!(r.action.group, policy::Group::Read | policy::Group::List)
+                    && r.action.level != policy::Level::Service =>
+            {
+                Authz::allow("admission allow-anonymous")
+            }
             Identity::Anonymous => {
-                let Some(bucket) = bucket else { return false };
-                let Some(route) = self.routes.get(bucket) else {
-                    return false;
-                };
-                match action {
-                    Action::ReadObject | Action::List => route
-                        .public_prefixes
-                        .iter()
-                        .any(|p| key.starts_with(p.as_str())),
-                    Action::Write | Action::Service => false,
+                let labelled = self.anonymous.iter().map(|(s, l)| (s, l.clone()));
+                match policy::judge(labelled, r) {
+                    Verdict::Allow(l) => Authz::allow(l),
+                    Verdict::Deny(l) => Authz::deny(l),
+                    Verdict::NoMatch => Authz::deny("anonymous"),
                 }
             }
+        }
+    }
+
+    /// Whether ListBuckets shows `bucket` to `who`: everything to the admin
+    /// and to a user allowed `s3:ListAllMyBuckets`; otherwise the buckets
+    /// the user has some permission in.
+    pub fn shows_bucket(&self, who: &Identity, bucket: &str, all: bool) -> bool {
+        match who {
+            Identity::Admin { .. } => true,
+            Identity::User { name, .. } => {
+                all || self
+                    .directory
+                    .user(name)
+                    .is_some_and(|u| u.mentions_bucket(bucket))
+            }
+            Identity::Anonymous => self.open_access,
         }
     }
 

@@ -7,15 +7,29 @@ use http::{HeaderValue, StatusCode};
 use super::Ctx;
 use super::error::S3Error;
 use super::xml::{self, S3_NS};
-use crate::gateway::Action;
+use crate::gateway::policy;
 
 fn engine_err(ctx: &Ctx) -> impl Fn(crate::engine::EngineError) -> S3Error + '_ {
     move |e| S3Error::from_engine(e, ctx.bucket(), "")
 }
 
+/// ListBuckets: the admin sees every bucket, a user allowed
+/// s3:ListAllMyBuckets too; another user sees the buckets they have some
+/// permission in; anonymous callers are refused (unless open access).
 pub async fn list_buckets(ctx: Ctx) -> Result<Response, S3Error> {
-    ctx.authorize(Action::Service, "")?;
-    let buckets = ctx.gateway.list_buckets().await.map_err(engine_err(&ctx))?;
+    let all = ctx
+        .gateway
+        .authorize(
+            &ctx.identity,
+            false,
+            &ctx.facts(policy::LIST_ALL_BUCKETS, None, None, false),
+        )
+        .allowed;
+    if !all && ctx.identity == crate::gateway::Identity::Anonymous {
+        return Err(S3Error::access_denied());
+    }
+    let mut buckets = ctx.gateway.list_buckets().await.map_err(engine_err(&ctx))?;
+    buckets.retain(|(name, _)| ctx.gateway.shows_bucket(&ctx.identity, name, all));
     let doc = xml::ListAllMyBucketsResult {
         xmlns: S3_NS,
         owner: xml::Owner::proxy(),
@@ -33,7 +47,6 @@ pub async fn list_buckets(ctx: Ctx) -> Result<Response, S3Error> {
 }
 
 pub async fn create_bucket(mut ctx: Ctx) -> Result<Response, S3Error> {
-    ctx.authorize(Action::Write, "")?;
     // The optional CreateBucketConfiguration body names a region; one box, one region.
     let body = ctx.body_bytes(64 * 1024).await?;
     super::object::verify_content_md5(&ctx.headers, &body)?;
@@ -48,7 +61,6 @@ pub async fn create_bucket(mut ctx: Ctx) -> Result<Response, S3Error> {
 }
 
 pub async fn head_bucket(ctx: Ctx) -> Result<Response, S3Error> {
-    ctx.authorize(Action::List, "")?;
     let (store, real) = ctx.gateway.route(ctx.bucket());
     store
         .bucket_created(&real)
@@ -62,7 +74,6 @@ pub async fn head_bucket(ctx: Ctx) -> Result<Response, S3Error> {
 }
 
 pub async fn delete_bucket(ctx: Ctx) -> Result<Response, S3Error> {
-    ctx.authorize(Action::Write, "")?;
     let (store, real) = ctx.gateway.route(ctx.bucket());
     store.delete_bucket(&real).await.map_err(engine_err(&ctx))?;
     tracing::info!(bucket = ctx.bucket(), "bucket deleted");
@@ -70,7 +81,6 @@ pub async fn delete_bucket(ctx: Ctx) -> Result<Response, S3Error> {
 }
 
 pub async fn get_location(ctx: Ctx) -> Result<Response, S3Error> {
-    ctx.authorize(Action::Service, "")?;
     let (store, real) = ctx.gateway.route(ctx.bucket());
     store
         .bucket_created(&real)
@@ -92,7 +102,6 @@ pub async fn get_location(ctx: Ctx) -> Result<Response, S3Error> {
 }
 
 pub async fn get_versioning(ctx: Ctx) -> Result<Response, S3Error> {
-    ctx.authorize(Action::Service, "")?;
     let (store, real) = ctx.gateway.route(ctx.bucket());
     store
         .bucket_created(&real)

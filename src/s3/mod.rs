@@ -3,6 +3,7 @@
 //! gateway for permission and routes, and calls the engine. Only this room
 //! knows S3 error codes and XML.
 
+mod access;
 pub mod admit;
 pub mod auth;
 mod bucket;
@@ -27,7 +28,7 @@ use self::auth::{AuthOutcome, AuthRequest, CredentialStore, PayloadMode, Trailer
 use self::error::S3Error;
 use self::router::Endpoint;
 use crate::engine::ByteStream;
-use crate::gateway::{Action, Gateway, Identity};
+use crate::gateway::{Gateway, Identity};
 
 /// The protocol settings a config reload may change, swapped as one.
 pub struct Protocol {
@@ -186,22 +187,6 @@ impl Ctx {
         }
         Ok((store, real))
     }
-
-    /// Fails unless the gateway allows this request's identity to do `action`.
-    pub fn authorize(&self, action: Action, key: &str) -> Result<(), S3Error> {
-        let admitted = self.admitted
-            && self.identity == Identity::Anonymous
-            && matches!(action, Action::ReadObject | Action::List);
-        if admitted
-            || self
-                .gateway
-                .authorize(&self.identity, action, self.bucket.as_deref(), key)
-        {
-            Ok(())
-        } else {
-            Err(S3Error::access_denied())
-        }
-    }
 }
 
 pub fn sha256_mismatch() -> S3Error {
@@ -359,17 +344,19 @@ async fn handle_inner(
         now: time::OffsetDateTime::now_utc(),
         region: Some(&proto.region),
     };
+    let keys = access::Keys {
+        admin: proto.credentials.as_ref(),
+        gateway: &gateway,
+    };
     let outcome = match (&bucket, vhost) {
-        (Some(b), true) => {
-            auth::authenticate_virtual_hosted(&auth_req, b, proto.credentials.as_ref())
-        }
-        _ => auth::authenticate(&auth_req, proto.credentials.as_ref()),
+        (Some(b), true) => auth::authenticate_virtual_hosted(&auth_req, b, &keys),
+        _ => auth::authenticate(&auth_req, &keys),
     };
     let (identity, payload) = match outcome {
         Ok(AuthOutcome::Authenticated {
             access_key_id,
             payload,
-        }) => (Identity::Admin { access_key_id }, payload),
+        }) => (keys.identity(access_key_id), payload),
         Ok(AuthOutcome::Anonymous) => (Identity::Anonymous, anonymous_payload(&parts.headers)?),
         Err(e) => return Err(S3Error::from_auth(&e)),
     };
@@ -392,7 +379,7 @@ async fn handle_inner(
         &parts.headers,
     )?;
     let ctx = Ctx {
-        gateway,
+        gateway: gateway.clone(),
         proto,
         request_id: request_id.to_owned(),
         method: parts.method,
@@ -406,6 +393,17 @@ async fn handle_inner(
         payload,
         body: std::sync::Mutex::new(Some(body)),
     };
+    // The one authorization step, from the routed operation.
+    if let Some(action) = endpoint.action() {
+        let r = ctx.facts(
+            action,
+            ctx.bucket.as_deref(),
+            ctx.key.as_deref(),
+            endpoint.is_listing(),
+        );
+        let authz = gateway.authorize(&ctx.identity, ctx.admitted, &r);
+        access::enforce(&authz, &ctx.identity, &action)?;
+    }
     dispatch(endpoint, ctx).await
 }
 

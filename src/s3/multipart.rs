@@ -18,7 +18,7 @@ use crate::engine::checksum::ChecksumAlgorithm;
 use crate::engine::meta::ObjectMeta;
 use crate::engine::multipart::{CompletePart, MAX_PART_NUMBER, UploadState};
 use crate::engine::{EngineError, ObjectStore, StageOptions};
-use crate::gateway::Action;
+use crate::gateway::policy;
 
 /// A completion still running after this answers 200 at once and sends
 /// whitespace until its result (S3's behaviour for long completions).
@@ -73,7 +73,6 @@ fn checksum_fields(state: &UploadState, value: Option<&String>) -> ChecksumField
 }
 
 pub async fn create(ctx: Ctx) -> Result<Response, S3Error> {
-    ctx.authorize(Action::Write, ctx.key())?;
     let template = headers::meta_from_request(&ctx.headers)?;
     let alg = match ctx.header("x-amz-checksum-algorithm") {
         Some(a) => Some(ChecksumAlgorithm::parse(a).ok_or_else(|| {
@@ -132,7 +131,6 @@ pub async fn create(ctx: Ctx) -> Result<Response, S3Error> {
 }
 
 pub async fn upload_part(mut ctx: Ctx) -> Result<Response, S3Error> {
-    ctx.authorize(Action::Write, ctx.key())?;
     let n = part_number(&ctx)?;
     let (store, id, state) = upload_for(&ctx, true).await?;
     let staged = receive_body(&mut ctx, &store, Some((&state, n))).await?;
@@ -155,18 +153,10 @@ pub async fn upload_part(mut ctx: Ctx) -> Result<Response, S3Error> {
 }
 
 pub async fn upload_part_copy(ctx: Ctx) -> Result<Response, S3Error> {
-    ctx.authorize(Action::Write, ctx.key())?;
     let n = part_number(&ctx)?;
     let (store, id, state) = upload_for(&ctx, true).await?;
     let (src_bucket, src_key) = copy_source(&ctx)?;
-    if !ctx.gateway.authorize(
-        &ctx.identity,
-        Action::ReadObject,
-        Some(&src_bucket),
-        &src_key,
-    ) {
-        return Err(S3Error::access_denied());
-    }
+    ctx.authorize(policy::GET_OBJECT, &src_bucket, Some(&src_key))?;
     let (src_store, src_real) = ctx.gateway.route(&src_bucket);
     let src = src_store
         .open(&src_real, &src_key)
@@ -227,7 +217,6 @@ pub async fn upload_part_copy(ctx: Ctx) -> Result<Response, S3Error> {
 }
 
 pub async fn complete(mut ctx: Ctx) -> Result<Response, S3Error> {
-    ctx.authorize(Action::Write, ctx.key())?;
     let id = upload_id(&ctx)?;
     let (store, real) = ctx.write_route()?;
     let body = ctx.body_bytes(4 * 1024 * 1024).await?;
@@ -325,7 +314,6 @@ pub async fn complete(mut ctx: Ctx) -> Result<Response, S3Error> {
 }
 
 pub async fn abort(ctx: Ctx) -> Result<Response, S3Error> {
-    ctx.authorize(Action::Write, ctx.key())?;
     let (store, id, _) = upload_for(&ctx, true).await?;
     store
         .abort_upload(&id)
@@ -335,7 +323,6 @@ pub async fn abort(ctx: Ctx) -> Result<Response, S3Error> {
 }
 
 pub async fn list_parts(ctx: Ctx) -> Result<Response, S3Error> {
-    ctx.authorize(Action::Write, ctx.key())?;
     let (store, id, state) = upload_for(&ctx, false).await?;
     let marker: u32 = ctx
         .q("part-number-marker")
@@ -382,7 +369,6 @@ pub async fn list_parts(ctx: Ctx) -> Result<Response, S3Error> {
 }
 
 pub async fn list_uploads(ctx: Ctx) -> Result<Response, S3Error> {
-    ctx.authorize(Action::Write, "")?;
     let (store, real) = ctx.gateway.route(ctx.bucket());
     if !store
         .bucket_exists(&real)

@@ -18,7 +18,7 @@ use crate::engine::checksum::{ChecksumAlgorithm, b64, unb64};
 use crate::engine::meta::{ObjectMeta, StoredChecksum, to_ms};
 use crate::engine::multipart::UploadState;
 use crate::engine::{ObjectStore, StageOptions, Staged};
-use crate::gateway::Action;
+use crate::gateway::policy;
 
 /// S3's limit for a single PUT.
 pub const MAX_PUT_SIZE: u64 = 5 * 1024 * 1024 * 1024;
@@ -240,7 +240,6 @@ async fn check_write_conditions(ctx: &Ctx, store: &ObjectStore, real: &str) -> R
 }
 
 pub async fn put_object(mut ctx: Ctx) -> Result<Response, S3Error> {
-    ctx.authorize(Action::Write, ctx.key())?;
     let mut meta = headers::meta_from_request(&ctx.headers)?;
     let (store, real) = ctx.write_route()?;
     check_write_conditions(&ctx, &store, &real).await?;
@@ -289,7 +288,6 @@ fn only_null_version(ctx: &Ctx) -> Result<(), S3Error> {
 }
 
 pub async fn get_object(ctx: Ctx, head: bool) -> Result<Response, S3Error> {
-    ctx.authorize(Action::ReadObject, ctx.key())?;
     let (store, real) = ctx.gateway.route(ctx.bucket());
     only_null_version(&ctx)?;
     // HEAD answers from the metadata: no body is opened (a delta object is
@@ -352,7 +350,6 @@ pub async fn get_object(ctx: Ctx, head: bool) -> Result<Response, S3Error> {
 }
 
 pub async fn delete_object(ctx: Ctx) -> Result<Response, S3Error> {
-    ctx.authorize(Action::Write, ctx.key())?;
     let (store, real) = ctx.write_route()?;
     only_null_version(&ctx)?;
     store
@@ -366,12 +363,24 @@ pub async fn delete_object(ctx: Ctx) -> Result<Response, S3Error> {
 const MAX_DELETE_KEYS: usize = 1000;
 
 pub async fn delete_objects(mut ctx: Ctx) -> Result<Response, S3Error> {
-    ctx.authorize(Action::Write, "")?;
     let body = ctx.body_bytes(2 * 1024 * 1024).await?;
     verify_content_md5(&ctx.headers, &body)?;
     let req: xml::DeleteRequest = xml::parse(&body, "Delete")?;
     if req.objects.is_empty() || req.objects.len() > MAX_DELETE_KEYS {
         return Err(S3Error::malformed_xml());
+    }
+    // s3:DeleteObject per key; a caller allowed none of them gets one
+    // AccessDenied for the request.
+    let allowed: Vec<bool> = req
+        .objects
+        .iter()
+        .map(|o| {
+            ctx.authorize(policy::DELETE_OBJECT, ctx.bucket(), Some(&o.key))
+                .is_ok()
+        })
+        .collect();
+    if !allowed.contains(&true) {
+        return Err(S3Error::access_denied());
     }
     let (store, real) = ctx.write_route()?;
     if !store
@@ -387,7 +396,17 @@ pub async fn delete_objects(mut ctx: Ctx) -> Result<Response, S3Error> {
         deleted: Vec::new(),
         errors: Vec::new(),
     };
-    for o in req.objects {
+    for (o, allowed) in req.objects.into_iter().zip(allowed) {
+        if !allowed {
+            let err = S3Error::access_denied();
+            out.errors.push(xml::DeleteErrorXml {
+                key: o.key,
+                version_id: o.version_id,
+                code: err.code.into(),
+                message: err.message,
+            });
+            continue;
+        }
         if o.version_id.as_deref().is_some_and(|v| v != "null") {
             out.errors.push(xml::DeleteErrorXml {
                 key: o.key,
@@ -454,16 +473,8 @@ pub(super) fn copy_source(ctx: &Ctx) -> Result<(String, String), S3Error> {
 }
 
 pub async fn copy_object(ctx: Ctx) -> Result<Response, S3Error> {
-    ctx.authorize(Action::Write, ctx.key())?;
     let (src_bucket, src_key) = copy_source(&ctx)?;
-    if !ctx.gateway.authorize(
-        &ctx.identity,
-        Action::ReadObject,
-        Some(&src_bucket),
-        &src_key,
-    ) {
-        return Err(S3Error::access_denied());
-    }
+    ctx.authorize(policy::GET_OBJECT, &src_bucket, Some(&src_key))?;
     let replace = match ctx.header("x-amz-metadata-directive").unwrap_or("COPY") {
         "COPY" => false,
         "REPLACE" => true,

@@ -131,3 +131,47 @@ fn method_not_allowed() -> S3Error {
         "The specified method is not allowed against this resource.",
     )
 }
+
+impl Endpoint {
+    /// The IAM action the central authorization step checks for this
+    /// operation on the request's bucket and key. `None` for the two
+    /// operations that name several resources, which their handlers check
+    /// one by one with the same engine: ListBuckets (filtered per bucket)
+    /// and DeleteObjects (s3:DeleteObject per key).
+    pub fn action(self) -> Option<crate::gateway::policy::S3Action> {
+        use crate::gateway::policy::*;
+        use Endpoint::*;
+        Some(match self {
+            ListBuckets | DeleteObjects => return None,
+            CreateBucket => CREATE_BUCKET,
+            HeadBucket | ListObjects | ListObjectsV2 => LIST_BUCKET,
+            DeleteBucket => DELETE_BUCKET,
+            GetBucketLocation => GET_LOCATION,
+            GetBucketVersioning => GET_VERSIONING,
+            ListObjectVersions => LIST_VERSIONS,
+            ListMultipartUploads => LIST_UPLOADS,
+            GetObject | HeadObject => GET_OBJECT,
+            // The copy source's s3:GetObject is checked by the handler.
+            PutObject
+            | CopyObject
+            | CreateMultipartUpload
+            | UploadPart
+            | UploadPartCopy
+            | CompleteMultipartUpload => PUT_OBJECT,
+            DeleteObject => DELETE_OBJECT,
+            AbortMultipartUpload => ABORT_UPLOAD,
+            ListParts => LIST_PARTS,
+        })
+    }
+
+    /// A listing: its `prefix` is the policy's `s3:prefix`.
+    pub fn is_listing(self) -> bool {
+        matches!(
+            self,
+            Endpoint::ListObjects
+                | Endpoint::ListObjectsV2
+                | Endpoint::ListObjectVersions
+                | Endpoint::ListMultipartUploads
+        )
+    }
+}

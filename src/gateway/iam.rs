@@ -1,0 +1,113 @@
+//! The directory of IAM users in force: who owns an access key, and the
+//! compiled permissions of each user (their own and their groups'), built
+//! from `IamSettings` (the YAML in declarative mode, the config database in
+//! gui mode) and swapped whole with the gateway.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use crate::config::IamSettings;
+use crate::s3::auth::SecretKey;
+
+use super::policy::{self, Request, Statement, Verdict};
+
+/// A user with the statements that apply to them, each labelled with where
+/// it came from (`user ci-uploader permission 1`, `group readers permission 0`).
+#[derive(Debug)]
+pub struct User {
+    pub name: String,
+    pub enabled: bool,
+    pub groups: Vec<String>,
+    statements: Vec<(Statement, String)>,
+}
+
+impl User {
+    pub fn judge(&self, r: &Request<'_>) -> Verdict<String> {
+        policy::judge(self.statements.iter().map(|(s, l)| (s, l.clone())), r)
+    }
+
+    /// Whether some Allow statement names this bucket at all (ListBuckets
+    /// shows a user the buckets they have any permission in).
+    pub fn mentions_bucket(&self, bucket: &str) -> bool {
+        self.statements
+            .iter()
+            .any(|(s, _)| s.effect == policy::Effect::Allow && s.mentions_bucket(bucket))
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Directory {
+    users: BTreeMap<String, Arc<User>>,
+    /// access key id -> (user, secret).
+    keys: HashMap<String, (Arc<User>, SecretKey)>,
+}
+
+impl Directory {
+    /// Compiles every user's permissions (validated by the config or the
+    /// database already; an error names the user and the permission).
+    pub fn new(iam: &IamSettings) -> Result<Directory, String> {
+        let mut d = Directory::default();
+        for u in &iam.users {
+            let mut statements = Vec::new();
+            for (i, p) in u.permissions.iter().enumerate() {
+                let s = policy::compile(p, Some(&u.name))
+                    .map_err(|e| format!("user {} permission {i}: {e}", u.name))?;
+                statements.push((s, format!("user {} permission {i}", u.name)));
+            }
+            for g in &u.groups {
+                let group = iam
+                    .groups
+                    .iter()
+                    .find(|x| &x.name == g)
+                    .ok_or_else(|| format!("user {}: no group {g}", u.name))?;
+                for (i, p) in group.permissions.iter().enumerate() {
+                    let s = policy::compile(p, Some(&u.name))
+                        .map_err(|e| format!("group {g} permission {i}: {e}"))?;
+                    statements.push((s, format!("group {g} permission {i}")));
+                }
+            }
+            let user = Arc::new(User {
+                name: u.name.clone(),
+                enabled: u.enabled,
+                groups: u.groups.clone(),
+                statements,
+            });
+            for k in &u.keys {
+                let secret = SecretKey::new(k.secret_access_key.expose().to_owned());
+                if d.keys
+                    .insert(k.access_key_id.clone(), (user.clone(), secret))
+                    .is_some()
+                {
+                    return Err(format!("access key {} is used twice", k.access_key_id));
+                }
+            }
+            d.users.insert(u.name.clone(), user);
+        }
+        Ok(d)
+    }
+
+    /// The secret of an enabled user's access key.
+    pub fn secret_for(&self, access_key_id: &str) -> Option<SecretKey> {
+        self.keys
+            .get(access_key_id)
+            .filter(|(u, _)| u.enabled)
+            .map(|(_, s)| s.clone())
+    }
+
+    /// The user owning an access key.
+    pub fn user_for_key(&self, access_key_id: &str) -> Option<&Arc<User>> {
+        self.keys.get(access_key_id).map(|(u, _)| u)
+    }
+
+    pub fn user(&self, name: &str) -> Option<&Arc<User>> {
+        self.users.get(name)
+    }
+
+    pub fn len(&self) -> usize {
+        self.users.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty()
+    }
+}
