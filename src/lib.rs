@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod configdb;
 pub mod engine;
 pub mod failpoint;
 pub mod fuse;

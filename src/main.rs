@@ -6,6 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod iam_cli;
+
 #[derive(Parser)]
 #[command(
     name = "deltaglider_proxy",
@@ -32,6 +34,11 @@ enum Command {
     Mount(MountArgs),
     /// Bucket tools: move a bucket to another backend.
     Bucket(BucketArgs),
+    /// IAM users, groups, access keys and permissions in the config database.
+    Iam(iam_cli::IamArgs),
+    /// The config database: encrypted export and import (backup).
+    #[command(subcommand)]
+    ConfigDb(iam_cli::ConfigDbCommand),
 }
 
 #[derive(clap::Args)]
@@ -188,6 +195,8 @@ fn main() -> ExitCode {
         Command::Mount(args) => mount(args),
         Command::Stats(args) => stats(args),
         Command::Bucket(args) => bucket(args),
+        Command::Iam(args) => exit_code(iam_cli::run(args)),
+        Command::ConfigDb(cmd) => exit_code(iam_cli::config_db(cmd)),
     }
 }
 

@@ -504,16 +504,6 @@ pub fn gateway(
         open_access,
     )
     .with_admission(crate::gateway::Admission::new(&settings.admission))
-    .with_directory(Arc::new(directory(settings)))
-}
-
-/// The IAM users of the settings. They were compiled once by the config
-/// check, so this cannot fail; if it did, no user could sign (fail closed).
-fn directory(settings: &Settings) -> crate::gateway::iam::Directory {
-    crate::gateway::iam::Directory::new(&settings.iam).unwrap_or_else(|e| {
-        tracing::error!(error = %e, "IAM users could not be compiled; only the admin credential works");
-        Default::default()
-    })
 }
 
 /// A finished migrate job sends its bucket to the destination while the

@@ -54,6 +54,8 @@ pub struct Reloader {
     source: Source,
     gateway: Shared,
     protocol: Arc<ArcSwap<Protocol>>,
+    /// The config database: declarative users are written into it on reload.
+    iam: Option<Arc<crate::configdb::LiveIam>>,
     /// The settings in force and the backends opened for them; the lock
     /// also makes reloads one at a time.
     running: Mutex<Running>,
@@ -76,6 +78,7 @@ fn restart_required(old: &Settings, new: &Settings) -> Vec<String> {
         ("advanced.listen_addr", old.listen_addr != new.listen_addr),
         ("advanced.log_level", old.log_level != new.log_level),
         ("fuse", old.fuse != new.fuse),
+        ("access.config_db_path", old.config_db != new.config_db),
         ("advanced.spool_dir", a.spool_dir != b.spool_dir),
         (
             "advanced.header_read_timeout_secs",
@@ -116,8 +119,15 @@ impl Reloader {
             source,
             gateway,
             protocol,
+            iam: None,
             running: Mutex::new(Running { settings, backends }),
         }
+    }
+
+    /// The server's config database, which a reload applies the file's IAM to.
+    pub fn with_iam(mut self, iam: Arc<crate::configdb::LiveIam>) -> Reloader {
+        self.iam = Some(iam);
+        self
     }
 
     /// Re-reads the file and applies it, or keeps the running configuration
@@ -125,6 +135,17 @@ impl Reloader {
     pub fn reload(&self) -> anyhow::Result<Report> {
         let mut running = self.running.lock().expect("reload lock");
         let res = self.prepare(&running);
+        let res = res.and_then(|(settings, backends, gateway, protocol, report)| {
+            let gateway = match &self.iam {
+                Some(iam) => {
+                    iam.apply(&settings)
+                        .context("applying access.iam_users to the config database")?;
+                    gateway.with_directory(iam.directory())
+                }
+                None => gateway,
+            };
+            Ok((settings, backends, gateway, protocol, report))
+        });
         let (settings, backends, gateway, protocol, report) = match res {
             Ok(v) => v,
             Err(e) => {

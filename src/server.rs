@@ -33,6 +33,41 @@ async fn admin_not_found() -> Response {
     (http::StatusCode::NOT_FOUND, "not found\n").into_response()
 }
 
+/// `/_/api/iam/...` (see `admin::iam`).
+fn iam_routes() -> Router<Arc<S3State>> {
+    use crate::admin::iam::*;
+    use axum::routing::{delete, post, put};
+    Router::new()
+        .route("/_/api/iam/users", get(list_users).post(create_user))
+        .route(
+            "/_/api/iam/users/{name}",
+            get(show_user).delete(delete_user),
+        )
+        .route("/_/api/iam/users/{name}/enabled", put(set_enabled))
+        .route("/_/api/iam/users/{name}/keys", post(create_key))
+        .route("/_/api/iam/users/{name}/keys/{id}", delete(delete_key))
+        .route("/_/api/iam/users/{name}/keys/{id}/rotate", post(rotate_key))
+        .route("/_/api/iam/users/{name}/permissions", post(attach_user))
+        .route(
+            "/_/api/iam/users/{name}/permissions/{index}",
+            delete(detach_user),
+        )
+        .route("/_/api/iam/groups", get(list_groups).post(create_group))
+        .route(
+            "/_/api/iam/groups/{name}",
+            get(show_group).delete(delete_group),
+        )
+        .route(
+            "/_/api/iam/groups/{name}/members/{user}",
+            put(add_member).delete(remove_member),
+        )
+        .route("/_/api/iam/groups/{name}/permissions", post(attach_group))
+        .route(
+            "/_/api/iam/groups/{name}/permissions/{index}",
+            delete(detach_group),
+        )
+}
+
 pub fn app(state: Arc<S3State>) -> Router {
     // Full paths rather than a nested router: the admin API verifies
     // signatures over the path exactly as the client sent it.
@@ -53,6 +88,7 @@ pub fn app(state: Arc<S3State>) -> Router {
             get(crate::admin::jobs::list).post(crate::admin::jobs::start),
         )
         .route("/_/api/admission/trace", get(crate::admin::admission_trace))
+        .merge(iam_routes())
         .route("/_", get(admin_not_found))
         .route("/_/{*rest}", axum::routing::any(admin_not_found))
         // Only the routes above (the operator endpoints); S3 requests get
@@ -136,7 +172,20 @@ pub async fn run(settings: Settings, source: Source) -> anyhow::Result<()> {
         .map(|o| (o.settings.name.clone(), o.store.clone()))
         .collect();
     let open_access = source.open_access && settings.credentials.is_none();
-    let gateway = crate::gateway::shared(crate::open::gateway(&settings, stores, open_access));
+    // The config database (IAM users): a wrong or missing key stops here.
+    let iam = tokio::task::block_in_place(|| {
+        crate::configdb::LiveIam::open(&settings, &|n| std::env::var(n).ok())
+    })
+    .with_context(|| {
+        format!(
+            "opening the config database {}",
+            settings.config_db.path.display()
+        )
+    })?;
+    iam.watch();
+    let gateway = crate::gateway::shared(
+        crate::open::gateway(&settings, stores, open_access).with_directory(iam.directory()),
+    );
     let protocol = Arc::new(arc_swap::ArcSwap::from_pointee(crate::open::protocol(
         &settings,
         credentials,
@@ -150,13 +199,16 @@ pub async fn run(settings: Settings, source: Source) -> anyhow::Result<()> {
         None => None,
     };
     resume_jobs(&gateway.load());
-    let reloader = Arc::new(Reloader::new(
-        source,
-        settings.clone(),
-        opened,
-        gateway.clone(),
-        protocol.clone(),
-    ));
+    let reloader = Arc::new(
+        Reloader::new(
+            source,
+            settings.clone(),
+            opened,
+            gateway.clone(),
+            protocol.clone(),
+        )
+        .with_iam(iam.clone()),
+    );
     reload_on_hangup(reloader.clone())?;
     let reload: Arc<crate::s3::ReloadFn> = Arc::new(move || {
         reloader
@@ -168,6 +220,7 @@ pub async fn run(settings: Settings, source: Source) -> anyhow::Result<()> {
         gateway,
         protocol,
         reload: Some(reload),
+        iam: Some(iam),
         started: std::time::Instant::now(),
         in_flight: Default::default(),
     });

@@ -3,6 +3,7 @@
 //! admin credential (SigV4 or SigV2, as S3 requests are). The admin web UI
 //! arrives in a later change; these JSON endpoints are what it will call.
 
+pub mod iam;
 pub mod jobs;
 
 use std::sync::Arc;
@@ -17,12 +18,12 @@ use crate::gateway::{Decision, Probe};
 use crate::s3::S3State;
 use crate::s3::auth::{AuthOutcome, AuthRequest, authenticate};
 
-fn deny(status: StatusCode, message: &str) -> Response {
+pub(crate) fn deny(status: StatusCode, message: &str) -> Response {
     (status, Json(serde_json::json!({ "error": message }))).into_response()
 }
 
 /// Checks that the request carries a valid admin signature.
-fn require_admin(st: &S3State, req: &Request<Body>) -> Result<(), Box<Response>> {
+pub(crate) fn require_admin(st: &S3State, req: &Request<Body>) -> Result<(), Box<Response>> {
     let proto = st.protocol.load();
     let auth = AuthRequest {
         method: req.method(),

@@ -52,6 +52,26 @@ pub struct IamGroup {
     pub permissions: Vec<PermissionSpec>,
 }
 
+/// Where the config database is, and its key file if named.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigDbSettings {
+    pub path: std::path::PathBuf,
+    pub key_file: Option<std::path::PathBuf>,
+}
+
+/// `access.config_db_path` default: in the working directory (the state
+/// directory `/var/lib/deltaglider_proxy` under systemd).
+pub const DEFAULT_CONFIG_DB_PATH: &str = "./config.db";
+
+impl Default for ConfigDbSettings {
+    fn default() -> Self {
+        ConfigDbSettings {
+            path: DEFAULT_CONFIG_DB_PATH.into(),
+            key_file: None,
+        }
+    }
+}
+
 /// The users and groups of `iam_mode: declarative`.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct IamSettings {

@@ -106,6 +106,8 @@ pub(super) struct RawAccess {
     pub iam_mode: Option<S>,
     pub iam_groups: Option<Vec<Spanned<RawGroup>>>,
     pub iam_users: Option<Vec<Spanned<RawUser>>>,
+    pub config_db_path: Option<S>,
+    pub config_db_key_file: Option<S>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -94,6 +94,8 @@ pub struct Settings {
     pub iam_mode: IamMode,
     /// `access.iam_users` / `access.iam_groups` (only with `iam_mode: declarative`).
     pub iam: super::iam::IamSettings,
+    /// `access.config_db_path` / `access.config_db_key_file`.
+    pub config_db: super::iam::ConfigDbSettings,
     /// At least one backend, in file order.
     pub backends: Vec<BackendSettings>,
     /// Always the name of one of `backends`.
@@ -119,6 +121,7 @@ impl Settings {
             credentials: None,
             iam_mode: IamMode::Gui,
             iam: Default::default(),
+            config_db: Default::default(),
             backends: vec![BackendSettings::embedded_default(data_dir)],
             default_backend: SINGLETON_BACKEND_NAME.to_string(),
             buckets: BTreeMap::new(),

@@ -72,7 +72,9 @@ const SEED_CANONICAL: &str = include_str!("testdata/seed004_canonical.yaml");
 /// the two cannot drift apart.
 fn full_reference() -> &'static str {
     const DOC: &str = include_str!("../../docs/config.md");
-    let from = DOC.find("## A complete example").expect("section in docs/config.md");
+    let from = DOC
+        .find("## A complete example")
+        .expect("section in docs/config.md");
     let start = from + DOC[from..].find("```yaml\n").expect("yaml block") + 8;
     let end = start + DOC[start..].find("```").expect("end of the block");
     &DOC[start..end]

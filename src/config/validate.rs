@@ -16,7 +16,7 @@ mod iam;
 use super::Overrides;
 use super::error::Problem;
 use super::expand;
-use super::iam::IamSettings;
+use super::iam::{ConfigDbSettings, IamSettings};
 use super::raw::{
     Entries, RawAccess, RawAdvanced, RawBucket, RawConfig, RawEncryption, RawFuse, RawStorage, S,
 };
@@ -151,7 +151,8 @@ impl<'a> Validator<'a> {
         let shorthand_creds = raw.storage.as_ref().is_some_and(|s| {
             s.s3.is_some() && s.access_key_id.is_some() && s.secret_access_key.is_some()
         });
-        let (mut credentials, iam_mode, iam) = self.access(raw.access, overrides, shorthand_creds);
+        let (mut credentials, iam_mode, iam, config_db) =
+            self.access(raw.access, overrides, shorthand_creds);
         let (backends, default_backend, buckets) =
             self.storage(raw.storage, overrides.data_dir.as_ref());
         if credentials.is_none()
@@ -187,6 +188,7 @@ impl<'a> Validator<'a> {
             credentials,
             iam_mode,
             iam,
+            config_db,
             backends,
             default_backend,
             buckets,
@@ -395,7 +397,12 @@ impl<'a> Validator<'a> {
         raw: Option<RawAccess>,
         ov: &Overrides,
         upstream_creds_serve: bool,
-    ) -> (Option<AdminCredentials>, IamMode, IamSettings) {
+    ) -> (
+        Option<AdminCredentials>,
+        IamMode,
+        IamSettings,
+        ConfigDbSettings,
+    ) {
         let a = raw.unwrap_or_default();
         let mut key_id = self.opt_nonempty("access.access_key_id", a.access_key_id.as_ref());
         let mut secret =
@@ -454,7 +461,14 @@ impl<'a> Validator<'a> {
             iam_mode,
             creds.as_ref().map(|c| c.access_key_id.as_str()),
         );
-        (creds, iam_mode, iam)
+        let mut db = ConfigDbSettings::default();
+        if let Some(v) = self.opt_nonempty("access.config_db_path", a.config_db_path.as_ref()) {
+            db.path = PathBuf::from(v.trim());
+        }
+        db.key_file = self
+            .opt_nonempty("access.config_db_key_file", a.config_db_key_file.as_ref())
+            .map(|v| PathBuf::from(v.trim()));
+        (creds, iam_mode, iam, db)
     }
 
     // ------------------------------------------------------------ storage

@@ -35,6 +35,9 @@ impl User {
     }
 }
 
+/// The directory in force, swapped whole when users change.
+pub type SharedDirectory = Arc<arc_swap::ArcSwap<Directory>>;
+
 #[derive(Debug, Default)]
 pub struct Directory {
     users: BTreeMap<String, Arc<User>>,

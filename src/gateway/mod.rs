@@ -104,7 +104,7 @@ pub struct Gateway {
     /// Anonymous requests may do everything (explicit opt-in, loudly logged).
     open_access: bool,
     admission: Admission,
-    directory: Arc<iam::Directory>,
+    directory: iam::SharedDirectory,
     /// What anonymous requests may do: `public_prefixes` as statements.
     anonymous: Vec<(policy::Statement, String)>,
 }
@@ -123,19 +123,21 @@ impl Gateway {
             routes,
             open_access,
             admission: Admission::default(),
-            directory: Arc::default(),
+            directory: Arc::new(arc_swap::ArcSwap::from_pointee(iam::Directory::default())),
             anonymous,
         }
     }
 
-    /// The IAM users in force.
-    pub fn with_directory(mut self, directory: Arc<iam::Directory>) -> Self {
+    /// The IAM users in force: a handle the config database's owner swaps
+    /// when users change (it outlives gateways: a reload keeps it).
+    pub fn with_directory(mut self, directory: iam::SharedDirectory) -> Self {
         self.directory = directory;
         self
     }
 
-    pub fn directory(&self) -> &iam::Directory {
-        &self.directory
+    /// A snapshot of the IAM users.
+    pub fn directory(&self) -> Arc<iam::Directory> {
+        self.directory.load_full()
     }
 
     /// The admission chain evaluated before authentication.
@@ -174,7 +176,7 @@ impl Gateway {
         use policy::Verdict;
         match who {
             Identity::Admin { .. } => Authz::allow("admin credential"),
-            Identity::User { name, .. } => match self.directory.user(name) {
+            Identity::User { name, .. } => match self.directory().user(name) {
                 None => Authz::deny("unknown user"),
                 Some(u) if !u.enabled => Authz::deny(format!("user {name} is disabled")),
                 Some(u) => match u.judge(r) {
@@ -210,7 +212,7 @@ impl Gateway {
             Identity::Admin { .. } => true,
             Identity::User { name, .. } => {
                 all || self
-                    .directory
+                    .directory()
                     .user(name)
                     .is_some_and(|u| u.mentions_bucket(bucket))
             }

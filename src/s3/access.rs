@@ -7,19 +7,22 @@ use super::Ctx;
 use super::auth::{CredentialStore, SecretKey};
 use super::error::S3Error;
 use crate::gateway::policy::{Request, S3Action};
-use crate::gateway::{Authz, Gateway, Identity};
+use std::sync::Arc;
+
+use crate::gateway::iam::Directory;
+use crate::gateway::{Authz, Identity};
 
 /// The admin credential first, then the enabled IAM users.
 pub struct Keys<'a> {
     pub admin: &'a dyn CredentialStore,
-    pub gateway: &'a Gateway,
+    pub users: Arc<Directory>,
 }
 
 impl CredentialStore for Keys<'_> {
     fn secret_for(&self, access_key_id: &str) -> Option<SecretKey> {
         self.admin
             .secret_for(access_key_id)
-            .or_else(|| self.gateway.directory().secret_for(access_key_id))
+            .or_else(|| self.users.secret_for(access_key_id))
     }
 }
 
@@ -29,7 +32,7 @@ impl Keys<'_> {
         if self.admin.secret_for(&access_key_id).is_some() {
             return Identity::Admin { access_key_id };
         }
-        match self.gateway.directory().user_for_key(&access_key_id) {
+        match self.users.user_for_key(&access_key_id) {
             Some(u) => Identity::User {
                 name: u.name.clone(),
                 access_key_id,

@@ -54,6 +54,8 @@ pub struct S3State {
     pub protocol: Arc<arc_swap::ArcSwap<Protocol>>,
     /// `None` when there is no configuration to re-read (tests).
     pub reload: Option<Arc<ReloadFn>>,
+    /// The config database (`None` in tests without one).
+    pub iam: Option<Arc<crate::configdb::LiveIam>>,
     /// When the server started (for the status endpoint).
     pub started: std::time::Instant,
     /// S3 requests being handled right now.
@@ -346,7 +348,7 @@ async fn handle_inner(
     };
     let keys = access::Keys {
         admin: proto.credentials.as_ref(),
-        gateway: &gateway,
+        users: gateway.directory(),
     };
     let outcome = match (&bucket, vhost) {
         (Some(b), true) => auth::authenticate_virtual_hosted(&auth_req, b, &keys),

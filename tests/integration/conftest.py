@@ -49,6 +49,12 @@ class Server:
         self.log = []
 
     def start(self, timeout=20):
+        if self.cwd is None:
+            # The working directory holds the config database (config.db and
+            # its key): one per server, beside its data directory.
+            self.cwd = self.data_dir.parent / (self.data_dir.name + ".cwd")
+            self.cwd.mkdir(parents=True, exist_ok=True)
+        self.addr = None
         cmd = [str(BIN), "serve", "--listen", "127.0.0.1:0", "--data-dir", str(self.data_dir)] + self.args
         if self.config:
             cmd += ["--config", str(self.config)]

@@ -237,8 +237,9 @@ def test_generated_env_file(installed):
     st = ENV_FILE.stat()
     assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, 0, 0o600)
     env = installed["env"]
-    assert sorted(env) == ["DGP_ACCESS_KEY_ID", "DGP_ENCRYPTION_KEY", "DGP_SECRET_ACCESS_KEY"]
+    assert sorted(env) == ["DGP_ACCESS_KEY_ID", "DGP_CONFIG_DB_KEY", "DGP_ENCRYPTION_KEY", "DGP_SECRET_ACCESS_KEY"]
     assert HEX64.fullmatch(env["DGP_ENCRYPTION_KEY"]), "64 hex characters"
+    assert HEX64.fullmatch(env["DGP_CONFIG_DB_KEY"]), "64 hex characters"
     assert re.fullmatch(r"[A-Z0-9]{16,}", env["DGP_ACCESS_KEY_ID"])
     assert len(env["DGP_SECRET_ACCESS_KEY"]) >= 32
     out = installed["output"]

@@ -1,0 +1,53 @@
+//! The schema, versioned with `PRAGMA user_version`: migration `n` takes a
+//! file from version `n` to `n + 1`, in one transaction. A file from a newer
+//! program (a higher version than we know) is refused, never downgraded.
+
+use rusqlite::Connection;
+
+use super::{DbError, Result};
+
+const MIGRATIONS: &[&str] = &[
+    // 0 -> 1: IAM.
+    "CREATE TABLE users (
+        name TEXT PRIMARY KEY,
+        enabled INTEGER NOT NULL,
+        permissions TEXT NOT NULL,
+        created INTEGER NOT NULL
+     );
+     CREATE TABLE iam_groups (
+        name TEXT PRIMARY KEY,
+        permissions TEXT NOT NULL,
+        created INTEGER NOT NULL
+     );
+     CREATE TABLE memberships (
+        user TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+        grp TEXT NOT NULL REFERENCES iam_groups(name) ON DELETE CASCADE,
+        PRIMARY KEY (user, grp)
+     );
+     CREATE TABLE access_keys (
+        id TEXT PRIMARY KEY,
+        user TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+        sealed_secret BLOB NOT NULL,
+        created INTEGER NOT NULL
+     );",
+];
+
+/// The schema version this program writes.
+pub const VERSION: i64 = MIGRATIONS.len() as i64;
+
+pub fn migrate(conn: &Connection) -> Result<()> {
+    let mut v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if v > VERSION {
+        return Err(DbError::Other(format!(
+            "the file has schema version {v}, newer than this program's {VERSION}; run the newer deltaglider_proxy"
+        )));
+    }
+    while v < VERSION {
+        let tx = conn.unchecked_transaction()?;
+        tx.execute_batch(MIGRATIONS[v as usize])?;
+        tx.pragma_update(None, "user_version", v + 1)?;
+        tx.commit()?;
+        v += 1;
+    }
+    Ok(())
+}
