@@ -603,6 +603,11 @@ pub fn protocol(settings: &Settings, credentials: Arc<dyn CredentialStore>) -> c
             .max_request_body_mb
             .saturating_mul(1024 * 1024),
         trust_proxy_headers: settings.advanced.trust_proxy_headers,
+        lockout: crate::s3::lockout::LockoutSettings {
+            delay_after: settings.advanced.auth_delay_after,
+            lockout_after: settings.advanced.auth_lockout_after,
+            lockout: std::time::Duration::from_secs(settings.advanced.auth_lockout_secs),
+        },
     }
 }
 

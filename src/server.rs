@@ -223,6 +223,7 @@ pub async fn run(settings: Settings, source: Source) -> anyhow::Result<()> {
         iam: Some(iam),
         started: std::time::Instant::now(),
         in_flight: Default::default(),
+        lockout: Default::default(),
     });
     crate::admin::jobs::resume_migrations(&state);
     let listener = tokio::net::TcpListener::bind(settings.listen_addr)

@@ -25,6 +25,19 @@ pub(crate) fn deny(status: StatusCode, message: &str) -> Response {
 /// Checks that the request carries a valid admin signature.
 pub(crate) fn require_admin(st: &S3State, req: &Request<Body>) -> Result<(), Box<Response>> {
     let proto = st.protocol.load();
+    let source =
+        crate::s3::admit::client_addr(req.extensions(), req.headers(), proto.trust_proxy_headers);
+    let now = std::time::Instant::now();
+    if let Err(wait) = st.lockout.check(source, now) {
+        let mut r = deny(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many failed authentications from this address; try again later",
+        );
+        if let Ok(v) = http::HeaderValue::from_str(&(wait.as_secs() + 1).to_string()) {
+            r.headers_mut().insert(http::header::RETRY_AFTER, v);
+        }
+        return Err(Box::new(r));
+    }
     let auth = AuthRequest {
         method: req.method(),
         path: req.uri().path(),
@@ -34,12 +47,21 @@ pub(crate) fn require_admin(st: &S3State, req: &Request<Body>) -> Result<(), Box
         region: Some(&proto.region),
     };
     match authenticate(&auth, proto.credentials.as_ref()) {
-        Ok(AuthOutcome::Authenticated { .. }) => Ok(()),
+        Ok(AuthOutcome::Authenticated { .. }) => {
+            st.lockout.succeeded(source);
+            Ok(())
+        }
         Ok(AuthOutcome::Anonymous) => Err(Box::new(deny(
             StatusCode::UNAUTHORIZED,
             "sign the request with the admin credential",
         ))),
-        Err(e) => Err(Box::new(deny(StatusCode::FORBIDDEN, &e.to_string()))),
+        Err(e) => {
+            if crate::s3::auth::is_credential_failure(&e) {
+                // No delay here (this check is synchronous); the lockout applies.
+                st.lockout.failed(source, &proto.lockout, now);
+            }
+            Err(Box::new(deny(StatusCode::FORBIDDEN, &e.to_string())))
+        }
     }
 }
 

@@ -280,6 +280,9 @@ pub(super) struct RawAdvanced {
     pub max_connections: Option<Spanned<u64>>,
     pub spool_dir: Option<S>,
     pub trust_proxy_headers: Option<Spanned<bool>>,
+    pub auth_delay_after: Option<Spanned<u32>>,
+    pub auth_lockout_after: Option<Spanned<u32>>,
+    pub auth_lockout_secs: Option<Spanned<u64>>,
 }
 
 /// A YAML mapping kept in file order, with the location of every key.

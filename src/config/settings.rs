@@ -489,6 +489,12 @@ pub struct AdvancedSettings {
     /// The client address comes from the last `X-Forwarded-For` entry (set
     /// by a reverse proxy in front) instead of the TCP peer.
     pub trust_proxy_headers: bool,
+    /// Failed authentications from one address before answers slow down.
+    pub auth_delay_after: u32,
+    /// Failed authentications from one address before it is locked out (0: never).
+    pub auth_lockout_after: u32,
+    /// How long a lockout lasts, and how long failures are remembered.
+    pub auth_lockout_secs: u64,
 }
 
 impl Default for AdvancedSettings {
@@ -508,6 +514,9 @@ impl Default for AdvancedSettings {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             spool_dir: PathBuf::from(DEFAULT_SPOOL_DIR),
             trust_proxy_headers: false,
+            auth_delay_after: 5,
+            auth_lockout_after: 20,
+            auth_lockout_secs: 300,
         }
     }
 }

@@ -339,6 +339,19 @@ impl<'a> Validator<'a> {
         if let Some(v) = &a.trust_proxy_headers {
             adv.trust_proxy_headers = v.value;
         }
+        if let Some(v) = &a.auth_delay_after {
+            adv.auth_delay_after = v.value;
+        }
+        if let Some(v) = &a.auth_lockout_after {
+            adv.auth_lockout_after = v.value;
+        }
+        if let Some(v) = &a.auth_lockout_secs {
+            if v.value == 0 {
+                self.problem("advanced.auth_lockout_secs", loc(v), "must be at least 1");
+            } else {
+                adv.auth_lockout_secs = v.value;
+            }
+        }
         if let Some(v) = &ov.trust_proxy_headers {
             match v.trim().to_ascii_lowercase().as_str() {
                 "1" | "true" | "yes" | "on" => adv.trust_proxy_headers = true,

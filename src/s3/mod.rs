@@ -10,6 +10,7 @@ mod bucket;
 pub mod error;
 pub mod headers;
 mod list;
+pub mod lockout;
 mod multipart;
 mod object;
 pub mod router;
@@ -40,6 +41,8 @@ pub struct Protocol {
     pub max_body: u64,
     /// The client address is the last `X-Forwarded-For` entry.
     pub trust_proxy_headers: bool,
+    /// Brute-force thresholds (`advanced.auth_*`).
+    pub lockout: lockout::LockoutSettings,
 }
 
 /// Re-reads the configuration and swaps it in (see `crate::reload`): the
@@ -60,6 +63,8 @@ pub struct S3State {
     pub started: std::time::Instant,
     /// S3 requests being handled right now.
     pub in_flight: std::sync::atomic::AtomicU64,
+    /// Failed authentications per client address (kept across reloads).
+    pub lockout: lockout::Lockout,
 }
 
 /// Counts a request as in flight until dropped.
@@ -189,6 +194,16 @@ impl Ctx {
         }
         Ok((store, real))
     }
+}
+
+/// The answer to a locked-out address.
+pub fn locked_out(wait: std::time::Duration) -> S3Error {
+    S3Error::new(
+        "SlowDown",
+        503,
+        "Too many failed authentications from this address; try again later.",
+    )
+    .with_header(http::header::RETRY_AFTER, (wait.as_secs() + 1).to_string())
 }
 
 pub fn sha256_mismatch() -> S3Error {
@@ -346,6 +361,10 @@ async fn handle_inner(
         now: time::OffsetDateTime::now_utc(),
         region: Some(&proto.region),
     };
+    let now = std::time::Instant::now();
+    if let Err(wait) = st.lockout.check(source, now) {
+        return Err(locked_out(wait));
+    }
     let keys = access::Keys {
         admin: proto.credentials.as_ref(),
         users: gateway.directory(),
@@ -360,8 +379,17 @@ async fn handle_inner(
             payload,
         }) => (keys.identity(access_key_id), payload),
         Ok(AuthOutcome::Anonymous) => (Identity::Anonymous, anonymous_payload(&parts.headers)?),
-        Err(e) => return Err(S3Error::from_auth(&e)),
+        Err(e) => {
+            if auth::is_credential_failure(&e) {
+                let delay = st.lockout.failed(source, &proto.lockout, now);
+                tokio::time::sleep(delay).await;
+            }
+            return Err(S3Error::from_auth(&e));
+        }
     };
+    if identity != Identity::Anonymous {
+        st.lockout.succeeded(source);
+    }
 
     if let Some(b) = &bucket
         && !crate::storage::keypath::valid_bucket_name(b)

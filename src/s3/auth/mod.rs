@@ -55,6 +55,15 @@ pub struct AuthRequest<'a> {
     pub region: Option<&'a str>,
 }
 
+/// A failure that guessing produces (a wrong signature or an unknown key),
+/// as opposed to a malformed request or a skewed clock.
+pub fn is_credential_failure(e: &AuthError) -> bool {
+    matches!(
+        e,
+        AuthError::SignatureDoesNotMatch | AuthError::InvalidAccessKeyId
+    )
+}
+
 /// The result of a successful [`authenticate`].
 #[derive(Debug, Clone)]
 pub enum AuthOutcome {
