@@ -6,6 +6,7 @@
 //! `config` is read by `server` only.
 
 pub mod admin;
+pub mod audit;
 pub mod config;
 pub mod configdb;
 pub mod engine;

@@ -21,6 +21,9 @@ pub fn init(filter: &str) {
         match systemd_journal_logger::JournalLog::new() {
             Ok(journal) => {
                 let journal = journal.with_syslog_identifier("deltaglider_proxy".into());
+                if let Ok(a) = systemd_journal_logger::JournalLog::new() {
+                    crate::audit::to_journal(a.with_syslog_identifier("deltaglider_proxy".into()));
+                }
                 let _ = tracing_subscriber::registry()
                     .with(env_filter)
                     .with(JournalLayer { journal })

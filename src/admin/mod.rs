@@ -224,12 +224,58 @@ pub async fn admission(
 ) -> Response {
     let trust = st.protocol.load().trust_proxy_headers;
     let source = crate::s3::admit::client_addr(req.extensions(), req.headers(), trust);
+    let started = std::time::Instant::now();
+    let mut audit = crate::audit::Record {
+        time: crate::audit::now(),
+        request_id: format!("{:016X}", rand::random::<u64>()),
+        source_ip: source.to_string(),
+        user: "anonymous".into(),
+        operation: "Admin".into(),
+        method: req.method().to_string(),
+        key: Some(req.uri().path().to_owned()),
+        decision: "none",
+        bytes_in: req
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+            .unwrap_or(0),
+        ..Default::default()
+    };
     let decision = st.gateway.load().admit(&Probe {
         source,
         method: req.method().as_str(),
         bucket: None,
         path: None,
     });
+    audit.rule = decision.block().map(|b| format!("admission block {b}"));
+    let resp = admitted(decision, source, req, next).await;
+    audit.status = resp.status().as_u16();
+    if resp.status().is_success() {
+        // Only the admin credential gets a success under /_/api/.
+        audit.user = "admin".into();
+        audit.decision = "allow";
+    } else if matches!(
+        resp.status(),
+        StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED
+    ) {
+        audit.decision = "deny";
+    }
+    audit.bytes_out = resp
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+        .unwrap_or(0);
+    audit.duration_ms = started.elapsed().as_millis() as u64;
+    crate::audit::emit(&audit);
+    resp
+}
+
+async fn admitted(
+    decision: Decision,
+    source: std::net::IpAddr,
+    req: Request<Body>,
+    next: axum::middleware::Next,
+) -> Response {
     match decision {
         Decision::Deny { block } => {
             tracing::debug!(%source, block, "admission: denied an operator request");

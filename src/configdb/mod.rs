@@ -94,9 +94,10 @@ impl ConfigDb {
                 other => DbError::Sqlite(other),
             });
         }
+        // Before WAL: switching the journal mode waits for other connections.
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
         schema::migrate(&conn)?;
         Ok(ConfigDb {
             conn,

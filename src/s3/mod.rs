@@ -254,8 +254,20 @@ pub async fn handle(st: Arc<S3State>, req: Request<Body>) -> Response {
     // Every event of this request (on blocking threads too: see
     // `engine::blocking`) carries the id the client gets back.
     let span = tracing::info_span!("request", id = %request_id);
+    let started = std::time::Instant::now();
+    let mut audit = crate::audit::Record {
+        time: crate::audit::now(),
+        request_id: request_id.clone(),
+        method: method.to_string(),
+        user: "anonymous".into(),
+        decision: "none",
+        bytes_in: headers::get(req.headers(), "content-length")
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0),
+        ..Default::default()
+    };
     let mut resp = match tracing::Instrument::instrument(
-        handle_inner(st, req, &request_id),
+        handle_inner(st, req, &request_id, &mut audit),
         span.clone(),
     )
     .await
@@ -283,6 +295,12 @@ pub async fn handle(st: Arc<S3State>, req: Request<Body>) -> Response {
         h.insert("x-amz-request-id", v.clone());
         h.insert("x-amz-id-2", v);
     }
+    audit.status = resp.status().as_u16();
+    audit.bytes_out = headers::get(resp.headers(), "content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    audit.duration_ms = started.elapsed().as_millis() as u64;
+    crate::audit::emit(&audit);
     resp
 }
 
@@ -326,6 +344,7 @@ async fn handle_inner(
     st: Arc<S3State>,
     req: Request<Body>,
     request_id: &str,
+    audit: &mut crate::audit::Record,
 ) -> Result<Response, S3Error> {
     let (parts, body) = req.into_parts();
     let raw_query = parts.uri.query().unwrap_or("");
@@ -336,6 +355,9 @@ async fn handle_inner(
     let proto = st.protocol.load_full();
     let (bucket, key, vhost) = address(&parts.headers, parts.uri.path(), &proto.domains)?;
     let source = admit::client_addr(&parts.extensions, &parts.headers, proto.trust_proxy_headers);
+    audit.source_ip = source.to_string();
+    audit.bucket.clone_from(&bucket);
+    audit.key.clone_from(&key);
     // A listing is admitted by its prefix, an object request by its key.
     let listed = (key.is_none() && bucket.is_some() && parts.method == Method::GET).then(|| {
         query
@@ -343,15 +365,20 @@ async fn handle_inner(
             .find(|(k, _)| k == "prefix")
             .map_or("", |(_, v)| v.as_str())
     });
-    let admitted = admit::apply(
-        gateway.admit(&crate::gateway::Probe {
-            source,
-            method: parts.method.as_str(),
-            bucket: bucket.as_deref(),
-            path: key.as_deref().or(listed),
-        }),
+    let admission = gateway.admit(&crate::gateway::Probe {
         source,
-    )?;
+        method: parts.method.as_str(),
+        bucket: bucket.as_deref(),
+        path: key.as_deref().or(listed),
+    });
+    audit.rule = admission.block().map(|b| format!("admission block {b}"));
+    if matches!(
+        admission,
+        crate::gateway::Decision::Deny { .. } | crate::gateway::Decision::Reject { .. }
+    ) {
+        audit.decision = "deny";
+    }
+    let admitted = admit::apply(admission, source)?;
 
     let auth_req = AuthRequest {
         method: &parts.method,
@@ -390,6 +417,20 @@ async fn handle_inner(
     if identity != Identity::Anonymous {
         st.lockout.succeeded(source);
     }
+    match &identity {
+        Identity::Admin { access_key_id } => {
+            audit.user = "admin".into();
+            audit.access_key_id = Some(access_key_id.clone());
+        }
+        Identity::User {
+            name,
+            access_key_id,
+        } => {
+            audit.user.clone_from(name);
+            audit.access_key_id = Some(access_key_id.clone());
+        }
+        Identity::Anonymous => {}
+    }
 
     if let Some(b) = &bucket
         && !crate::storage::keypath::valid_bucket_name(b)
@@ -408,6 +449,7 @@ async fn handle_inner(
         &query,
         &parts.headers,
     )?;
+    audit.operation = format!("{endpoint:?}");
     let ctx = Ctx {
         gateway: gateway.clone(),
         proto,
@@ -432,6 +474,8 @@ async fn handle_inner(
             endpoint.is_listing(),
         );
         let authz = gateway.authorize(&ctx.identity, ctx.admitted, &r);
+        audit.decision = if authz.allowed { "allow" } else { "deny" };
+        audit.rule = Some(authz.rule.clone());
         access::enforce(&authz, &ctx.identity, &action)?;
     }
     dispatch(endpoint, ctx).await

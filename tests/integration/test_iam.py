@@ -250,3 +250,39 @@ def test_reload_reconciles_users(tmp_path):
         assert newcomer.list_objects_v2(Bucket="private")["KeyCount"] == 0
     finally:
         s.stop()
+
+
+def audit_records(srv):
+    out = []
+    for line in srv.output().splitlines():
+        if line.startswith('{') and '"type":"audit"' in line:
+            out.append(__import__("json").loads(line))
+    return out
+
+
+def test_audit_log_has_one_record_per_request(srv):
+    ci = user(srv, "AKIACIUP00001", "CI_SECRET")
+    ci.put_object(Bucket="releases", Key="firmware/audited.bin", Body=b"12345")
+    denied(ci.put_object, Bucket="private", Key="nope.txt", Body=b"x")
+    deadline = time.time() + 5
+    while time.time() < deadline:
+        recs = audit_records(srv)
+        put = [r for r in recs if r["operation"] == "PutObject" and r["key"] == "firmware/audited.bin"]
+        refused = [r for r in recs if r["operation"] == "PutObject" and r["key"] == "nope.txt"]
+        if put and refused:
+            break
+        time.sleep(0.05)
+    (p,) = put
+    assert (p["user"], p["access_key_id"], p["bucket"], p["status"], p["decision"]) == \
+        ("ci-uploader", "AKIACIUP00001", "releases", 200, "allow")
+    assert p["bytes_in"] == 5 and p["source_ip"] == "127.0.0.1" and p["rule"] == "user ci-uploader permission 0"
+    assert len(p["request_id"]) == 16 and p["time"].endswith("Z") and p["method"] == "PUT"
+    (r,) = refused
+    assert (r["status"], r["decision"], r["rule"]) == (403, "deny", "no permission matches")
+    # Operator requests are audited too.
+    srv.client().list_buckets()
+    assert any(x["operation"] == "ListBuckets" and x["user"] == "admin" for x in audit_records(srv))
+    text = "\n".join(__import__("json").dumps(x) for x in audit_records(srv))
+    for v in SECRETS.values():
+        assert v not in text
+    assert "Signature" not in text and "Authorization" not in text

@@ -67,7 +67,8 @@ class Upstream:
             cmd = ["rclone", "serve", "s3", "--addr", f"127.0.0.1:{self.port}",
                    "--auth-key", f"{self.access},{self.secret}", str(root)]
         self.log = open(tmp / f"{kind}-{self.port}.log", "w")
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        # Its own working directory (the config database lives there).
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=tmp)
         wait_port(self.port, self.proc, kind)
 
     @property

@@ -119,7 +119,8 @@ storage:
         env = {k: v for k, v in os.environ.items() if not k.startswith("DGP_")}
         self.log = open(self.tmp / f"upstream-{time.time_ns()}.log", "w")
         self.proc = subprocess.Popen([str(BIN), "serve", "--listen", f"127.0.0.1:{self.port}",
-                                      "--config", str(self.cfg)], env=env, stdout=self.log, stderr=subprocess.STDOUT)
+                                      "--config", str(self.cfg)], env=env, stdout=self.log, stderr=subprocess.STDOUT,
+                                     cwd=self.tmp)
         wait_port(self.port, self.proc, "upstream proxy")
 
     @property
