@@ -21,3 +21,4 @@ pub mod reload;
 pub mod s3;
 pub mod server;
 pub mod storage;
+pub mod tls;

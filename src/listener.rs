@@ -58,6 +58,15 @@ impl Activity {
     }
 }
 
+/// Whether a request came over TLS (a request extension, for
+/// `aws:SecureTransport`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Secure(pub bool);
+
+/// A connection's byte stream: plain TCP or TLS over it.
+trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+
 /// A TCP stream that records when bytes last moved.
 struct Tracked {
     inner: tokio::net::TcpStream,
@@ -130,6 +139,7 @@ pub async fn serve(
     limits: Limits,
     shutdown: impl std::future::Future<Output = ()>,
     grace: Duration,
+    tls: Option<crate::tls::Shared>,
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -173,16 +183,18 @@ pub async fn serve(
             last_ms: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
         });
-        let io = TokioIo::new(Tracked {
+        let tracked = Tracked {
             inner: tcp,
             activity: activity.clone(),
-        });
+        };
         let svc_activity = activity.clone();
         let app = app.clone();
+        let secure = Secure(tls.is_some());
         let service = hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
             svc_activity.in_flight.fetch_add(1, Ordering::Relaxed);
             let guard = InFlight(svc_activity.clone());
             req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
+            req.extensions_mut().insert(secure);
             let app = app.clone();
             async move {
                 let r = app.oneshot(req.map(axum::body::Body::new)).await;
@@ -190,11 +202,33 @@ pub async fn serve(
                 r
             }
         });
-        let conn = http.serve_connection(io, service);
-        let conn = graceful.watch(conn);
+        let http = http.clone();
+        let watcher = graceful.watcher();
         let idle = limits.idle_timeout;
+        let handshake_deadline = limits.header_read_timeout;
+        let tls = tls.as_ref().map(|t| t.load_full());
         tokio::spawn(async move {
             let _permit = permit;
+            // The handshake happens here, not in the accept loop, and has the
+            // header deadline: a client that never finishes it is dropped.
+            let io: Box<dyn Io> = match tls {
+                None => Box::new(tracked),
+                Some(cfg) => {
+                    let accept = tokio_rustls::TlsAcceptor::from(cfg).accept(tracked);
+                    match tokio::time::timeout(handshake_deadline, accept).await {
+                        Ok(Ok(s)) => Box::new(s),
+                        Ok(Err(e)) => {
+                            tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(peer = %peer, "TLS handshake timed out");
+                            return;
+                        }
+                    }
+                }
+            };
+            let conn = watcher.watch(http.serve_connection(TokioIo::new(io), service));
             tokio::pin!(conn);
             let mut tick = tokio::time::interval(Duration::from_millis(250).min(idle));
             loop {

@@ -56,6 +56,8 @@ pub struct Reloader {
     protocol: Arc<ArcSwap<Protocol>>,
     /// The config database: declarative users are written into it on reload.
     iam: Option<Arc<crate::configdb::LiveIam>>,
+    /// The TLS certificate in force (re-read on reload).
+    tls: Option<crate::tls::Shared>,
     /// The settings in force and the backends opened for them; the lock
     /// also makes reloads one at a time.
     running: Mutex<Running>,
@@ -79,6 +81,10 @@ fn restart_required(old: &Settings, new: &Settings) -> Vec<String> {
         ("advanced.log_level", old.log_level != new.log_level),
         ("fuse", old.fuse != new.fuse),
         ("access.config_db_path", old.config_db != new.config_db),
+        (
+            "advanced.tls (on or off)",
+            old.advanced.tls.is_some() != new.advanced.tls.is_some(),
+        ),
         ("advanced.spool_dir", a.spool_dir != b.spool_dir),
         (
             "advanced.header_read_timeout_secs",
@@ -120,8 +126,15 @@ impl Reloader {
             gateway,
             protocol,
             iam: None,
+            tls: None,
             running: Mutex::new(Running { settings, backends }),
         }
+    }
+
+    /// The TLS configuration a reload re-reads the certificate into.
+    pub fn with_tls(mut self, tls: Option<crate::tls::Shared>) -> Reloader {
+        self.tls = tls;
+        self
     }
 
     /// The server's config database, which a reload applies the file's IAM to.
@@ -136,6 +149,14 @@ impl Reloader {
         let mut running = self.running.lock().expect("reload lock");
         let res = self.prepare(&running);
         let res = res.and_then(|(settings, backends, gateway, protocol, report)| {
+            // Read before anything is applied: a bad certificate refuses the reload.
+            let tls = match (&self.tls, &settings.advanced.tls) {
+                (Some(_), Some(t)) => Some(crate::tls::load(&t.cert_file, &t.key_file)?),
+                _ => None,
+            };
+            if let (Some(shared), Some(cfg)) = (&self.tls, tls) {
+                shared.store(cfg);
+            }
             let gateway = match &self.iam {
                 Some(iam) => {
                     iam.apply(&settings)

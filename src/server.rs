@@ -199,6 +199,14 @@ pub async fn run(settings: Settings, source: Source) -> anyhow::Result<()> {
         None => None,
     };
     resume_jobs(&gateway.load());
+    // The certificate is read before anything listens: a bad one stops here.
+    let tls: Option<crate::tls::Shared> = match &settings.advanced.tls {
+        Some(t) => Some(Arc::new(arc_swap::ArcSwap::new(crate::tls::load(
+            &t.cert_file,
+            &t.key_file,
+        )?))),
+        None => None,
+    };
     let reloader = Arc::new(
         Reloader::new(
             source,
@@ -207,7 +215,8 @@ pub async fn run(settings: Settings, source: Source) -> anyhow::Result<()> {
             gateway.clone(),
             protocol.clone(),
         )
-        .with_iam(iam.clone()),
+        .with_iam(iam.clone())
+        .with_tls(tls.clone()),
     );
     reload_on_hangup(reloader.clone())?;
     let reload: Arc<crate::s3::ReloadFn> = Arc::new(move || {
@@ -231,7 +240,7 @@ pub async fn run(settings: Settings, source: Source) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", settings.listen_addr))?;
     let local = listener.local_addr()?;
     let signal = shutdown_signal()?;
-    tracing::info!(addr = %local, version = env!("CARGO_PKG_VERSION"), "deltaglider_proxy listening");
+    tracing::info!(addr = %local, version = env!("CARGO_PKG_VERSION"), tls = tls.is_some(), "deltaglider_proxy listening");
     // systemd Type=notify: the listener and every backend are up.
     if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
         tracing::warn!(error = %e, "could not send READY=1 to systemd");
@@ -247,7 +256,7 @@ pub async fn run(settings: Settings, source: Source) -> anyhow::Result<()> {
         signal.await;
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     };
-    crate::listener::serve(listener, app(state), limits, shutdown, grace).await;
+    crate::listener::serve(listener, app(state), limits, shutdown, grace, tls).await;
     if let Some(m) = mount {
         m.unmount();
     }

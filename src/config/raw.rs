@@ -283,6 +283,14 @@ pub(super) struct RawAdvanced {
     pub auth_delay_after: Option<Spanned<u32>>,
     pub auth_lockout_after: Option<Spanned<u32>>,
     pub auth_lockout_secs: Option<Spanned<u64>>,
+    pub tls: Option<Spanned<RawTls>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTls {
+    pub cert_file: Option<S>,
+    pub key_file: Option<S>,
 }
 
 /// A YAML mapping kept in file order, with the location of every key.

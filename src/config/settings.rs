@@ -495,6 +495,14 @@ pub struct AdvancedSettings {
     pub auth_lockout_after: u32,
     /// How long a lockout lasts, and how long failures are remembered.
     pub auth_lockout_secs: u64,
+    /// `advanced.tls`: serve HTTPS with this certificate and key (PEM).
+    pub tls: Option<TlsSettings>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
 }
 
 impl Default for AdvancedSettings {
@@ -517,6 +525,7 @@ impl Default for AdvancedSettings {
             auth_delay_after: 5,
             auth_lockout_after: 20,
             auth_lockout_secs: 300,
+            tls: None,
         }
     }
 }

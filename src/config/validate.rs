@@ -339,6 +339,23 @@ impl<'a> Validator<'a> {
         if let Some(v) = &a.trust_proxy_headers {
             adv.trust_proxy_headers = v.value;
         }
+        if let Some(t) = &a.tls {
+            let cert = self.opt_nonempty("advanced.tls.cert_file", t.value.cert_file.as_ref());
+            let key = self.opt_nonempty("advanced.tls.key_file", t.value.key_file.as_ref());
+            match (cert, key) {
+                (Some(c), Some(k)) => {
+                    adv.tls = Some(super::settings::TlsSettings {
+                        cert_file: PathBuf::from(c.trim()),
+                        key_file: PathBuf::from(k.trim()),
+                    })
+                }
+                _ => self.problem(
+                    "advanced.tls",
+                    loc(t),
+                    "needs both cert_file and key_file (PEM files)",
+                ),
+            }
+        }
         if let Some(v) = &a.auth_delay_after {
             adv.auth_delay_after = v.value;
         }

@@ -68,7 +68,7 @@ impl Ctx {
             prefix: listing.then(|| self.q("prefix").unwrap_or("")),
             delimiter: if listing { self.q("delimiter") } else { None },
             source: self.source,
-            secure: false,
+            secure: self.secure,
             username: self.identity.username(),
         }
     }

@@ -88,6 +88,8 @@ pub struct Ctx {
     pub identity: Identity,
     /// The client address (see `admit::client_addr`).
     pub source: std::net::IpAddr,
+    /// The request came over TLS.
+    pub secure: bool,
     /// An `allow-anonymous` admission block matched this unsigned request:
     /// it may read the object or list the prefix it names.
     pub admitted: bool,
@@ -461,6 +463,10 @@ async fn handle_inner(
         key,
         identity,
         source,
+        secure: parts
+            .extensions
+            .get::<crate::listener::Secure>()
+            .is_some_and(|s| s.0),
         admitted,
         payload,
         body: std::sync::Mutex::new(Some(body)),
