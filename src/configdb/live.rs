@@ -82,9 +82,12 @@ impl LiveIam {
     pub fn refresh(&self) -> Result<()> {
         let db = self.db();
         let iam = db.load_iam()?;
+        let policies = db.bucket_policies()?;
         self.seen.store(db.data_version()?, Ordering::Relaxed);
         drop(db);
-        let d = Directory::new(&iam).map_err(DbError::Other)?;
+        let d = Directory::new(&iam)
+            .and_then(|d| d.with_bucket_policies(&policies))
+            .map_err(DbError::Other)?;
         tracing::debug!(users = d.len(), "IAM users loaded from the config database");
         self.directory.store(Arc::new(d));
         Ok(())
@@ -93,6 +96,14 @@ impl LiveIam {
     /// A read of the database.
     pub fn read<T>(&self, f: impl FnOnce(&ConfigDb) -> Result<T>) -> Result<T> {
         f(&self.db())
+    }
+
+    /// A change to bucket policies (any mode: they are S3 bucket settings,
+    /// not the file's IAM); the directory follows at once.
+    pub fn mutate_policies<T>(&self, f: impl FnOnce(&mut ConfigDb) -> Result<T>) -> Result<T> {
+        let out = f(&mut self.db())?;
+        self.refresh()?;
+        Ok(out)
     }
 
     /// A change to IAM (gui mode only); the directory follows at once.

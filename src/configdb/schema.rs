@@ -30,6 +30,12 @@ const MIGRATIONS: &[&str] = &[
         sealed_secret BLOB NOT NULL,
         created INTEGER NOT NULL
      );",
+    // 1 -> 2: bucket policies (the JSON document as the client sent it).
+    "CREATE TABLE bucket_policies (
+        bucket TEXT PRIMARY KEY,
+        policy TEXT NOT NULL,
+        updated INTEGER NOT NULL
+     );",
 ];
 
 /// The schema version this program writes.

@@ -22,8 +22,15 @@ pub struct User {
 }
 
 impl User {
-    pub fn judge(&self, r: &Request<'_>) -> Verdict<String> {
-        policy::judge(self.statements.iter().map(|(s, l)| (s, l.clone())), r)
+    /// Judges `r` by the user's statements and `extra` (the bucket policy
+    /// statements naming them) together: an explicit Deny anywhere wins.
+    pub fn judge<'a>(
+        &'a self,
+        r: &Request<'_>,
+        extra: impl IntoIterator<Item = (&'a Statement, String)>,
+    ) -> Verdict<String> {
+        let own = self.statements.iter().map(|(s, l)| (s, l.clone()));
+        policy::judge(own.chain(extra), r)
     }
 
     /// Whether some Allow statement names this bucket at all (ListBuckets
@@ -43,6 +50,8 @@ pub struct Directory {
     users: BTreeMap<String, Arc<User>>,
     /// access key id -> (user, secret).
     keys: HashMap<String, (Arc<User>, SecretKey)>,
+    /// Bucket policies by client-facing bucket name.
+    bucket_policies: HashMap<String, Vec<policy::bucket::PolicyStatement>>,
 }
 
 impl Directory {
@@ -87,6 +96,34 @@ impl Directory {
             d.users.insert(u.name.clone(), user);
         }
         Ok(d)
+    }
+
+    /// Adds the stored bucket policies (each validated when it was put).
+    pub fn with_bucket_policies(
+        mut self,
+        stored: &[(String, String)],
+    ) -> Result<Directory, String> {
+        for (bucket, json) in stored {
+            let p = policy::bucket::parse(bucket, json.as_bytes())
+                .map_err(|e| format!("the stored policy of bucket {bucket}: {e}"))?;
+            self.bucket_policies.insert(bucket.clone(), p);
+        }
+        Ok(self)
+    }
+
+    /// The bucket policy statements of `bucket` that apply to `user`
+    /// (`None`: anonymous, so only `"*"` statements).
+    pub fn policy_for<'a>(
+        &'a self,
+        bucket: Option<&str>,
+        user: Option<&'a str>,
+    ) -> impl Iterator<Item = (&'a Statement, String)> + 'a {
+        bucket
+            .and_then(|b| self.bucket_policies.get(b))
+            .into_iter()
+            .flatten()
+            .filter(move |p| p.principals.includes(user))
+            .map(|p| (&p.statement, p.label.clone()))
     }
 
     /// The secret of an enabled user's access key.

@@ -174,12 +174,13 @@ impl Gateway {
     /// (`admitted`: reads and listings only), or the public prefixes.
     pub fn authorize(&self, who: &Identity, admitted: bool, r: &policy::Request<'_>) -> Authz {
         use policy::Verdict;
+        let dir = self.directory();
         match who {
             Identity::Admin { .. } => Authz::allow("admin credential"),
-            Identity::User { name, .. } => match self.directory().user(name) {
+            Identity::User { name, .. } => match dir.user(name) {
                 None => Authz::deny("unknown user"),
                 Some(u) if !u.enabled => Authz::deny(format!("user {name} is disabled")),
-                Some(u) => match u.judge(r) {
+                Some(u) => match u.judge(r, dir.policy_for(r.bucket, Some(name))) {
                     Verdict::Allow(l) => Authz::allow(l),
                     Verdict::Deny(l) => Authz::deny(l),
                     Verdict::NoMatch => Authz::deny("no permission matches"),
@@ -195,7 +196,7 @@ impl Gateway {
             }
             Identity::Anonymous => {
                 let labelled = self.anonymous.iter().map(|(s, l)| (s, l.clone()));
-                match policy::judge(labelled, r) {
+                match policy::judge(labelled.chain(dir.policy_for(r.bucket, None)), r) {
                     Verdict::Allow(l) => Authz::allow(l),
                     Verdict::Deny(l) => Authz::deny(l),
                     Verdict::NoMatch => Authz::deny("anonymous"),

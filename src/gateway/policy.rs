@@ -16,6 +16,8 @@ use globset::GlobMatcher;
 pub use crate::config::Effect;
 use crate::config::{IpNet, PermissionSpec, compile_glob};
 
+pub mod bucket;
+
 /// The shorthand an S3 action belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Group {
@@ -27,7 +29,7 @@ pub enum Group {
     Delete,
     /// Listing: buckets, objects, versions, uploads; bucket location and versioning.
     List,
-    /// Bucket administration: create, delete.
+    /// Bucket administration: create, delete, bucket policies.
     Admin,
 }
 
@@ -73,6 +75,10 @@ actions! {
     LIST_ALL_BUCKETS = "s3:ListAllMyBuckets", List, Service;
     CREATE_BUCKET = "s3:CreateBucket", Admin, Bucket;
     DELETE_BUCKET = "s3:DeleteBucket", Admin, Bucket;
+    GET_BUCKET_POLICY = "s3:GetBucketPolicy", Admin, Bucket;
+    PUT_BUCKET_POLICY = "s3:PutBucketPolicy", Admin, Bucket;
+    DELETE_BUCKET_POLICY = "s3:DeleteBucketPolicy", Admin, Bucket;
+    GET_POLICY_STATUS = "s3:GetBucketPolicyStatus", Admin, Bucket;
 }
 
 /// An `actions:` entry.

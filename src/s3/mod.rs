@@ -13,6 +13,7 @@ mod list;
 pub mod lockout;
 mod multipart;
 mod object;
+mod policy;
 pub mod router;
 pub mod xml;
 
@@ -86,6 +87,8 @@ pub struct Ctx {
     pub bucket: Option<String>,
     pub key: Option<String>,
     pub identity: Identity,
+    /// The config database (bucket policies live there).
+    pub iam: Option<Arc<crate::configdb::LiveIam>>,
     /// The client address (see `admit::client_addr`).
     pub source: std::net::IpAddr,
     /// The request came over TLS.
@@ -462,6 +465,7 @@ async fn handle_inner(
         bucket,
         key,
         identity,
+        iam: st.iam.clone(),
         source,
         secure: parts
             .extensions
@@ -512,5 +516,9 @@ async fn dispatch(ep: Endpoint, ctx: Ctx) -> Result<Response, S3Error> {
         CompleteMultipartUpload => multipart::complete(ctx).await,
         AbortMultipartUpload => multipart::abort(ctx).await,
         ListParts => multipart::list_parts(ctx).await,
+        GetBucketPolicy => policy::get(ctx).await,
+        PutBucketPolicy => policy::put(ctx).await,
+        DeleteBucketPolicy => policy::delete(ctx).await,
+        GetBucketPolicyStatus => policy::status(ctx).await,
     }
 }

@@ -30,6 +30,10 @@ pub enum Endpoint {
     CompleteMultipartUpload,
     AbortMultipartUpload,
     ListParts,
+    GetBucketPolicy,
+    PutBucketPolicy,
+    DeleteBucketPolicy,
+    GetBucketPolicyStatus,
 }
 
 /// Sub-resources of buckets and objects that S3 defines and we do not serve.
@@ -50,8 +54,6 @@ const UNSUPPORTED: &[&str] = &[
     "notification",
     "object-lock",
     "ownershipControls",
-    "policy",
-    "policyStatus",
     "publicAccessBlock",
     "replication",
     "requestPayment",
@@ -85,6 +87,10 @@ pub fn route(
             _ => return Err(method_not_allowed()),
         },
         (true, false) => match *method {
+            Method::GET if has("policy") => GetBucketPolicy,
+            Method::PUT if has("policy") => PutBucketPolicy,
+            Method::DELETE if has("policy") => DeleteBucketPolicy,
+            Method::GET if has("policyStatus") => GetBucketPolicyStatus,
             Method::GET if has("location") => GetBucketLocation,
             Method::GET if has("versioning") => GetBucketVersioning,
             Method::GET if has("versions") => ListObjectVersions,
@@ -100,6 +106,9 @@ pub fn route(
             Method::POST if has("delete") => DeleteObjects,
             _ => return Err(method_not_allowed()),
         },
+        (true, true) if has("policy") || has("policyStatus") => {
+            return Err(S3Error::not_implemented("Object-level policies"));
+        }
         (true, true) => match *method {
             Method::GET if has("uploadId") => ListParts,
             Method::GET => GetObject,
@@ -161,6 +170,10 @@ impl Endpoint {
             DeleteObject => DELETE_OBJECT,
             AbortMultipartUpload => ABORT_UPLOAD,
             ListParts => LIST_PARTS,
+            GetBucketPolicy => GET_BUCKET_POLICY,
+            PutBucketPolicy => PUT_BUCKET_POLICY,
+            DeleteBucketPolicy => DELETE_BUCKET_POLICY,
+            GetBucketPolicyStatus => GET_POLICY_STATUS,
         })
     }
 
