@@ -64,8 +64,10 @@ macro_rules! actions {
 actions! {
     GET_OBJECT = "s3:GetObject", Read, Object;
     LIST_PARTS = "s3:ListMultipartUploadParts", Read, Object;
+    GET_OBJECT_ACL = "s3:GetObjectAcl", Read, Object;
     PUT_OBJECT = "s3:PutObject", Write, Object;
     ABORT_UPLOAD = "s3:AbortMultipartUpload", Write, Object;
+    PUT_OBJECT_ACL = "s3:PutObjectAcl", Write, Object;
     DELETE_OBJECT = "s3:DeleteObject", Delete, Object;
     LIST_BUCKET = "s3:ListBucket", List, Bucket;
     LIST_VERSIONS = "s3:ListBucketVersions", List, Bucket;
@@ -79,6 +81,8 @@ actions! {
     PUT_BUCKET_POLICY = "s3:PutBucketPolicy", Admin, Bucket;
     DELETE_BUCKET_POLICY = "s3:DeleteBucketPolicy", Admin, Bucket;
     GET_POLICY_STATUS = "s3:GetBucketPolicyStatus", Admin, Bucket;
+    GET_BUCKET_ACL = "s3:GetBucketAcl", Admin, Bucket;
+    PUT_BUCKET_ACL = "s3:PutBucketAcl", Admin, Bucket;
 }
 
 /// An `actions:` entry.

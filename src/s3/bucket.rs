@@ -47,6 +47,7 @@ pub async fn list_buckets(ctx: Ctx) -> Result<Response, S3Error> {
 }
 
 pub async fn create_bucket(mut ctx: Ctx) -> Result<Response, S3Error> {
+    super::acl::check_request(&ctx)?;
     // The optional CreateBucketConfiguration body names a region; one box, one region.
     let body = ctx.body_bytes(64 * 1024).await?;
     super::object::verify_content_md5(&ctx.headers, &body)?;

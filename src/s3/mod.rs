@@ -4,6 +4,7 @@
 //! knows S3 error codes and XML.
 
 mod access;
+mod acl;
 pub mod admit;
 pub mod auth;
 mod bucket;
@@ -520,5 +521,7 @@ async fn dispatch(ep: Endpoint, ctx: Ctx) -> Result<Response, S3Error> {
         PutBucketPolicy => policy::put(ctx).await,
         DeleteBucketPolicy => policy::delete(ctx).await,
         GetBucketPolicyStatus => policy::status(ctx).await,
+        GetBucketAcl | GetObjectAcl => acl::get(ctx).await,
+        PutBucketAcl | PutObjectAcl => acl::put(ctx).await,
     }
 }

@@ -240,6 +240,7 @@ async fn check_write_conditions(ctx: &Ctx, store: &ObjectStore, real: &str) -> R
 }
 
 pub async fn put_object(mut ctx: Ctx) -> Result<Response, S3Error> {
+    super::acl::check_request(&ctx)?;
     let mut meta = headers::meta_from_request(&ctx.headers)?;
     let (store, real) = ctx.write_route()?;
     check_write_conditions(&ctx, &store, &real).await?;
@@ -473,6 +474,7 @@ pub(super) fn copy_source(ctx: &Ctx) -> Result<(String, String), S3Error> {
 }
 
 pub async fn copy_object(ctx: Ctx) -> Result<Response, S3Error> {
+    super::acl::check_request(&ctx)?;
     let (src_bucket, src_key) = copy_source(&ctx)?;
     ctx.authorize(policy::GET_OBJECT, &src_bucket, Some(&src_key))?;
     let replace = match ctx.header("x-amz-metadata-directive").unwrap_or("COPY") {

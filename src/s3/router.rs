@@ -34,12 +34,15 @@ pub enum Endpoint {
     PutBucketPolicy,
     DeleteBucketPolicy,
     GetBucketPolicyStatus,
+    GetBucketAcl,
+    PutBucketAcl,
+    GetObjectAcl,
+    PutObjectAcl,
 }
 
 /// Sub-resources of buckets and objects that S3 defines and we do not serve.
 const UNSUPPORTED: &[&str] = &[
     "accelerate",
-    "acl",
     "analytics",
     "attributes",
     "cors",
@@ -87,6 +90,8 @@ pub fn route(
             _ => return Err(method_not_allowed()),
         },
         (true, false) => match *method {
+            Method::GET if has("acl") => GetBucketAcl,
+            Method::PUT if has("acl") => PutBucketAcl,
             Method::GET if has("policy") => GetBucketPolicy,
             Method::PUT if has("policy") => PutBucketPolicy,
             Method::DELETE if has("policy") => DeleteBucketPolicy,
@@ -110,6 +115,8 @@ pub fn route(
             return Err(S3Error::not_implemented("Object-level policies"));
         }
         (true, true) => match *method {
+            Method::GET if has("acl") => GetObjectAcl,
+            Method::PUT if has("acl") => PutObjectAcl,
             Method::GET if has("uploadId") => ListParts,
             Method::GET => GetObject,
             Method::HEAD => HeadObject,
@@ -174,6 +181,10 @@ impl Endpoint {
             PutBucketPolicy => PUT_BUCKET_POLICY,
             DeleteBucketPolicy => DELETE_BUCKET_POLICY,
             GetBucketPolicyStatus => GET_POLICY_STATUS,
+            GetBucketAcl => GET_BUCKET_ACL,
+            PutBucketAcl => PUT_BUCKET_ACL,
+            GetObjectAcl => GET_OBJECT_ACL,
+            PutObjectAcl => PUT_OBJECT_ACL,
         })
     }
 
