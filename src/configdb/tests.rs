@@ -203,3 +203,30 @@ fn key_resolution() {
             .contains("DGP_CONFIG_DB_KEY")
     );
 }
+
+#[test]
+fn key_from_a_named_key_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = tempfile::tempdir().unwrap();
+    let path = t.path().join("config.db");
+    let kf = t.path().join("db.key");
+    std::fs::write(&kf, [5u8; 32]).unwrap();
+    std::fs::set_permissions(&kf, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let none = |_: &str| None;
+    let e = key::resolve(&path, Some(&kf), &none).unwrap_err();
+    assert!(
+        e.contains("config_db_key_file") && e.contains("chmod 600"),
+        "{e}"
+    );
+    std::fs::set_permissions(&kf, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let k = key::resolve(&path, Some(&kf), &none).unwrap();
+    assert_eq!(
+        (k.origin.clone(), *k.expose()),
+        (KeyOrigin::File(kf.clone()), [5u8; 32])
+    );
+    ConfigDb::open(&path, &k).unwrap();
+    assert!(
+        !key::beside(&path).exists(),
+        "no key is created beside when one is named"
+    );
+}
