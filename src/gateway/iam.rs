@@ -27,9 +27,9 @@ impl User {
     pub fn judge<'a>(
         &'a self,
         r: &Request<'_>,
-        extra: impl IntoIterator<Item = (&'a Statement, String)>,
-    ) -> Verdict<String> {
-        let own = self.statements.iter().map(|(s, l)| (s, l.clone()));
+        extra: impl IntoIterator<Item = (&'a Statement, &'a str)>,
+    ) -> Verdict<&'a str> {
+        let own = self.statements.iter().map(|(s, l)| (s, l.as_str()));
         policy::judge(own.chain(extra), r)
     }
 
@@ -117,13 +117,13 @@ impl Directory {
         &'a self,
         bucket: Option<&str>,
         user: Option<&'a str>,
-    ) -> impl Iterator<Item = (&'a Statement, String)> + 'a {
+    ) -> impl Iterator<Item = (&'a Statement, &'a str)> + 'a {
         bucket
             .and_then(|b| self.bucket_policies.get(b))
             .into_iter()
             .flatten()
             .filter(move |p| p.principals.includes(user))
-            .map(|p| (&p.statement, p.label.clone()))
+            .map(|p| (&p.statement, p.label.as_str()))
     }
 
     /// The secret of an enabled user's access key.

@@ -195,7 +195,7 @@ impl Gateway {
                 Authz::allow("admission allow-anonymous")
             }
             Identity::Anonymous => {
-                let labelled = self.anonymous.iter().map(|(s, l)| (s, l.clone()));
+                let labelled = self.anonymous.iter().map(|(s, l)| (s, l.as_str()));
                 match policy::judge(labelled.chain(dir.policy_for(r.bucket, None)), r) {
                     Verdict::Allow(l) => Authz::allow(l),
                     Verdict::Deny(l) => Authz::deny(l),
