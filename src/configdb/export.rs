@@ -1,5 +1,5 @@
-//! `config-db export FILE` / `import FILE`: the whole database as one
-//! sealed document. The export is encrypted with a key derived from the
+//! `config-db export FILE` / `import FILE`: the whole database (IAM,
+//! bucket policies and ACLs) as one sealed document. The export is encrypted with a key derived from the
 //! database key (the same sealing as the secrets inside), so it is safe to
 //! copy off the box, and it opens only with that key: keep the key too.
 
@@ -17,6 +17,12 @@ struct Doc {
     schema_version: i64,
     groups: Vec<IamGroup>,
     users: Vec<UserDoc>,
+    /// (bucket, policy JSON); absent in exports from before schema 3.
+    #[serde(default)]
+    bucket_policies: Vec<(String, String)>,
+    /// (bucket, canned ACL).
+    #[serde(default)]
+    bucket_acls: Vec<(String, String)>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -50,6 +56,8 @@ impl ConfigDb {
                         .collect(),
                 })
                 .collect(),
+            bucket_policies: self.bucket_policies()?,
+            bucket_acls: self.bucket_acls()?,
         };
         let json = Zeroizing::new(serde_json::to_vec(&doc).expect("serializes"));
         let mut out = MAGIC.to_vec();
@@ -93,6 +101,7 @@ impl ConfigDb {
         };
         let n = iam.users.len();
         self.replace_all(&iam)?;
+        self.replace_bucket_settings(&doc.bucket_policies, &doc.bucket_acls)?;
         Ok(n)
     }
 }

@@ -59,7 +59,7 @@ pub struct GroupInfo {
     pub created: i64,
 }
 
-fn now() -> i64 {
+pub(super) fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
@@ -488,45 +488,5 @@ impl ConfigDb {
         }
         tx.commit()?;
         Ok(())
-    }
-}
-
-impl ConfigDb {
-    /// Every bucket policy, by client-facing bucket name.
-    pub fn bucket_policies(&self) -> Result<Vec<(String, String)>> {
-        Ok(self
-            .conn
-            .prepare("SELECT bucket, policy FROM bucket_policies ORDER BY bucket")?
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<std::result::Result<_, _>>()?)
-    }
-
-    pub fn bucket_policy(&self, bucket: &str) -> Result<Option<String>> {
-        Ok(self
-            .conn
-            .query_row(
-                "SELECT policy FROM bucket_policies WHERE bucket = ?1",
-                [bucket],
-                |r| r.get(0),
-            )
-            .optional()?)
-    }
-
-    /// Stores a policy the caller has validated.
-    pub fn put_bucket_policy(&mut self, bucket: &str, policy: &str) -> Result<()> {
-        self.conn.execute(
-            "INSERT INTO bucket_policies (bucket, policy, updated) VALUES (?1, ?2, ?3)
-             ON CONFLICT(bucket) DO UPDATE SET policy = excluded.policy, updated = excluded.updated",
-            params![bucket, policy, now()],
-        )?;
-        Ok(())
-    }
-
-    /// Whether there was one.
-    pub fn delete_bucket_policy(&mut self, bucket: &str) -> Result<bool> {
-        Ok(self
-            .conn
-            .execute("DELETE FROM bucket_policies WHERE bucket = ?1", [bucket])?
-            > 0)
     }
 }

@@ -83,10 +83,12 @@ impl LiveIam {
         let db = self.db();
         let iam = db.load_iam()?;
         let policies = db.bucket_policies()?;
+        let acls = db.bucket_acls()?;
         self.seen.store(db.data_version()?, Ordering::Relaxed);
         drop(db);
         let d = Directory::new(&iam)
             .and_then(|d| d.with_bucket_policies(&policies))
+            .and_then(|d| d.with_bucket_acls(&acls))
             .map_err(DbError::Other)?;
         tracing::debug!(users = d.len(), "IAM users loaded from the config database");
         self.directory.store(Arc::new(d));
@@ -98,7 +100,7 @@ impl LiveIam {
         f(&self.db())
     }
 
-    /// A change to bucket policies (any mode: they are S3 bucket settings,
+    /// A change to bucket policies or ACLs (any mode: they are S3 bucket settings,
     /// not the file's IAM); the directory follows at once.
     pub fn mutate_policies<T>(&self, f: impl FnOnce(&mut ConfigDb) -> Result<T>) -> Result<T> {
         let out = f(&mut self.db())?;

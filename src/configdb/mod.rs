@@ -10,6 +10,7 @@
 //! sealing), `schema.rs` (versioned migrations), `iam.rs` (the IAM
 //! operations), `export.rs` (encrypted backup).
 
+mod buckets;
 mod export;
 mod iam;
 pub mod key;

@@ -36,6 +36,12 @@ const MIGRATIONS: &[&str] = &[
         policy TEXT NOT NULL,
         updated INTEGER NOT NULL
      );",
+    // 2 -> 3: canned ACLs of buckets (only those that grant: none is private).
+    "CREATE TABLE bucket_acls (
+        bucket TEXT PRIMARY KEY,
+        canned TEXT NOT NULL,
+        updated INTEGER NOT NULL
+     );",
 ];
 
 /// The schema version this program writes.

@@ -149,6 +149,9 @@ fn export_import_round_trip_only_with_the_key() {
     a.create_group("g").unwrap();
     a.attach(Owner::Group("g"), perm(&["*"], &["*"])).unwrap();
     let k = a.create_user("u", &["g".into()]).unwrap();
+    a.put_bucket_policy("site", "{\"Statement\":[]}").unwrap();
+    a.put_bucket_acl("site", Some("public-read")).unwrap();
+    a.put_bucket_acl("drop", Some("public-read-write")).unwrap();
     let export = a.export().unwrap();
     assert!(
         !export
@@ -159,6 +162,8 @@ fn export_import_round_trip_only_with_the_key() {
     let mut b = db(t2.path(), 1).unwrap();
     assert_eq!(b.import(&export).unwrap(), 1);
     assert_eq!(b.load_iam().unwrap(), a.load_iam().unwrap());
+    assert_eq!(b.bucket_policies().unwrap(), a.bucket_policies().unwrap());
+    assert_eq!(b.bucket_acls().unwrap(), a.bucket_acls().unwrap());
     let t3 = tempfile::tempdir().unwrap();
     let mut c = db(t3.path(), 9).unwrap();
     assert!(matches!(c.import(&export), Err(DbError::Invalid(_))));
@@ -229,4 +234,48 @@ fn key_from_a_named_key_file() {
         !key::beside(&path).exists(),
         "no key is created beside when one is named"
     );
+}
+
+#[test]
+fn bucket_acls_and_forgetting_a_bucket() {
+    let t = tempfile::tempdir().unwrap();
+    let mut d = db(t.path(), 1).unwrap();
+    d.put_bucket_acl("a", Some("public-read")).unwrap();
+    d.put_bucket_acl("a", Some("authenticated-read")).unwrap();
+    d.put_bucket_acl("b", Some("public-read")).unwrap();
+    d.put_bucket_policy("a", "{}").unwrap();
+    assert_eq!(
+        d.bucket_acls().unwrap(),
+        vec![
+            ("a".to_string(), "authenticated-read".to_string()),
+            ("b".to_string(), "public-read".to_string())
+        ]
+    );
+    d.put_bucket_acl("b", None).unwrap();
+    d.forget_bucket("a").unwrap();
+    assert!(d.bucket_acls().unwrap().is_empty());
+    assert!(d.bucket_policy("a").unwrap().is_none());
+}
+
+#[test]
+fn a_schema_2_file_migrates_keeping_its_policies() {
+    let t = tempfile::tempdir().unwrap();
+    let path = t.path().join("config.db");
+    {
+        let d = db(t.path(), 1).unwrap();
+        // Back to what schema 2 had: no bucket_acls table.
+        d.conn
+            .execute_batch("DROP TABLE bucket_acls; PRAGMA user_version = 2;")
+            .unwrap();
+        d.conn
+            .execute(
+                "INSERT INTO bucket_policies (bucket, policy, updated) VALUES ('x', '{}', 0)",
+                [],
+            )
+            .unwrap();
+    }
+    let mut d = ConfigDb::open(&path, &DbKey::new([1; 32], KeyOrigin::Given)).unwrap();
+    assert_eq!(d.schema_version().unwrap(), 3);
+    assert_eq!(d.bucket_policy("x").unwrap().as_deref(), Some("{}"));
+    d.put_bucket_acl("x", Some("public-read")).unwrap();
 }

@@ -59,6 +59,10 @@ pub struct ObjectMeta {
     /// User metadata (`x-amz-meta-*`), names lowercase without the prefix.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub user: BTreeMap<String, String>,
+    /// The object's canned ACL when it grants beyond the owner
+    /// (`public-read`, `public-read-write`, `authenticated-read`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acl: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checksum: Option<StoredChecksum>,
     /// SHA-256 of the logical content, hex, when it was computed.
@@ -156,6 +160,7 @@ impl ObjectMeta {
             content_type: None,
             headers: BTreeMap::new(),
             user: BTreeMap::new(),
+            acl: None,
             checksum: None,
             sha256: None,
             parts: None,

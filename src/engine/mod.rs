@@ -676,7 +676,7 @@ impl ObjectStore {
     }
 
     /// Replaces the client-visible metadata (content type, headers, user
-    /// metadata, time) of an existing object in place (CopyObject onto
+    /// metadata, ACL, time) of an existing object in place (CopyObject onto
     /// itself); size, ETag, checksums and encryption fields stay.
     pub async fn replace_meta(
         &self,
@@ -684,22 +684,54 @@ impl ObjectStore {
         key: &str,
         new: &ObjectMeta,
     ) -> Result<ObjectMeta> {
-        parse_key(key)?;
-        let (b, at, keyc, new) = (
-            self.backend.clone(),
-            Loc::object(bucket, key),
-            key.to_owned(),
-            new.clone(),
-        );
-        blocking(move || {
-            let raw = b.stat(&at)?;
-            let mut meta = info_from_raw(&keyc, &raw)?.meta;
-            meta.content_type = new.content_type;
-            meta.headers = new.headers;
-            meta.user = new.user;
+        let new = new.clone();
+        self.update_meta(bucket, key, move |meta| {
+            meta.content_type = new.content_type.clone();
+            meta.headers = new.headers.clone();
+            meta.user = new.user.clone();
+            meta.acl = new.acl.clone();
             meta.mtime_ms = new.mtime_ms;
-            b.set_meta(&at, &meta.encode())?;
-            Ok(meta)
+        })
+        .await
+    }
+
+    /// Sets an existing object's canned ACL (`None`: private).
+    pub async fn set_acl(&self, bucket: &str, key: &str, acl: Option<String>) -> Result<ObjectMeta> {
+        self.update_meta(bucket, key, move |meta| meta.acl = acl.clone()).await
+    }
+
+    /// Changes the client-visible fields of an object's document with `f`,
+    /// on the stored version it reads (`Backend::update_meta`).
+    async fn update_meta(
+        &self,
+        bucket: &str,
+        key: &str,
+        f: impl Fn(&mut ObjectMeta) + Send + 'static,
+    ) -> Result<ObjectMeta> {
+        parse_key(key)?;
+        let (b, at, keyc) = (self.backend.clone(), Loc::object(bucket, key), key.to_owned());
+        blocking(move || {
+            let mut out = None;
+            let mut err = None;
+            let mut edit = |raw: &RawObject| {
+                let mut meta = match info_from_raw(&keyc, raw) {
+                    Ok(i) => i.meta,
+                    Err(e) => {
+                        err = Some(e);
+                        return Err(StorageError::NoSuchKey);
+                    }
+                };
+                f(&mut meta);
+                let encoded = meta.encode();
+                out = Some(meta);
+                Ok(encoded)
+            };
+            let written = b.update_meta(&at, &mut edit);
+            if let Some(e) = err {
+                return Err(e);
+            }
+            written?;
+            out.ok_or(EngineError::Storage(StorageError::NoSuchKey))
         })
         .await
     }

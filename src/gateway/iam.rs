@@ -50,8 +50,11 @@ pub struct Directory {
     users: BTreeMap<String, Arc<User>>,
     /// access key id -> (user, secret).
     keys: HashMap<String, (Arc<User>, SecretKey)>,
-    /// Bucket policies by client-facing bucket name.
+    /// Bucket policies by client-facing bucket name, followed by the
+    /// statements of the bucket's canned ACL.
     bucket_policies: HashMap<String, Vec<policy::bucket::PolicyStatement>>,
+    /// Canned ACLs of objects are in their metadata; of buckets, here.
+    bucket_acls: HashMap<String, policy::acl::Canned>,
 }
 
 impl Directory {
@@ -106,12 +109,35 @@ impl Directory {
         for (bucket, json) in stored {
             let p = policy::bucket::parse(bucket, json.as_bytes())
                 .map_err(|e| format!("the stored policy of bucket {bucket}: {e}"))?;
-            self.bucket_policies.insert(bucket.clone(), p);
+            self.bucket_policies.entry(bucket.clone()).or_default().extend(p);
         }
         Ok(self)
     }
 
-    /// The bucket policy statements of `bucket` that apply to `user`
+    /// Adds the stored canned ACLs of buckets, as statements after the
+    /// bucket's policy.
+    pub fn with_bucket_acls(mut self, stored: &[(String, String)]) -> Result<Directory, String> {
+        for (bucket, canned) in stored {
+            let c = policy::acl::Canned::parse(canned)
+                .ok_or_else(|| format!("the stored ACL of bucket {bucket}: unknown {canned}"))?;
+            self.bucket_policies
+                .entry(bucket.clone())
+                .or_default()
+                .extend(policy::acl::bucket_statements(bucket, c));
+            self.bucket_acls.insert(bucket.clone(), c);
+        }
+        Ok(self)
+    }
+
+    /// The canned ACL of a bucket (`private` when none is stored).
+    pub fn bucket_acl(&self, bucket: &str) -> policy::acl::Canned {
+        self.bucket_acls
+            .get(bucket)
+            .copied()
+            .unwrap_or(policy::acl::Canned::Private)
+    }
+
+    /// The bucket policy and ACL statements of `bucket` that apply to `user`
     /// (`None`: anonymous, so only `"*"` statements).
     pub fn policy_for<'a>(
         &'a self,

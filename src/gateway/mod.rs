@@ -40,6 +40,9 @@ impl Identity {
 pub struct Authz {
     pub allowed: bool,
     pub rule: String,
+    /// Denied by an explicit Deny statement (nothing else can allow then;
+    /// a denial because nothing matched can still be lifted by an object's ACL).
+    pub explicit: bool,
 }
 
 impl Authz {
@@ -47,12 +50,24 @@ impl Authz {
         Authz {
             allowed: true,
             rule: rule.into(),
+            explicit: false,
         }
     }
     fn deny(rule: impl Into<String>) -> Authz {
         Authz {
             allowed: false,
             rule: rule.into(),
+            explicit: false,
+        }
+    }
+    fn verdict(v: policy::Verdict<&str>, none: &str) -> Authz {
+        match v {
+            policy::Verdict::Allow(l) => Authz::allow(l),
+            policy::Verdict::Deny(l) => Authz {
+                explicit: true,
+                ..Authz::deny(l)
+            },
+            policy::Verdict::NoMatch => Authz::deny(none),
         }
     }
 }
@@ -173,18 +188,16 @@ impl Gateway {
     /// Anonymous: open access, an `allow-anonymous` admission block
     /// (`admitted`: reads and listings only), or the public prefixes.
     pub fn authorize(&self, who: &Identity, admitted: bool, r: &policy::Request<'_>) -> Authz {
-        use policy::Verdict;
         let dir = self.directory();
         match who {
             Identity::Admin { .. } => Authz::allow("admin credential"),
             Identity::User { name, .. } => match dir.user(name) {
                 None => Authz::deny("unknown user"),
                 Some(u) if !u.enabled => Authz::deny(format!("user {name} is disabled")),
-                Some(u) => match u.judge(r, dir.policy_for(r.bucket, Some(name))) {
-                    Verdict::Allow(l) => Authz::allow(l),
-                    Verdict::Deny(l) => Authz::deny(l),
-                    Verdict::NoMatch => Authz::deny("no permission matches"),
-                },
+                Some(u) => Authz::verdict(
+                    u.judge(r, dir.policy_for(r.bucket, Some(name))),
+                    "no permission matches",
+                ),
             },
             Identity::Anonymous if self.open_access => Authz::allow("open access"),
             Identity::Anonymous
@@ -196,13 +209,30 @@ impl Gateway {
             }
             Identity::Anonymous => {
                 let labelled = self.anonymous.iter().map(|(s, l)| (s, l.as_str()));
-                match policy::judge(labelled.chain(dir.policy_for(r.bucket, None)), r) {
-                    Verdict::Allow(l) => Authz::allow(l),
-                    Verdict::Deny(l) => Authz::deny(l),
-                    Verdict::NoMatch => Authz::deny("anonymous"),
-                }
+                Authz::verdict(
+                    policy::judge(labelled.chain(dir.policy_for(r.bucket, None)), r),
+                    "anonymous",
+                )
             }
         }
+    }
+
+    /// A GetObject or HeadObject that nothing allowed (and nothing
+    /// explicitly denied) may still be allowed by the object's own canned
+    /// ACL: `public-read` for anyone, `authenticated-read` for IAM users.
+    /// An object that does not exist allows nothing.
+    pub async fn object_acl_allows(&self, who: &Identity, bucket: &str, key: &str) -> Option<Authz> {
+        let authenticated = match who {
+            Identity::Admin { .. } => return None,
+            Identity::User { name, .. } => self.directory().user(name).is_some_and(|u| u.enabled),
+            Identity::Anonymous => false,
+        };
+        let (store, real) = self.route(bucket);
+        let info = store.head(&real, key).await.ok()?;
+        let canned = policy::acl::Canned::parse(info.meta.acl.as_deref()?)?;
+        canned
+            .lets_read(authenticated)
+            .then(|| Authz::allow(format!("object ACL {}", canned.as_str())))
     }
 
     /// Whether ListBuckets shows `bucket` to `who`: everything to the admin

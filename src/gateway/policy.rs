@@ -16,6 +16,7 @@ use globset::GlobMatcher;
 pub use crate::config::Effect;
 use crate::config::{IpNet, PermissionSpec, compile_glob};
 
+pub mod acl;
 pub mod bucket;
 
 /// The shorthand an S3 action belongs to.
@@ -29,7 +30,8 @@ pub enum Group {
     Delete,
     /// Listing: buckets, objects, versions, uploads; bucket location and versioning.
     List,
-    /// Bucket administration: create, delete, bucket policies.
+    /// Administration: create and delete buckets, bucket policies, ACLs
+    /// (an ACL can publish: that is a sharing decision, not a write).
     Admin,
 }
 
@@ -67,7 +69,7 @@ actions! {
     GET_OBJECT_ACL = "s3:GetObjectAcl", Read, Object;
     PUT_OBJECT = "s3:PutObject", Write, Object;
     ABORT_UPLOAD = "s3:AbortMultipartUpload", Write, Object;
-    PUT_OBJECT_ACL = "s3:PutObjectAcl", Write, Object;
+    PUT_OBJECT_ACL = "s3:PutObjectAcl", Admin, Object;
     DELETE_OBJECT = "s3:DeleteObject", Delete, Object;
     LIST_BUCKET = "s3:ListBucket", List, Bucket;
     LIST_VERSIONS = "s3:ListBucketVersions", List, Bucket;

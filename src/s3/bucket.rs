@@ -47,13 +47,17 @@ pub async fn list_buckets(ctx: Ctx) -> Result<Response, S3Error> {
 }
 
 pub async fn create_bucket(mut ctx: Ctx) -> Result<Response, S3Error> {
-    super::acl::check_request(&ctx)?;
+    let acl = super::acl::for_new_bucket(&ctx)?;
     // The optional CreateBucketConfiguration body names a region; one box, one region.
     let body = ctx.body_bytes(64 * 1024).await?;
     super::object::verify_content_md5(&ctx.headers, &body)?;
     let (store, real) = ctx.gateway.route(ctx.bucket());
     store.create_bucket(&real).await.map_err(engine_err(&ctx))?;
     tracing::info!(bucket = ctx.bucket(), backend = %store.name, "bucket created");
+    // A new bucket starts with no policy and the ACL asked for, whatever a
+    // bucket of that name once had (deleted behind the server's back).
+    forget(&ctx).await;
+    super::acl::store_bucket_acl(&ctx, acl).await?;
     let mut resp = StatusCode::OK.into_response();
     if let Ok(v) = HeaderValue::from_str(&format!("/{}", ctx.bucket())) {
         resp.headers_mut().insert("location", v);
@@ -78,6 +82,7 @@ pub async fn delete_bucket(ctx: Ctx) -> Result<Response, S3Error> {
     let (store, real) = ctx.gateway.route(ctx.bucket());
     store.delete_bucket(&real).await.map_err(engine_err(&ctx))?;
     tracing::info!(bucket = ctx.bucket(), "bucket deleted");
+    forget(&ctx).await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -113,4 +118,14 @@ pub async fn get_versioning(ctx: Ctx) -> Result<Response, S3Error> {
         "VersioningConfiguration",
         &xml::VersioningConfiguration { xmlns: S3_NS },
     ))
+}
+
+/// Drops the stored policy and ACL of the request's bucket (it was just
+/// deleted or created). A failure is logged: the bucket operation stands.
+async fn forget(ctx: &Ctx) {
+    let Some(iam) = ctx.iam.clone() else { return };
+    let b = ctx.bucket().to_owned();
+    if let Err(e) = super::policy::blocking(iam, move |i| i.mutate_policies(|d| d.forget_bucket(&b))).await {
+        tracing::error!(bucket = ctx.bucket(), error = e.code, "could not forget the bucket's policy and ACL");
+    }
 }

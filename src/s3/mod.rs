@@ -484,7 +484,16 @@ async fn handle_inner(
             ctx.key.as_deref(),
             endpoint.is_listing(),
         );
-        let authz = gateway.authorize(&ctx.identity, ctx.admitted, &r);
+        let mut authz = gateway.authorize(&ctx.identity, ctx.admitted, &r);
+        if !authz.allowed
+            && !authz.explicit
+            && action == crate::gateway::policy::GET_OBJECT
+            && let Some(granted) = gateway
+                .object_acl_allows(&ctx.identity, ctx.bucket(), ctx.key())
+                .await
+        {
+            authz = granted;
+        }
         audit.decision = if authz.allowed { "allow" } else { "deny" };
         audit.rule = Some(authz.rule.clone());
         access::enforce(&authz, &ctx.identity, &action)?;

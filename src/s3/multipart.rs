@@ -73,8 +73,8 @@ fn checksum_fields(state: &UploadState, value: Option<&String>) -> ChecksumField
 }
 
 pub async fn create(ctx: Ctx) -> Result<Response, S3Error> {
-    super::acl::check_request(&ctx)?;
-    let template = headers::meta_from_request(&ctx.headers)?;
+    let mut template = headers::meta_from_request(&ctx.headers)?;
+    template.acl = super::acl::for_new_object(&ctx)?;
     let alg = match ctx.header("x-amz-checksum-algorithm") {
         Some(a) => Some(ChecksumAlgorithm::parse(a).ok_or_else(|| {
             S3Error::invalid_request(format!("Checksum algorithm {a} is not supported"))

@@ -240,8 +240,8 @@ async fn check_write_conditions(ctx: &Ctx, store: &ObjectStore, real: &str) -> R
 }
 
 pub async fn put_object(mut ctx: Ctx) -> Result<Response, S3Error> {
-    super::acl::check_request(&ctx)?;
     let mut meta = headers::meta_from_request(&ctx.headers)?;
+    meta.acl = super::acl::for_new_object(&ctx)?;
     let (store, real) = ctx.write_route()?;
     check_write_conditions(&ctx, &store, &real).await?;
     let staged = receive_body(&mut ctx, &store, None).await?;
@@ -474,7 +474,8 @@ pub(super) fn copy_source(ctx: &Ctx) -> Result<(String, String), S3Error> {
 }
 
 pub async fn copy_object(ctx: Ctx) -> Result<Response, S3Error> {
-    super::acl::check_request(&ctx)?;
+    // The copy gets the ACL the request gives (private by default), never the source's.
+    let acl = super::acl::for_new_object(&ctx)?;
     let (src_bucket, src_key) = copy_source(&ctx)?;
     ctx.authorize(policy::GET_OBJECT, &src_bucket, Some(&src_key))?;
     let replace = match ctx.header("x-amz-metadata-directive").unwrap_or("COPY") {
@@ -510,6 +511,7 @@ pub async fn copy_object(ctx: Ctx) -> Result<Response, S3Error> {
         m
     };
     meta.mtime_ms = to_ms(SystemTime::now());
+    meta.acl = acl;
     let same = std::sync::Arc::ptr_eq(&src_store, &dst_store)
         && src_real == dst_real
         && src_key == ctx.key();

@@ -42,14 +42,14 @@ async fn db(ctx: &Ctx) -> Result<Arc<LiveIam>, S3Error> {
         .ok_or_else(|| S3Error::not_implemented("Bucket policies without a config database"))
 }
 
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     iam: Arc<LiveIam>,
     f: impl FnOnce(&LiveIam) -> crate::configdb::Result<T> + Send + 'static,
 ) -> Result<T, S3Error> {
     match tokio::task::spawn_blocking(move || f(&iam)).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => {
-            tracing::error!(error = %e, "bucket policy: config database error");
+            tracing::error!(error = %e, "bucket settings: config database error");
             Err(S3Error::internal())
         }
         Err(_) => Err(S3Error::internal()),

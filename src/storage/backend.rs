@@ -260,6 +260,16 @@ pub trait Backend: StateStore + UploadStore + fmt::Debug {
     fn open(&self, at: &Loc) -> Result<(Option<Body>, RawObject)>;
     /// Replaces the metadata document in place, atomically.
     fn set_meta(&self, at: &Loc, meta: &[u8]) -> Result<()>;
+    /// Rewrites an object's metadata document from the object as it is:
+    /// `f` gets the current object and returns the new document, which is
+    /// written to that same stored version only (an object overwritten
+    /// meanwhile keeps its own document; the write is then lost, as if it
+    /// had come first).
+    fn update_meta(
+        &self,
+        at: &Loc,
+        f: &mut dyn FnMut(&RawObject) -> Result<Vec<u8>>,
+    ) -> Result<()>;
     /// Deletes; a missing object is not an error.
     fn delete(&self, at: &Loc) -> Result<()>;
 

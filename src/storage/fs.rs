@@ -702,6 +702,35 @@ impl Backend for FsBackend {
         }
     }
 
+    fn update_meta(
+        &self,
+        at: &Loc,
+        f: &mut dyn FnMut(&RawObject) -> Result<Vec<u8>>,
+    ) -> Result<()> {
+        let Loc::Object { bucket, key } = at else {
+            let raw = self.stat(at)?;
+            return self.set_meta(at, &f(&raw)?);
+        };
+        let op = parse(key)?;
+        if op.is_dir {
+            // A directory object is never replaced by a rename.
+            let raw = self.stat(at)?;
+            return self.set_object_meta(bucket, &op, &f(&raw)?);
+        }
+        // Read and write through one descriptor: a PUT that renames a new
+        // file over the path meanwhile leaves this (now unlinked) file to
+        // take the write, never the new object.
+        let (file, raw) = self.open_object(bucket, &op)?;
+        let file = file.ok_or(StorageError::NoSuchKey)?;
+        let meta = f(&raw)?;
+        if meta.len() > MAX_XATTR_VALUE {
+            return Err(StorageError::MetadataTooLarge(meta.len()));
+        }
+        file.set_xattr(META_XATTR, &meta)
+            .map_err(map_xattr_err(meta.len()))?;
+        Ok(())
+    }
+
     fn delete(&self, at: &Loc) -> Result<()> {
         match at {
             Loc::Object { bucket, key } => self.delete_object(bucket, &parse(key)?),

@@ -268,6 +268,22 @@ def test_copy_and_metadata_replace(routed, moto):
     assert moto.client().head_object(Bucket=real, Key="from-local.txt")["Metadata"]["dg-encryption-key-id"] == "off-1"
 
 
+def test_object_acl_on_an_upstream(routed):
+    srv, _ = routed
+    s3 = srv.client()
+    s3.put_object(Bucket="db-archive", Key="a.txt", Body=b"upstream acl")
+    url = f"{srv.url}/db-archive/a.txt"
+    assert subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", url],
+                          capture_output=True, text=True).stdout == "403"
+    s3.put_object_acl(Bucket="db-archive", Key="a.txt", ACL="public-read")
+    r = subprocess.run(["curl", "-s", url], capture_output=True)
+    assert r.stdout == b"upstream acl"
+    grants = s3.get_object_acl(Bucket="db-archive", Key="a.txt")["Grants"]
+    assert {"Grantee": {"Type": "Group", "URI": "http://acs.amazonaws.com/groups/global/AllUsers"},
+            "Permission": "READ"} in grants
+    assert s3.get_object(Bucket="db-archive", Key="a.txt")["Body"].read() == b"upstream acl"
+
+
 def test_buckets_on_the_upstream(tmp_path, moto):
     """Unrouted names go to the default backend; a routed name without an
     alias is created upstream under its own name, deleted only when empty."""

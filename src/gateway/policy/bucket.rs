@@ -14,6 +14,9 @@ use crate::config::{ConditionSpec, Effect, PermissionSpec};
 pub enum Principals {
     /// `"*"`: everyone, anonymous callers included.
     Anyone,
+    /// Every IAM user, never an anonymous caller (the `AuthenticatedUsers`
+    /// group of ACLs).
+    Authenticated,
     /// IAM user names (`"alice"` or `arn:aws:iam::<account>:user/alice`).
     Users(Vec<String>),
 }
@@ -22,6 +25,7 @@ impl Principals {
     pub fn includes(&self, user: Option<&str>) -> bool {
         match self {
             Principals::Anyone => true,
+            Principals::Authenticated => user.is_some(),
             Principals::Users(us) => user.is_some_and(|u| us.iter().any(|x| x == u)),
         }
     }

@@ -635,6 +635,18 @@ impl Backend for S3Backend {
         self.copy_replace(bucket, &key, fields, &current)
     }
 
+    fn update_meta(
+        &self,
+        at: &Loc,
+        f: &mut dyn FnMut(&RawObject) -> Result<Vec<u8>>,
+    ) -> Result<()> {
+        let (bucket, key) = upstream_key(at)?;
+        let current = self.head(bucket, &key)?;
+        let fields = self.fields(&f(&current)?)?;
+        // copy_replace copies only the version read here (If-Match).
+        self.copy_replace(bucket, &key, fields, &current)
+    }
+
     fn delete(&self, at: &Loc) -> Result<()> {
         let (bucket, key) = upstream_key(at)?;
         match self.block_on(self.client.delete_object().bucket(bucket).key(&key).send()) {
