@@ -242,9 +242,9 @@ mod tests {
     #[test]
     fn bucket_acls_list_and_write_but_never_read_objects() {
         let read = bucket_statements("b[1]", Canned::PublicRead);
-        let judge = |st: &[PolicyStatement], r: &Request<'_>| {
-            judge(st.iter().map(|p| (&p.statement, p.label.as_str())), r)
-        };
+        fn judge<'a>(st: &'a [PolicyStatement], r: &Request<'_>) -> Verdict<&'a str> {
+            super::super::judge(st.iter().map(|p| (&p.statement, p.label.as_str())), r)
+        }
         assert!(matches!(judge(&read, &req(LIST_BUCKET, None)), Verdict::Allow(_)));
         assert_eq!(judge(&read, &req(GET_OBJECT, Some("k"))), Verdict::NoMatch);
         assert_eq!(judge(&read, &req(PUT_OBJECT, Some("k"))), Verdict::NoMatch);
