@@ -27,12 +27,7 @@ impl ConfigDb {
 
     /// Stores a policy the caller has validated.
     pub fn put_bucket_policy(&mut self, bucket: &str, policy: &str) -> Result<()> {
-        self.conn.execute(
-            "INSERT INTO bucket_policies (bucket, policy, updated) VALUES (?1, ?2, ?3)
-             ON CONFLICT(bucket) DO UPDATE SET policy = excluded.policy, updated = excluded.updated",
-            params![bucket, policy, now()],
-        )?;
-        Ok(())
+        self.upsert("bucket_policies", "policy", bucket, policy)
     }
 
     /// Whether there was one.
@@ -56,13 +51,7 @@ impl ConfigDb {
                 self.conn
                     .execute("DELETE FROM bucket_acls WHERE bucket = ?1", [bucket])?;
             }
-            Some(c) => {
-                self.conn.execute(
-                    "INSERT INTO bucket_acls (bucket, canned, updated) VALUES (?1, ?2, ?3)
-                     ON CONFLICT(bucket) DO UPDATE SET canned = excluded.canned, updated = excluded.updated",
-                    params![bucket, c, now()],
-                )?;
-            }
+            Some(c) => self.upsert("bucket_acls", "canned", bucket, c)?,
         }
         Ok(())
     }
@@ -99,6 +88,18 @@ impl ConfigDb {
             )?;
         }
         tx.commit()?;
+        Ok(())
+    }
+
+    /// Sets one bucket's row of `table` (a constant of this file).
+    fn upsert(&self, table: &str, column: &str, bucket: &str, value: &str) -> Result<()> {
+        self.conn.execute(
+            &format!(
+                "INSERT INTO {table} (bucket, {column}, updated) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(bucket) DO UPDATE SET {column} = excluded.{column}, updated = excluded.updated"
+            ),
+            params![bucket, value, now()],
+        )?;
         Ok(())
     }
 

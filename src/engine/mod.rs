@@ -696,8 +696,14 @@ impl ObjectStore {
     }
 
     /// Sets an existing object's canned ACL (`None`: private).
-    pub async fn set_acl(&self, bucket: &str, key: &str, acl: Option<String>) -> Result<ObjectMeta> {
-        self.update_meta(bucket, key, move |meta| meta.acl = acl.clone()).await
+    pub async fn set_acl(
+        &self,
+        bucket: &str,
+        key: &str,
+        acl: Option<String>,
+    ) -> Result<ObjectMeta> {
+        self.update_meta(bucket, key, move |meta| meta.acl = acl.clone())
+            .await
     }
 
     /// Changes the client-visible fields of an object's document with `f`,
@@ -709,7 +715,11 @@ impl ObjectStore {
         f: impl Fn(&mut ObjectMeta) + Send + 'static,
     ) -> Result<ObjectMeta> {
         parse_key(key)?;
-        let (b, at, keyc) = (self.backend.clone(), Loc::object(bucket, key), key.to_owned());
+        let (b, at, keyc) = (
+            self.backend.clone(),
+            Loc::object(bucket, key),
+            key.to_owned(),
+        );
         blocking(move || {
             let mut out = None;
             let mut err = None;

@@ -109,7 +109,10 @@ impl Directory {
         for (bucket, json) in stored {
             let p = policy::bucket::parse(bucket, json.as_bytes())
                 .map_err(|e| format!("the stored policy of bucket {bucket}: {e}"))?;
-            self.bucket_policies.entry(bucket.clone()).or_default().extend(p);
+            self.bucket_policies
+                .entry(bucket.clone())
+                .or_default()
+                .extend(p);
         }
         Ok(self)
     }

@@ -221,7 +221,12 @@ impl Gateway {
     /// explicitly denied) may still be allowed by the object's own canned
     /// ACL: `public-read` for anyone, `authenticated-read` for IAM users.
     /// An object that does not exist allows nothing.
-    pub async fn object_acl_allows(&self, who: &Identity, bucket: &str, key: &str) -> Option<Authz> {
+    pub async fn object_acl_allows(
+        &self,
+        who: &Identity,
+        bucket: &str,
+        key: &str,
+    ) -> Option<Authz> {
         let authenticated = match who {
             Identity::Admin { .. } => return None,
             Identity::User { name, .. } => self.directory().user(name).is_some_and(|u| u.enabled),

@@ -46,7 +46,9 @@ fn canned_from(grants: &[(&str, Asked<'_>)]) -> Result<Canned, S3Error> {
                 return Err(S3Error::new(
                     "MalformedACLError",
                     400,
-                    format!("The XML you provided was not well-formed or did not validate against our published schema: unknown permission {other}"),
+                    format!(
+                        "The XML you provided was not well-formed or did not validate against our published schema: unknown permission {other}"
+                    ),
                 ));
             }
         };
@@ -61,9 +63,8 @@ fn canned_from(grants: &[(&str, Asked<'_>)]) -> Result<Canned, S3Error> {
                 let g = Grantee::from_uri(uri).ok_or_else(|| {
                     S3Error::not_implemented(&format!("ACL grants to the group {uri}"))
                 })?;
-                let p = permission.ok_or_else(|| {
-                    S3Error::not_implemented(&format!("{perm} grants to {uri}"))
-                })?;
+                let p = permission
+                    .ok_or_else(|| S3Error::not_implemented(&format!("{perm} grants to {uri}")))?;
                 out.push((g, p));
             }
         }
@@ -86,10 +87,12 @@ fn asked_id(id: &str) -> Asked<'static> {
 /// `x-amz-grant-*` headers: `id="..."`, `uri="..."`, `emailAddress="..."`, comma separated.
 fn from_grant_headers(ctx: &Ctx) -> Result<Option<Canned>, S3Error> {
     let mut grants = Vec::new();
+    let mut any = false;
     for name in GRANT_HEADERS {
         let Some(value) = ctx.header(name) else {
             continue;
         };
+        any = true;
         let perm = match *name {
             "x-amz-grant-read" => "READ",
             "x-amz-grant-write" => "WRITE",
@@ -99,7 +102,8 @@ fn from_grant_headers(ctx: &Ctx) -> Result<Option<Canned>, S3Error> {
         };
         for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (kind, v) = part.split_once('=').ok_or_else(|| {
-                S3Error::invalid_argument(format!("Invalid grant {part}")).with("ArgumentName", *name)
+                S3Error::invalid_argument(format!("Invalid grant {part}"))
+                    .with("ArgumentName", *name)
             })?;
             let v = v.trim().trim_matches('"');
             let who = match kind.trim().to_ascii_lowercase().as_str() {
@@ -114,7 +118,7 @@ fn from_grant_headers(ctx: &Ctx) -> Result<Option<Canned>, S3Error> {
             grants.push((perm, who));
         }
     }
-    if grants.is_empty() && !GRANT_HEADERS.iter().any(|h| ctx.header(h).is_some()) {
+    if !any {
         return Ok(None);
     }
     canned_from(&grants).map(Some)
@@ -182,7 +186,11 @@ pub async fn store_bucket_acl(ctx: &Ctx, canned: Canned) -> Result<(), S3Error> 
         i.mutate_policies(|d| d.put_bucket_acl(&b, canned.stored()))
     })
     .await?;
-    tracing::info!(bucket = ctx.bucket(), acl = canned.as_str(), "bucket ACL set");
+    tracing::info!(
+        bucket = ctx.bucket(),
+        acl = canned.as_str(),
+        "bucket ACL set"
+    );
     Ok(())
 }
 
@@ -196,9 +204,17 @@ struct GranteeXml {
     kind: &'static str,
     #[serde(rename = "ID", default, skip_serializing_if = "Option::is_none")]
     id: Option<String>,
-    #[serde(rename = "DisplayName", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "DisplayName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     display_name: Option<String>,
-    #[serde(rename = "EmailAddress", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "EmailAddress",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     email: Option<String>,
     #[serde(rename = "URI", default, skip_serializing_if = "Option::is_none")]
     uri: Option<String>,

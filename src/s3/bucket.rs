@@ -125,7 +125,13 @@ pub async fn get_versioning(ctx: Ctx) -> Result<Response, S3Error> {
 async fn forget(ctx: &Ctx) {
     let Some(iam) = ctx.iam.clone() else { return };
     let b = ctx.bucket().to_owned();
-    if let Err(e) = super::policy::blocking(iam, move |i| i.mutate_policies(|d| d.forget_bucket(&b))).await {
-        tracing::error!(bucket = ctx.bucket(), error = e.code, "could not forget the bucket's policy and ACL");
+    if let Err(e) =
+        super::policy::blocking(iam, move |i| i.mutate_policies(|d| d.forget_bucket(&b))).await
+    {
+        tracing::error!(
+            bucket = ctx.bucket(),
+            error = e.code,
+            "could not forget the bucket's policy and ACL"
+        );
     }
 }

@@ -265,11 +265,8 @@ pub trait Backend: StateStore + UploadStore + fmt::Debug {
     /// written to that same stored version only (an object overwritten
     /// meanwhile keeps its own document; the write is then lost, as if it
     /// had come first).
-    fn update_meta(
-        &self,
-        at: &Loc,
-        f: &mut dyn FnMut(&RawObject) -> Result<Vec<u8>>,
-    ) -> Result<()>;
+    fn update_meta(&self, at: &Loc, f: &mut dyn FnMut(&RawObject) -> Result<Vec<u8>>)
+    -> Result<()>;
     /// Deletes; a missing object is not an error.
     fn delete(&self, at: &Loc) -> Result<()>;
 

@@ -137,9 +137,9 @@ impl Canned {
     /// Whether an object with this ACL may be read by an IAM user
     /// (`authenticated`) or an anonymous caller.
     pub fn lets_read(self, authenticated: bool) -> bool {
-        self.grants().iter().any(|(g, p)| {
-            *p == Permission::Read && (*g == Grantee::AllUsers || authenticated)
-        })
+        self.grants()
+            .iter()
+            .any(|(g, p)| *p == Permission::Read && (*g == Grantee::AllUsers || authenticated))
     }
 }
 
@@ -178,11 +178,7 @@ pub fn bucket_statements(bucket: &str, canned: Canned) -> Vec<PolicyStatement> {
                     &escaped,
                 ),
                 Permission::Write => statement(
-                    &[
-                        "s3:PutObject",
-                        "s3:DeleteObject",
-                        "s3:AbortMultipartUpload",
-                    ],
+                    &["s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"],
                     &format!("{escaped}/*"),
                 ),
             };
@@ -245,12 +241,21 @@ mod tests {
         fn judge<'a>(st: &'a [PolicyStatement], r: &Request<'_>) -> Verdict<&'a str> {
             super::super::judge(st.iter().map(|p| (&p.statement, p.label.as_str())), r)
         }
-        assert!(matches!(judge(&read, &req(LIST_BUCKET, None)), Verdict::Allow(_)));
+        assert!(matches!(
+            judge(&read, &req(LIST_BUCKET, None)),
+            Verdict::Allow(_)
+        ));
         assert_eq!(judge(&read, &req(GET_OBJECT, Some("k"))), Verdict::NoMatch);
         assert_eq!(judge(&read, &req(PUT_OBJECT, Some("k"))), Verdict::NoMatch);
         let rw = bucket_statements("b[1]", Canned::PublicReadWrite);
-        assert!(matches!(judge(&rw, &req(PUT_OBJECT, Some("k"))), Verdict::Allow(_)));
-        assert!(matches!(judge(&rw, &req(DELETE_OBJECT, Some("a/b"))), Verdict::Allow(_)));
+        assert!(matches!(
+            judge(&rw, &req(PUT_OBJECT, Some("k"))),
+            Verdict::Allow(_)
+        ));
+        assert!(matches!(
+            judge(&rw, &req(DELETE_OBJECT, Some("a/b"))),
+            Verdict::Allow(_)
+        ));
         assert_eq!(judge(&rw, &req(PUT_BUCKET_POLICY, None)), Verdict::NoMatch);
         assert_eq!(judge(&rw, &req(GET_OBJECT, Some("k"))), Verdict::NoMatch);
         let auth = bucket_statements("b[1]", Canned::AuthenticatedRead);
