@@ -15,6 +15,7 @@ pub mod fuse;
 pub mod gateway;
 pub mod listener;
 pub mod logging;
+pub mod metrics;
 pub mod open;
 pub mod ops;
 pub mod reload;

@@ -608,6 +608,7 @@ pub fn protocol(settings: &Settings, credentials: Arc<dyn CredentialStore>) -> c
             lockout_after: settings.advanced.auth_lockout_after,
             lockout: std::time::Duration::from_secs(settings.advanced.auth_lockout_secs),
         },
+        metrics_allow_from: settings.advanced.metrics_allow_from.clone(),
     }
 }
 

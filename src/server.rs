@@ -73,6 +73,7 @@ pub fn app(state: Arc<S3State>) -> Router {
     // signatures over the path exactly as the client sent it.
     Router::new()
         .route("/_/health", get(health))
+        .route("/_/metrics", get(crate::admin::metrics::scrape))
         .route(
             "/_/api/encryption/status",
             get(crate::admin::encryption_status),

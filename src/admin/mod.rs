@@ -5,6 +5,7 @@
 
 pub mod iam;
 pub mod jobs;
+pub mod metrics;
 
 use std::sync::Arc;
 
@@ -241,6 +242,12 @@ pub async fn admission(
             .unwrap_or(0),
         ..Default::default()
     };
+    // The route's pattern (`/_/api/iam/users/{name}`), never the raw path:
+    // metric labels must stay few.
+    let operation = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("/_/{*rest}".to_owned(), |m| m.as_str().to_owned());
     let decision = st.gateway.load().admit(&Probe {
         source,
         method: req.method().as_str(),
@@ -265,8 +272,17 @@ pub async fn admission(
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse().ok())
         .unwrap_or(0);
-    audit.duration_ms = started.elapsed().as_millis() as u64;
+    let took = started.elapsed();
+    audit.duration_ms = took.as_millis() as u64;
     crate::audit::emit(&audit);
+    crate::metrics::request(
+        "admin",
+        &operation,
+        audit.status,
+        took,
+        audit.bytes_in,
+        audit.bytes_out,
+    );
     resp
 }
 

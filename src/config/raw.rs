@@ -283,6 +283,7 @@ pub(super) struct RawAdvanced {
     pub auth_delay_after: Option<Spanned<u32>>,
     pub auth_lockout_after: Option<Spanned<u32>>,
     pub auth_lockout_secs: Option<Spanned<u64>>,
+    pub metrics_allow_from: Option<Vec<S>>,
     pub tls: Option<Spanned<RawTls>>,
 }
 

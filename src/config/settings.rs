@@ -497,6 +497,8 @@ pub struct AdvancedSettings {
     pub auth_lockout_secs: u64,
     /// `advanced.tls`: serve HTTPS with this certificate and key (PEM).
     pub tls: Option<TlsSettings>,
+    /// Addresses that may scrape `/_/metrics` without the admin signature.
+    pub metrics_allow_from: Vec<IpNet>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -526,6 +528,7 @@ impl Default for AdvancedSettings {
             auth_lockout_after: 20,
             auth_lockout_secs: 300,
             tls: None,
+            metrics_allow_from: Vec::new(),
         }
     }
 }

@@ -23,8 +23,8 @@ use super::raw::{
 use super::rules::{self, env_var_for_backend};
 use super::settings::{
     AdminCredentials, AdvancedSettings, BackendKind, BackendSettings, BucketSettings,
-    EncryptionMode, EncryptionSettings, FuseSettings, IamMode, KeySource, SINGLETON_BACKEND_NAME,
-    Secret, Settings,
+    EncryptionMode, EncryptionSettings, FuseSettings, IamMode, IpNet, KeySource,
+    SINGLETON_BACKEND_NAME, Secret, Settings,
 };
 
 /// The environment variable holding the singleton backend's key.
@@ -361,6 +361,16 @@ impl<'a> Validator<'a> {
         }
         if let Some(v) = &a.auth_lockout_after {
             adv.auth_lockout_after = v.value;
+        }
+        for (i, v) in a.metrics_allow_from.iter().flatten().enumerate() {
+            match IpNet::parse(v.value.trim()) {
+                Ok(net) => adv.metrics_allow_from.push(net),
+                Err(e) => self.problem(
+                    format!("advanced.metrics_allow_from[{i}]"),
+                    loc(v),
+                    format!("not an IP address or CIDR: {e}"),
+                ),
+            }
         }
         if let Some(v) = &a.auth_lockout_secs {
             if v.value == 0 {

@@ -524,6 +524,7 @@ impl ObjectStore {
         meta.encrypted = Some(meta::ENCRYPTED_MARKER.to_owned());
         meta.key_id = Some(named.id.as_str().to_owned());
         meta.wrapped_key = Some(wrapped.to_base64());
+        crate::metrics::sealed(&self.name, named.id.as_str());
     }
 
     /// The data key of an encrypted object, unwrapped with the key its id names.

@@ -51,6 +51,7 @@ impl Lockout {
 
     /// Records a failure; returns how long to wait before answering it.
     pub fn failed(&self, ip: IpAddr, s: &LockoutSettings, now: Instant) -> Duration {
+        crate::metrics::auth_failed();
         let mut map = self.map();
         if map.len() >= MAX_TRACKED && !map.contains_key(&ip) {
             let horizon = now.checked_sub(s.lockout).unwrap_or(now);
@@ -78,6 +79,7 @@ impl Lockout {
         if s.lockout_after > 0 && e.failures >= s.lockout_after {
             if e.locked_until.is_none() {
                 tracing::warn!(source = %ip, failures = e.failures, lockout_secs = s.lockout.as_secs(), "too many failed authentications: address locked out");
+                crate::metrics::locked_out();
             }
             e.locked_until = Some(now + s.lockout);
         }

@@ -45,6 +45,8 @@ pub struct Protocol {
     pub trust_proxy_headers: bool,
     /// Brute-force thresholds (`advanced.auth_*`).
     pub lockout: lockout::LockoutSettings,
+    /// `advanced.metrics_allow_from`: may scrape `/_/metrics` unsigned.
+    pub metrics_allow_from: Vec<crate::config::IpNet>,
 }
 
 /// Re-reads the configuration and swaps it in (see `crate::reload`): the
@@ -305,8 +307,16 @@ pub async fn handle(st: Arc<S3State>, req: Request<Body>) -> Response {
     audit.bytes_out = headers::get(resp.headers(), "content-length")
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
-    audit.duration_ms = started.elapsed().as_millis() as u64;
+    let took = started.elapsed();
+    audit.duration_ms = took.as_millis() as u64;
     crate::audit::emit(&audit);
+    let operation = match audit.operation.as_str() {
+        "" => "Unknown",
+        op => op,
+    };
+    // A HEAD answer announces the object's length but sends no body.
+    let sent = if head { 0 } else { audit.bytes_out };
+    crate::metrics::request("s3", operation, audit.status, took, audit.bytes_in, sent);
     resp
 }
 
@@ -364,6 +374,17 @@ async fn handle_inner(
     audit.source_ip = source.to_string();
     audit.bucket.clone_from(&bucket);
     audit.key.clone_from(&key);
+    // Named before authentication, so refusals are counted by operation
+    // too; a request that names none is refused below, after the signature.
+    if let Ok(op) = router::route(
+        &parts.method,
+        bucket.is_some(),
+        key.is_some(),
+        &query,
+        &parts.headers,
+    ) {
+        audit.operation = format!("{op:?}");
+    }
     // A listing is admitted by its prefix, an object request by its key.
     let listed = (key.is_none() && bucket.is_some() && parts.method == Method::GET).then(|| {
         query

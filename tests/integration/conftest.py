@@ -213,3 +213,27 @@ def raw_request(url, method="GET", body=b"", headers=None, source="127.0.0.1", s
 def error_code(body):
     """The <Code> of an S3 error document."""
     return ET.fromstring(body).findtext("Code")
+
+
+# --- /_/metrics -------------------------------------------------------------
+
+def scrape(srv, source="127.0.0.1", sign=True):
+    status, headers, body = raw_request(f"{srv.url}/_/metrics", sign=sign, source=source)
+    assert status == 200, body
+    assert headers["content-type"].startswith("application/openmetrics-text")
+    return parse(body.decode())
+
+
+def parse(text):
+    """{(sample name, frozenset(labels)): value}; the strict OpenMetrics parser
+    refuses a malformed exposition (a missing # EOF, a duplicate family)."""
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out[(s.name, frozenset(s.labels.items()))] = s.value
+    return out
+
+
+def value(m, name, **labels):
+    return m.get((name, frozenset(labels.items())), 0.0)

@@ -18,7 +18,7 @@ import botocore
 import pytest
 from botocore.config import Config
 
-from conftest import Server, make_client, random_bytes
+from conftest import Server, make_client, random_bytes, scrape, value
 
 MiB = 1024 * 1024
 KEY1 = "11" * 32
@@ -575,6 +575,10 @@ def test_upstream_down_is_503_and_recovers(tmp_path):
     try:
         s3 = srv.client()
         s3.put_object(Bucket="flaky", Key="k.txt", Body=b"x")
+        m = scrape(srv)
+        assert value(m, "dgp_backend_up", backend="offsite", kind="s3") == 1
+        assert value(m, "dgp_upstream_responses_total", backend="offsite", status="200") >= 2
+        assert value(m, "dgp_upstream_request_duration_seconds_count", backend="offsite") >= 2
         up.stop()
         for call in (lambda: s3.get_object(Bucket="flaky", Key="k.txt"),
                      lambda: s3.put_object(Bucket="flaky", Key="k2.txt", Body=b"y"),
@@ -586,6 +590,10 @@ def test_upstream_down_is_503_and_recovers(tmp_path):
             assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
             assert e.value.response["ResponseMetadata"]["HTTPHeaders"]["retry-after"] == "1"
             assert time.time() - t0 < 15
+        # the metrics say it: the backend is down, attempts got no response
+        m = scrape(srv)
+        assert value(m, "dgp_backend_up", backend="offsite", kind="s3") == 0
+        assert value(m, "dgp_upstream_responses_total", backend="offsite", status="none") >= 3
         # the local backend is unaffected
         s3.create_bucket(Bucket="stilllocal")
         s3.put_object(Bucket="stilllocal", Key="k", Body=b"ok")

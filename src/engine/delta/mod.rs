@@ -350,6 +350,26 @@ impl ObjectStore {
         &self,
         bucket: &str,
         key: &str,
+        temp: TempFile,
+        dek: Option<Dek>,
+        meta: ObjectMeta,
+    ) -> Result<ObjectMeta> {
+        let m = self.publish_staged(bucket, key, temp, dek, meta)?;
+        let (outcome, stored) = match m.note.as_deref() {
+            // The object is a delta against itself; its reference holds the bytes.
+            Some(NOTE_REFERENCE) => ("reference", m.size + m.stored_size.unwrap_or(0)),
+            Some(NOTE_DELTA) => ("delta", m.stored_size.unwrap_or(m.size)),
+            Some(NOTE_PASSTHROUGH) => ("passthrough", m.size),
+            _ => ("whole", m.size),
+        };
+        crate::metrics::written(outcome, m.size, stored);
+        Ok(m)
+    }
+
+    fn publish_staged(
+        &self,
+        bucket: &str,
+        key: &str,
         mut temp: TempFile,
         mut dek: Option<Dek>,
         mut meta: ObjectMeta,
@@ -521,7 +541,9 @@ impl ObjectStore {
                 w: BodyWriter::new(temp.file(), dek.as_ref())?,
                 n: 0,
             };
+            let started = std::time::Instant::now();
             let read = codec::encode(reference, target, &mut out)?;
+            crate::metrics::delta_encoded(started.elapsed());
             let n = out.n;
             out.w.finish()?;
             (read, n)
@@ -616,8 +638,10 @@ impl ObjectStore {
             raw.version.as_deref().unwrap_or("")
         );
         if let Some(c) = delta.and_then(|d| d.cached(&cache_key)) {
+            crate::metrics::reference_cache(true);
             return Ok((c, want_sha));
         }
+        crate::metrics::reference_cache(false);
         let (file, raw) = match self.backend.open(&at) {
             Ok((Some(body), raw)) => (crate::storage::BodyReader::new(body), raw),
             Ok((None, _)) | Err(StorageError::NoSuchKey) => {
@@ -654,7 +678,16 @@ impl ObjectStore {
 
     /// Rebuilds a delta object from its stored body: reference + delta,
     /// verified against the recorded size and SHA-256 before it is returned.
-    pub(super) fn reconstruct(&self, bucket: &str, mut stored: OpenObject) -> Result<OpenObject> {
+    pub(super) fn reconstruct(&self, bucket: &str, stored: OpenObject) -> Result<OpenObject> {
+        let started = std::time::Instant::now();
+        let out = self.reconstruct_inner(bucket, stored);
+        if out.is_ok() {
+            crate::metrics::delta_reconstructed(started.elapsed());
+        }
+        out
+    }
+
+    fn reconstruct_inner(&self, bucket: &str, mut stored: OpenObject) -> Result<OpenObject> {
         let key = stored.info.key.clone();
         let meta = stored.info.meta.clone();
         let id = meta.ref_id.clone().unwrap_or_default();

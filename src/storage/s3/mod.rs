@@ -134,6 +134,7 @@ macro_rules! with_sse {
 
 mod multipart;
 mod state;
+mod timing;
 
 pub struct S3Backend {
     cfg: S3Config,
@@ -478,6 +479,9 @@ async fn make_client(cfg: &S3Config) -> Client {
     if let Some(ep) = &cfg.endpoint {
         b = b.endpoint_url(ep);
     }
+    b = b.interceptor(timing::Timing {
+        backend: cfg.name.clone(),
+    });
     Client::from_conf(b.build())
 }
 
