@@ -39,6 +39,9 @@ enum Command {
     /// The config database: encrypted export and import (backup).
     #[command(subcommand)]
     ConfigDb(iam_cli::ConfigDbCommand),
+    /// Print the argon2id hash of a password (read from the terminal, or one
+    /// line of stdin), for DGP_BOOTSTRAP_PASSWORD_HASH.
+    HashPassword,
 }
 
 #[derive(clap::Args)]
@@ -171,6 +174,11 @@ struct ServeArgs {
     /// Allow requests without credentials (every request gets full access).
     #[arg(long, env = "DGP_OPEN_ACCESS", value_parser = clap::builder::BoolishValueParser::new(), default_value_t = false)]
     open_access: bool,
+    /// Set the admin UI's bootstrap password (read from the terminal, or one
+    /// line of stdin), store its hash in the config database, and exit. A
+    /// running server uses it from the next login; its sessions end.
+    #[arg(long)]
+    set_bootstrap_password: bool,
 }
 
 #[derive(Subcommand)]
@@ -190,7 +198,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Config(ConfigCommand::Lint { file }) => lint(&file),
+        Command::Serve(args) if args.set_bootstrap_password => set_bootstrap_password(args),
         Command::Serve(args) => serve(args),
+        Command::HashPassword => hash_password(),
         Command::Encryption(args) => encryption(args),
         Command::Mount(args) => mount(args),
         Command::Stats(args) => stats(args),
@@ -363,4 +373,64 @@ fn serve(args: ServeArgs) -> ExitCode {
     exit_code(logged(
         runtime.block_on(deltaglider_proxy::server::run(settings, source)),
     ))
+}
+
+/// A new password from the terminal (asked twice) or one line of stdin.
+fn read_new_password() -> anyhow::Result<String> {
+    use std::io::IsTerminal;
+    let pw = if std::io::stdin().is_terminal() {
+        let a = rpassword::prompt_password("New password: ")?;
+        let b = rpassword::prompt_password("Again: ")?;
+        anyhow::ensure!(a == b, "the two passwords differ");
+        a
+    } else {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        line.trim_end_matches(['\r', '\n']).to_owned()
+    };
+    let min = deltaglider_proxy::admin::password::MIN_LEN;
+    anyhow::ensure!(
+        pw.chars().count() >= min,
+        "the password must have at least {min} characters"
+    );
+    Ok(pw)
+}
+
+fn hash_password() -> ExitCode {
+    exit_code(logged(read_new_password().and_then(|pw| {
+        println!("{}", deltaglider_proxy::admin::password::hash(&pw)?);
+        Ok(())
+    })))
+}
+
+fn set_bootstrap_password(args: ServeArgs) -> ExitCode {
+    let overrides = deltaglider_proxy::config::Overrides {
+        listen_addr: args.listen,
+        data_dir: args.data_dir,
+        access_key_id: env_lookup("DGP_ACCESS_KEY_ID"),
+        secret_access_key: env_lookup("DGP_SECRET_ACCESS_KEY"),
+        log_level: env_lookup("DGP_LOG_LEVEL"),
+        trust_proxy_headers: None,
+    };
+    let Some(settings) = load_settings(args.config.as_deref(), &overrides) else {
+        return ExitCode::FAILURE;
+    };
+    use deltaglider_proxy::admin::password;
+    exit_code(logged((|| -> anyhow::Result<()> {
+        let pw = read_new_password()?;
+        let hash = password::hash(&pw)?;
+        let mut db = deltaglider_proxy::configdb::open_db(&settings, &env_lookup)?;
+        db.set_server_setting(deltaglider_proxy::configdb::BOOTSTRAP_PASSWORD_HASH, &hash)?;
+        eprintln!(
+            "bootstrap password set in {}; a running server uses it from the next login",
+            settings.config_db.path.display()
+        );
+        if env_lookup(password::ENV_HASH).is_some_and(|v| !v.trim().is_empty()) {
+            eprintln!(
+                "warning: {} is set and wins over the stored hash; unset it to use this password",
+                password::ENV_HASH
+            );
+        }
+        Ok(())
+    })()))
 }

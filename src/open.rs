@@ -609,6 +609,11 @@ pub fn protocol(settings: &Settings, credentials: Arc<dyn CredentialStore>) -> c
             lockout: std::time::Duration::from_secs(settings.advanced.auth_lockout_secs),
         },
         metrics_allow_from: settings.advanced.metrics_allow_from.clone(),
+        sessions: crate::admin::session::SessionSettings {
+            ttl: std::time::Duration::from_secs(settings.advanced.session_ttl_secs),
+            max_per_user: settings.advanced.session_max_per_user as usize,
+            bind_ip: settings.advanced.session_bind_ip,
+        },
     }
 }
 

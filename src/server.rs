@@ -75,6 +75,12 @@ pub fn app(state: Arc<S3State>) -> Router {
         .route("/_/health", get(health))
         .route("/_/metrics", get(crate::admin::metrics::scrape))
         .route(
+            "/_/api/session",
+            get(crate::admin::session::whoami)
+                .post(crate::admin::session::login)
+                .delete(crate::admin::session::logout),
+        )
+        .route(
             "/_/api/encryption/status",
             get(crate::admin::encryption_status),
         )
@@ -184,6 +190,9 @@ pub async fn run(settings: Settings, source: Source) -> anyhow::Result<()> {
         )
     })?;
     iam.watch();
+    let bootstrap = tokio::task::block_in_place(|| {
+        crate::admin::password::bootstrap(&iam, &|n| std::env::var(n).ok())
+    })?;
     let gateway = crate::gateway::shared(
         crate::open::gateway(&settings, stores, open_access).with_directory(iam.directory()),
     );
@@ -234,6 +243,7 @@ pub async fn run(settings: Settings, source: Source) -> anyhow::Result<()> {
         started: std::time::Instant::now(),
         in_flight: Default::default(),
         lockout: Default::default(),
+        sessions: Some(crate::admin::session::Sessions::new(Some(bootstrap))),
     });
     crate::admin::jobs::resume_migrations(&state);
     let listener = tokio::net::TcpListener::bind(settings.listen_addr)

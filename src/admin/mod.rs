@@ -6,6 +6,8 @@
 pub mod iam;
 pub mod jobs;
 pub mod metrics;
+pub mod password;
+pub mod session;
 
 use std::sync::Arc;
 
@@ -39,6 +41,14 @@ pub(crate) fn require_admin(st: &S3State, req: &Request<Body>) -> Result<(), Box
         }
         return Err(Box::new(r));
     }
+    let signed = req.headers().contains_key(http::header::AUTHORIZATION)
+        || req
+            .uri()
+            .query()
+            .is_some_and(|q| q.contains("X-Amz-Signature") || q.contains("Signature="));
+    if !signed && session::presented(req) {
+        return by_session(st, req, source);
+    }
     let auth = AuthRequest {
         method: req.method(),
         path: req.uri().path(),
@@ -64,6 +74,32 @@ pub(crate) fn require_admin(st: &S3State, req: &Request<Body>) -> Result<(), Box
             Err(Box::new(deny(StatusCode::FORBIDDEN, &e.to_string())))
         }
     }
+}
+
+/// The admin UI's way in: a live session (see `session`), with the CSRF
+/// token on every state-changing call.
+fn by_session(
+    st: &S3State,
+    req: &Request<Body>,
+    source: std::net::IpAddr,
+) -> Result<(), Box<Response>> {
+    let active = st
+        .sessions
+        .as_ref()
+        .and_then(|s| s.check(st, req, source))
+        .ok_or_else(|| {
+            Box::new(deny(
+                StatusCode::UNAUTHORIZED,
+                "the session has ended; log in again",
+            ))
+        })?;
+    if session::needs_csrf(req.method()) && !session::csrf_ok(&active, req) {
+        return Err(Box::new(deny(
+            StatusCode::FORBIDDEN,
+            "missing or wrong X-CSRF-Token",
+        )));
+    }
+    Ok(())
 }
 
 /// The value of a blocking engine task, or the 500 answer (logged as `what`).

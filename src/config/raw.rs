@@ -284,6 +284,9 @@ pub(super) struct RawAdvanced {
     pub auth_lockout_after: Option<Spanned<u32>>,
     pub auth_lockout_secs: Option<Spanned<u64>>,
     pub metrics_allow_from: Option<Vec<S>>,
+    pub session_ttl_secs: Option<Spanned<u64>>,
+    pub session_max_per_user: Option<Spanned<u64>>,
+    pub session_bind_ip: Option<Spanned<bool>>,
     pub tls: Option<Spanned<RawTls>>,
 }
 

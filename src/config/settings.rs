@@ -499,6 +499,12 @@ pub struct AdvancedSettings {
     pub tls: Option<TlsSettings>,
     /// Addresses that may scrape `/_/metrics` without the admin signature.
     pub metrics_allow_from: Vec<IpNet>,
+    /// Admin UI session lifetime.
+    pub session_ttl_secs: u64,
+    /// Sessions one user may hold at once (the oldest end first).
+    pub session_max_per_user: u64,
+    /// A session works only from the address that logged in.
+    pub session_bind_ip: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -529,6 +535,9 @@ impl Default for AdvancedSettings {
             auth_lockout_secs: 300,
             tls: None,
             metrics_allow_from: Vec::new(),
+            session_ttl_secs: 12 * 3600,
+            session_max_per_user: 8,
+            session_bind_ip: true,
         }
     }
 }

@@ -321,6 +321,16 @@ impl<'a> Validator<'a> {
                 &a.max_connections,
                 &mut adv.max_connections,
             ),
+            (
+                "advanced.session_ttl_secs",
+                &a.session_ttl_secs,
+                &mut adv.session_ttl_secs,
+            ),
+            (
+                "advanced.session_max_per_user",
+                &a.session_max_per_user,
+                &mut adv.session_max_per_user,
+            ),
         ] {
             if let Some(v) = value {
                 if v.value == 0 {
@@ -338,6 +348,9 @@ impl<'a> Validator<'a> {
         }
         if let Some(v) = &a.trust_proxy_headers {
             adv.trust_proxy_headers = v.value;
+        }
+        if let Some(v) = &a.session_bind_ip {
+            adv.session_bind_ip = v.value;
         }
         if let Some(t) = &a.tls {
             let cert = self.opt_nonempty("advanced.tls.cert_file", t.value.cert_file.as_ref());

@@ -108,6 +108,11 @@ impl LiveIam {
         Ok(out)
     }
 
+    /// Stores one of the server's own settings (any mode: not the file's IAM).
+    pub fn write_server_setting(&self, name: &str, value: &str) -> Result<()> {
+        self.db().set_server_setting(name, value)
+    }
+
     /// A change to IAM (gui mode only); the directory follows at once.
     pub fn mutate<T>(&self, f: impl FnOnce(&mut ConfigDb) -> Result<T>) -> Result<T> {
         if self.mode() == IamMode::Declarative {

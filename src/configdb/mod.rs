@@ -17,6 +17,7 @@ pub mod key;
 pub mod live;
 mod schema;
 mod seal;
+mod server;
 
 use std::path::{Path, PathBuf};
 
@@ -25,6 +26,7 @@ use rusqlite::Connection;
 pub use iam::{GroupInfo, NewKey, Owner, UserInfo};
 pub use key::{DbKey, KeyOrigin};
 pub use live::{LiveIam, open_db};
+pub use server::BOOTSTRAP_PASSWORD_HASH;
 
 /// Why an operation on the config database failed. `Invalid`, `NotFound`
 /// and `Conflict` are the caller's mistakes (the API answers 400/404/409).

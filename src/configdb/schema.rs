@@ -42,6 +42,13 @@ const MIGRATIONS: &[&str] = &[
         canned TEXT NOT NULL,
         updated INTEGER NOT NULL
      );",
+    // 3 -> 4: server settings kept by the server itself (the admin UI's
+    // bootstrap password hash).
+    "CREATE TABLE server_settings (
+        name TEXT PRIMARY KEY,
+        value TEXT NOT NULL,
+        updated INTEGER NOT NULL
+     );",
 ];
 
 /// The schema version this program writes.

@@ -275,7 +275,7 @@ fn a_schema_2_file_migrates_keeping_its_policies() {
             .unwrap();
     }
     let mut d = ConfigDb::open(&path, &DbKey::new([1; 32], KeyOrigin::Given)).unwrap();
-    assert_eq!(d.schema_version().unwrap(), 3);
+    assert_eq!(d.schema_version().unwrap(), super::schema::VERSION);
     assert_eq!(d.bucket_policy("x").unwrap().as_deref(), Some("{}"));
     d.put_bucket_acl("x", Some("public-read")).unwrap();
 }

@@ -47,6 +47,8 @@ pub struct Protocol {
     pub lockout: lockout::LockoutSettings,
     /// `advanced.metrics_allow_from`: may scrape `/_/metrics` unsigned.
     pub metrics_allow_from: Vec<crate::config::IpNet>,
+    /// Admin UI session rules (`advanced.session_*`).
+    pub sessions: crate::admin::session::SessionSettings,
 }
 
 /// Re-reads the configuration and swaps it in (see `crate::reload`): the
@@ -69,6 +71,8 @@ pub struct S3State {
     pub in_flight: std::sync::atomic::AtomicU64,
     /// Failed authentications per client address (kept across reloads).
     pub lockout: lockout::Lockout,
+    /// Admin UI sessions (`None` without a config database: no login).
+    pub sessions: Option<crate::admin::session::Sessions>,
 }
 
 /// Counts a request as in flight until dropped.
