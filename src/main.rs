@@ -343,15 +343,20 @@ fn lint(file: &std::path::Path) -> ExitCode {
     }
 }
 
-fn serve(args: ServeArgs) -> ExitCode {
-    let overrides = deltaglider_proxy::config::Overrides {
-        listen_addr: args.listen,
-        data_dir: args.data_dir,
+/// What the command line and the environment set over the config file.
+fn serve_overrides(args: &ServeArgs) -> deltaglider_proxy::config::Overrides {
+    deltaglider_proxy::config::Overrides {
+        listen_addr: args.listen.clone(),
+        data_dir: args.data_dir.clone(),
         access_key_id: env_lookup("DGP_ACCESS_KEY_ID"),
         secret_access_key: env_lookup("DGP_SECRET_ACCESS_KEY"),
         log_level: env_lookup("DGP_LOG_LEVEL"),
         trust_proxy_headers: env_lookup("DGP_TRUST_PROXY_HEADERS"),
-    };
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let overrides = serve_overrides(&args);
     let Some(settings) = load_settings(args.config.as_deref(), &overrides) else {
         return ExitCode::FAILURE;
     };
@@ -404,15 +409,7 @@ fn hash_password() -> ExitCode {
 }
 
 fn set_bootstrap_password(args: ServeArgs) -> ExitCode {
-    let overrides = deltaglider_proxy::config::Overrides {
-        listen_addr: args.listen,
-        data_dir: args.data_dir,
-        access_key_id: env_lookup("DGP_ACCESS_KEY_ID"),
-        secret_access_key: env_lookup("DGP_SECRET_ACCESS_KEY"),
-        log_level: env_lookup("DGP_LOG_LEVEL"),
-        trust_proxy_headers: None,
-    };
-    let Some(settings) = load_settings(args.config.as_deref(), &overrides) else {
+    let Some(settings) = load_settings(args.config.as_deref(), &serve_overrides(&args)) else {
         return ExitCode::FAILURE;
     };
     use deltaglider_proxy::admin::password;

@@ -89,8 +89,7 @@ fn cookie(req: &Request<Body>) -> Option<&str> {
         .find_map(|c| c.trim().strip_prefix(COOKIE)?.strip_prefix('='))
 }
 
-/// Whether the request carries a session cookie (and no signature, which
-/// would take precedence).
+/// Whether the request carries a session cookie.
 pub fn presented(req: &Request<Body>) -> bool {
     cookie(req).is_some()
 }

@@ -176,6 +176,16 @@ def test_session_lifetime_and_cap(tmp_path):
         srv.stop()
 
 
+def test_unbound_sessions_work_from_another_address(tmp_path):
+    srv = Server(tmp_path / "unused", config=session_config(tmp_path, "  session_bind_ip: false\n")).start()
+    try:
+        token = cookie_of(login(srv, generated_password(srv))[1]).value
+        assert call(srv, "/_/api/status", token, source="127.0.0.2")[0] == 200
+        assert call(srv, "/_/api/status", token)[0] == 200
+    finally:
+        srv.stop()
+
+
 def test_password_hash_from_the_environment(tmp_path):
     h = subprocess.run([str(BIN), "hash-password"], input="from the environment\n", capture_output=True,
                        text=True, check=True).stdout.strip()
