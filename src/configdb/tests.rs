@@ -263,9 +263,11 @@ fn a_schema_2_file_migrates_keeping_its_policies() {
     let path = t.path().join("config.db");
     {
         let d = db(t.path(), 1).unwrap();
-        // Back to what schema 2 had: no bucket_acls table.
+        // Back to what schema 2 had: no bucket_acls or server_settings table.
         d.conn
-            .execute_batch("DROP TABLE bucket_acls; PRAGMA user_version = 2;")
+            .execute_batch(
+                "DROP TABLE bucket_acls; DROP TABLE server_settings; PRAGMA user_version = 2;",
+            )
             .unwrap();
         d.conn
             .execute(
@@ -278,4 +280,12 @@ fn a_schema_2_file_migrates_keeping_its_policies() {
     assert_eq!(d.schema_version().unwrap(), super::schema::VERSION);
     assert_eq!(d.bucket_policy("x").unwrap().as_deref(), Some("{}"));
     d.put_bucket_acl("x", Some("public-read")).unwrap();
+    d.set_server_setting("bootstrap_password_hash", "h")
+        .unwrap();
+    assert_eq!(
+        d.server_setting("bootstrap_password_hash")
+            .unwrap()
+            .as_deref(),
+        Some("h")
+    );
 }
