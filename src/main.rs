@@ -188,6 +188,21 @@ enum ConfigCommand {
         /// The YAML file to check.
         file: PathBuf,
     },
+    /// Print a configuration file in canonical form, as `GET /_/api/config`
+    /// does: fields at their default omitted, literal secrets redacted.
+    Export {
+        /// The YAML file (default: `DGP_CONFIG`).
+        file: Option<PathBuf>,
+        /// Print JSON instead of YAML.
+        #[arg(long)]
+        json: bool,
+        /// Keep literal secrets instead of redacting them (a backup of the
+        /// file, not something to commit).
+        #[arg(long)]
+        show_secrets: bool,
+    },
+    /// Print the JSON Schema of the configuration file.
+    Schema,
 }
 
 fn env_lookup(name: &str) -> Option<String> {
@@ -198,6 +213,19 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Config(ConfigCommand::Lint { file }) => lint(&file),
+        Command::Config(ConfigCommand::Export {
+            file,
+            json,
+            show_secrets,
+        }) => export(file, json, show_secrets),
+        Command::Config(ConfigCommand::Schema) => {
+            let schema = deltaglider_proxy::config::document::schema();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&schema).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
         Command::Serve(args) if args.set_bootstrap_password => set_bootstrap_password(args),
         Command::Serve(args) => serve(args),
         Command::HashPassword => hash_password(),
@@ -341,6 +369,37 @@ fn lint(file: &std::path::Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn export(file: Option<PathBuf>, json: bool, show_secrets: bool) -> ExitCode {
+    use deltaglider_proxy::config::document;
+    let Some(file) = deltaglider_proxy::config::config_path(file.as_deref(), &env_lookup) else {
+        eprintln!("config export: name the file, or set DGP_CONFIG");
+        return ExitCode::FAILURE;
+    };
+    let doc = std::fs::read_to_string(&file)
+        .map_err(|e| e.to_string())
+        .and_then(|text| {
+            document::read(&text, &file.display().to_string()).map_err(|e| e.to_string())
+        });
+    let doc = match doc {
+        Ok(d) => document::without_defaults(&d, &env_lookup),
+        Err(e) => {
+            eprintln!("{}: {e}", file.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let doc = if show_secrets {
+        doc
+    } else {
+        document::redacted(&doc)
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+    } else {
+        print!("{}", document::to_yaml(&doc));
+    }
+    ExitCode::SUCCESS
 }
 
 /// What the command line and the environment set over the config file.

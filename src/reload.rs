@@ -14,7 +14,8 @@
 //! still be writing temp files there). A new backend is opened as at startup.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, bail};
@@ -47,6 +48,57 @@ pub struct Report {
     /// Settings that changed in the file but take effect only at restart.
     pub restart_required: Vec<String>,
     pub warnings: Vec<String>,
+}
+
+/// Why [`Reloader::apply_text`] kept the running configuration.
+#[derive(Debug)]
+pub enum Refusal {
+    /// The server was started without a configuration file to write.
+    NoFile,
+    /// The document is not a valid configuration (`config lint`'s problems).
+    Invalid(Vec<crate::config::Problem>),
+    /// Valid, but it could not be applied (a key, a backend, the file).
+    Failed(String),
+}
+
+/// Replaces the configuration file with `text`: a temporary file beside it
+/// (with the old file's permissions), synced, renamed over it, and the
+/// directory synced, so a crash leaves the old file or the new one.
+fn write_config(path: &Path, text: &str) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    let tmp = dir.join(format!(".{}.dgp-new", name.unwrap_or_default()));
+    let mut f = std::fs::File::create(&tmp)?;
+    if let Ok(meta) = std::fs::metadata(path) {
+        f.set_permissions(meta.permissions())?;
+    }
+    let stamp = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    write!(
+        f,
+        "# Written by the deltaglider_proxy config API at {stamp}.\n# Comments in this file are not kept by the API; see docs/config-api.md.\n{text}"
+    )?;
+    f.sync_all()?;
+    drop(f);
+    if let Err(e) = std::fs::rename(&tmp, path) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::File::open(&dir)?.sync_all()
+}
+
+/// The running backends that `settings` no longer names.
+fn removed(running: &Running, settings: &Settings) -> Vec<String> {
+    running
+        .backends
+        .keys()
+        .filter(|n| settings.backends.iter().all(|b| &b.name != *n))
+        .cloned()
+        .collect()
 }
 
 /// The running configuration and the handles a reload swaps.
@@ -146,14 +198,73 @@ impl Reloader {
     /// Re-reads the file and applies it, or keeps the running configuration
     /// and says why. Blocking (it may open backends and ask upstreams).
     pub fn reload(&self) -> anyhow::Result<Report> {
+        let src = &self.source;
+        match crate::config::load(src.path.as_deref(), &src.overrides, &env)
+            .context("reading the configuration")
+        {
+            Ok(settings) => self.swap(settings, None),
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "config reload refused; the running configuration stays in force");
+                Err(e)
+            }
+        }
+    }
+
+    /// The configuration file this server reads (`None`: started without one).
+    pub fn path(&self) -> Option<&Path> {
+        self.source.path.as_deref()
+    }
+
+    /// Checks `text` as a new configuration file. Without `dry_run` it then
+    /// applies it as a reload does and, once everything checks out, writes it
+    /// to the configuration file (atomically) before the swap. With
+    /// `dry_run`, nothing is opened, written or swapped: the report says what
+    /// would change. Blocking.
+    pub fn apply_text(&self, text: &str, dry_run: bool) -> Result<Report, Refusal> {
+        let Some(path) = self.source.path.clone() else {
+            return Err(Refusal::NoFile);
+        };
+        let settings = crate::config::load_str(
+            text,
+            &path.display().to_string(),
+            &self.source.overrides,
+            &env,
+        )
+        .map_err(|e| match e {
+            crate::config::ConfigError::Invalid { problems, .. } => Refusal::Invalid(problems),
+            crate::config::ConfigError::Parse {
+                location, message, ..
+            } => Refusal::Invalid(vec![crate::config::Problem {
+                field: String::new(),
+                location,
+                message,
+            }]),
+            e => Refusal::Failed(e.to_string()),
+        })?;
+        if dry_run {
+            let running = self.running.lock().expect("reload lock");
+            return self
+                .plan(&running, &settings)
+                .map_err(|e| Refusal::Failed(format!("{e:#}")));
+        }
+        self.swap(settings, Some((&path, text)))
+            .map_err(|e| Refusal::Failed(format!("{e:#}")))
+    }
+
+    /// Applies `settings` (after writing `write` to its file, if given), or
+    /// keeps the running configuration and says why.
+    fn swap(&self, settings: Settings, write: Option<(&Path, &str)>) -> anyhow::Result<Report> {
         let mut running = self.running.lock().expect("reload lock");
-        let res = self.prepare(&running);
+        let res = self.prepare(&running, settings);
         let res = res.and_then(|(settings, backends, gateway, protocol, report)| {
             // Read before anything is applied: a bad certificate refuses the reload.
             let tls = match (&self.tls, &settings.advanced.tls) {
                 (Some(_), Some(t)) => Some(crate::tls::load(&t.cert_file, &t.key_file)?),
                 _ => None,
             };
+            if let Some((path, text)) = write {
+                write_config(path, text).with_context(|| format!("writing {}", path.display()))?;
+            }
             if let (Some(shared), Some(cfg)) = (&self.tls, tls) {
                 shared.store(cfg);
             }
@@ -181,6 +292,7 @@ impl Reloader {
             added = ?report.added,
             removed = ?report.removed,
             changed = ?report.changed,
+            written = write.is_some(),
             "configuration reloaded"
         );
         for r in &report.restart_required {
@@ -189,10 +301,39 @@ impl Reloader {
         Ok(report)
     }
 
+    /// What applying `settings` would change, without opening anything:
+    /// keys and credentials are checked, backends compared by their settings.
+    fn plan(&self, running: &Running, settings: &Settings) -> anyhow::Result<Report> {
+        crate::config::resolve_encryption_keys(settings, &env)
+            .context("reading the encryption keys")?;
+        open::credentials(settings, self.source.open_access)?;
+        let mut report = Report {
+            restart_required: restart_required(&running.settings, settings),
+            warnings: settings.warnings.clone(),
+            ..Report::default()
+        };
+        for b in &settings.backends {
+            match running.backends.get(&b.name) {
+                None => report.added.push(b.name.clone()),
+                Some(o)
+                    if o.settings == *b
+                        && open::engine_settings(&o.settings, &running.settings)
+                            == open::engine_settings(b, settings) =>
+                {
+                    report.unchanged.push(b.name.clone())
+                }
+                Some(_) => report.changed.push(b.name.clone()),
+            }
+        }
+        report.removed = removed(running, settings);
+        Ok(report)
+    }
+
     #[allow(clippy::type_complexity)]
     fn prepare(
         &self,
         running: &Running,
+        settings: Settings,
     ) -> anyhow::Result<(
         Settings,
         BTreeMap<String, Opened>,
@@ -201,8 +342,6 @@ impl Reloader {
         Report,
     )> {
         let src = &self.source;
-        let settings = crate::config::load(src.path.as_deref(), &src.overrides, &env)
-            .context("reading the configuration")?;
         let keys = crate::config::resolve_encryption_keys(&settings, &env)
             .context("reading the encryption keys")?;
         crate::open::protect_keys(&keys);
@@ -322,12 +461,7 @@ impl Reloader {
                 })?;
             }
         }
-        report.removed = running
-            .backends
-            .keys()
-            .filter(|n| settings.backends.iter().all(|b| &b.name != *n))
-            .cloned()
-            .collect();
+        report.removed = removed(running, &settings);
         let stores = staged
             .iter()
             .map(|(o, ..)| (o.settings.name.clone(), o.store.clone()))

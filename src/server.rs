@@ -87,6 +87,19 @@ pub fn app(state: Arc<S3State>) -> Router {
         .route("/_/api/status", get(crate::admin::status))
         .route("/_/api/stats", get(crate::admin::stats))
         .route(
+            "/_/api/config",
+            get(crate::admin::config::get_config).put(crate::admin::config::put_config),
+        )
+        .route("/_/api/config/schema", get(crate::admin::config::schema))
+        .route(
+            "/_/api/config/validate",
+            axum::routing::post(crate::admin::config::validate),
+        )
+        .route(
+            "/_/api/config/{section}",
+            axum::routing::patch(crate::admin::config::patch_section),
+        )
+        .route(
             "/_/api/config/reload",
             axum::routing::post(crate::admin::reload),
         )
@@ -229,16 +242,10 @@ pub async fn run(settings: Settings, source: Source) -> anyhow::Result<()> {
         .with_tls(tls.clone()),
     );
     reload_on_hangup(reloader.clone())?;
-    let reload: Arc<crate::s3::ReloadFn> = Arc::new(move || {
-        reloader
-            .reload()
-            .map(|r| serde_json::to_value(r).unwrap_or_default())
-            .map_err(|e| format!("{e:#}"))
-    });
     let state = Arc::new(S3State {
         gateway,
         protocol,
-        reload: Some(reload),
+        config: Some(reloader),
         iam: Some(iam),
         started: std::time::Instant::now(),
         in_flight: Default::default(),

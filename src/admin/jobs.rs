@@ -13,10 +13,11 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use http::{Request, StatusCode};
 
+use super::config::ConfigControl;
 use super::{deny, require_admin};
 use crate::engine::ObjectStore;
 use crate::engine::migrate;
-use crate::s3::{ReloadFn, S3State};
+use crate::s3::S3State;
 
 /// Jobs running in this process, by (source backend, source bucket).
 fn running() -> &'static Mutex<BTreeSet<(String, String)>> {
@@ -27,7 +28,7 @@ fn running() -> &'static Mutex<BTreeSet<(String, String)>> {
 /// Runs the job of `from_bucket` on `src` to the end in the background,
 /// then reloads (the route switches). Does nothing if it already runs here.
 pub fn spawn_migration(
-    reload: Option<Arc<ReloadFn>>,
+    config: Option<Arc<dyn ConfigControl>>,
     src: Arc<ObjectStore>,
     dst: Arc<ObjectStore>,
     from_bucket: String,
@@ -45,8 +46,8 @@ pub fn spawn_migration(
         match res {
             Ok(j) => {
                 tracing::info!(bucket = %j.bucket, to = %j.to_backend, copied = j.copied, bytes = j.bytes, "migrate job finished and verified; switching the route");
-                let Some(reload) = reload else { return };
-                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || reload()).await {
+                let Some(config) = config else { return };
+                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || config.reload()).await {
                     tracing::error!(error = %e, "the route of the migrated bucket switches at the next successful reload or restart; until then writes to it stay paused");
                 }
             }
@@ -70,7 +71,7 @@ pub fn resume_migrations(st: &S3State) {
                 continue;
             };
             tracing::warn!(bucket = %j.bucket, to = %j.to_backend, copied = j.copied, "resuming an interrupted migrate job; writes to the bucket get 503 SlowDown until it finishes");
-            spawn_migration(st.reload.clone(), src.clone(), dst.clone(), j.from_bucket);
+            spawn_migration(st.config.clone(), src.clone(), dst.clone(), j.from_bucket);
         }
     }
 }
@@ -104,7 +105,7 @@ pub async fn start(State(st): State<Arc<S3State>>, req: Request<Body>) -> Respon
     }
     match migrate::start(&bucket, &src, &from_bucket, &dst, &to_bucket).await {
         Ok(j) => {
-            spawn_migration(st.reload.clone(), src, dst, from_bucket);
+            spawn_migration(st.config.clone(), src, dst, from_bucket);
             (StatusCode::ACCEPTED, Json(serde_json::json!({ "job": j }))).into_response()
         }
         Err(crate::engine::EngineError::Storage(crate::storage::StorageError::NoSuchBucket)) => {

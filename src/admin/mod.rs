@@ -3,6 +3,7 @@
 //! admin credential (SigV4 or SigV2, as S3 requests are). The admin web UI
 //! arrives in a later change; these JSON endpoints are what it will call.
 
+pub mod config;
 pub mod iam;
 pub mod jobs;
 pub mod metrics;
@@ -229,13 +230,13 @@ pub async fn reload(State(st): State<Arc<S3State>>, req: Request<Body>) -> Respo
     if let Err(r) = require_admin(&st, &req) {
         return *r;
     }
-    let Some(reload) = st.reload.clone() else {
+    let Some(ctl) = st.config.clone() else {
         return deny(
             StatusCode::NOT_IMPLEMENTED,
             "this server has no configuration to re-read",
         );
     };
-    match tokio::task::spawn_blocking(move || reload()).await {
+    match tokio::task::spawn_blocking(move || ctl.reload()).await {
         Ok(Ok(report)) => {
             Json(serde_json::json!({ "reloaded": true, "report": report })).into_response()
         }

@@ -19,6 +19,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod document;
 mod error;
 mod expand;
 mod iam;

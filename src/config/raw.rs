@@ -8,49 +8,85 @@
 use std::fmt;
 use std::marker::PhantomData;
 
+use std::borrow::Cow;
+
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::Deserialize;
 use serde::de::{self, MapAccess, Visitor};
-use serde_saphyr::Spanned;
+
+/// A value with its location in the file: the parser's `Spanned`, wrapped so
+/// that the JSON Schema of the file (`GET /_/api/config/schema`) is derived
+/// from these same structs (the schema of a `Sp<T>` is that of `T`).
+#[derive(Debug)]
+pub(super) struct Sp<T>(pub serde_saphyr::Spanned<T>);
+
+impl<T> std::ops::Deref for Sp<T> {
+    type Target = serde_saphyr::Spanned<T>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Sp<T> {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        serde_saphyr::Spanned::deserialize(deserializer).map(Sp)
+    }
+}
+
+impl<T: JsonSchema> JsonSchema for Sp<T> {
+    fn inline_schema() -> bool {
+        T::inline_schema()
+    }
+    fn schema_name() -> Cow<'static, str> {
+        T::schema_name()
+    }
+    fn schema_id() -> Cow<'static, str> {
+        T::schema_id()
+    }
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        T::json_schema(generator)
+    }
+}
 
 /// A string value with its location in the file.
-pub(super) type S = Spanned<String>;
+pub(super) type S = Sp<String>;
 
 /// The whole file. Every section is optional; an empty file is valid.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawConfig {
     pub admission: Option<RawAdmission>,
     pub access: Option<RawAccess>,
     pub storage: Option<RawStorage>,
     pub advanced: Option<RawAdvanced>,
-    pub fuse: Option<Spanned<RawFuse>>,
+    pub fuse: Option<Sp<RawFuse>>,
 }
 
 /// `fuse:` the read-only FUSE view that `serve` mounts.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawFuse {
     pub mountpoint: Option<S>,
-    pub allow_other: Option<Spanned<bool>>,
+    pub allow_other: Option<Sp<bool>>,
     pub bucket: Option<S>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawAdmission {
-    pub blocks: Option<Vec<Spanned<RawBlock>>>,
+    pub blocks: Option<Vec<Sp<RawBlock>>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawBlock {
     pub name: Option<S>,
     #[serde(rename = "match")]
     pub matcher: Option<RawMatch>,
-    pub action: Option<Spanned<RawAction>>,
+    pub action: Option<Sp<RawAction>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawMatch {
     pub source_ip_list: Option<Vec<S>>,
@@ -67,13 +103,28 @@ pub(super) enum RawAction {
     Reject(RawReject),
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawReject {
     #[serde(rename = "type")]
     pub kind: S,
-    pub status: Option<Spanned<u16>>,
+    pub status: Option<Sp<u16>>,
     pub message: Option<S>,
+}
+
+impl JsonSchema for RawAction {
+    fn schema_name() -> Cow<'static, str> {
+        "Action".into()
+    }
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        let reject = generator.subschema_for::<RawReject>();
+        json_schema!({
+            "oneOf": [
+                {"type": "string", "enum": ["deny", "allow-anonymous"]},
+                reject
+            ]
+        })
+    }
 }
 
 impl<'de> Deserialize<'de> for RawAction {
@@ -98,45 +149,45 @@ impl<'de> Deserialize<'de> for RawAction {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawAccess {
     pub access_key_id: Option<S>,
     pub secret_access_key: Option<S>,
     pub iam_mode: Option<S>,
-    pub iam_groups: Option<Vec<Spanned<RawGroup>>>,
-    pub iam_users: Option<Vec<Spanned<RawUser>>>,
+    pub iam_groups: Option<Vec<Sp<RawGroup>>>,
+    pub iam_users: Option<Vec<Sp<RawUser>>>,
     pub config_db_path: Option<S>,
     pub config_db_key_file: Option<S>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawGroup {
     pub name: Option<S>,
-    pub permissions: Option<Vec<Spanned<RawPermission>>>,
+    pub permissions: Option<Vec<Sp<RawPermission>>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawUser {
     pub name: Option<S>,
     pub access_key_id: Option<S>,
     pub secret_access_key: Option<S>,
-    pub access_keys: Option<Vec<Spanned<RawKeyPair>>>,
-    pub enabled: Option<Spanned<bool>>,
+    pub access_keys: Option<Vec<Sp<RawKeyPair>>>,
+    pub enabled: Option<Sp<bool>>,
     pub groups: Option<Vec<S>>,
-    pub permissions: Option<Vec<Spanned<RawPermission>>>,
+    pub permissions: Option<Vec<Sp<RawPermission>>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawKeyPair {
     pub access_key_id: Option<S>,
     pub secret_access_key: Option<S>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawPermission {
     pub effect: Option<S>,
@@ -149,6 +200,20 @@ pub(super) struct RawPermission {
 /// A condition's values: one scalar or a list (booleans and numbers as text).
 #[derive(Debug)]
 pub(super) struct RawValues(pub Vec<String>);
+
+impl JsonSchema for RawValues {
+    fn schema_name() -> Cow<'static, str> {
+        "ConditionValues".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "oneOf": [
+                {"type": ["string", "boolean", "number"]},
+                {"type": "array", "items": {"type": ["string", "boolean", "number"]}}
+            ]
+        })
+    }
+}
 
 impl<'de> Deserialize<'de> for RawValues {
     fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -184,26 +249,26 @@ impl<'de> Deserialize<'de> for RawValues {
 
 /// `storage:`. Exactly one of `backend`, `filesystem`, `s3`, `backends` may
 /// be present (none at all means the embedded default backend).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawStorage {
-    pub backend: Option<Spanned<RawSingletonBackend>>,
+    pub backend: Option<Sp<RawSingletonBackend>>,
     pub filesystem: Option<S>,
     pub s3: Option<S>,
     // Siblings of the `s3:` shorthand.
     pub region: Option<S>,
     pub access_key_id: Option<S>,
     pub secret_access_key: Option<S>,
-    pub force_path_style: Option<Spanned<bool>>,
+    pub force_path_style: Option<Sp<bool>>,
     /// Encryption of the singleton backend.
-    pub backend_encryption: Option<Spanned<RawEncryption>>,
-    pub backends: Option<Spanned<Vec<Spanned<RawNamedBackend>>>>,
+    pub backend_encryption: Option<Sp<RawEncryption>>,
+    pub backends: Option<Sp<Vec<Sp<RawNamedBackend>>>>,
     pub default_backend: Option<S>,
     pub buckets: Option<Entries<Option<RawBucket>>>,
 }
 
 /// `storage.backend:` (the singleton, always named `default`).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawSingletonBackend {
     #[serde(rename = "type")]
@@ -211,13 +276,13 @@ pub(super) struct RawSingletonBackend {
     pub path: Option<S>,
     pub endpoint: Option<S>,
     pub region: Option<S>,
-    pub force_path_style: Option<Spanned<bool>>,
+    pub force_path_style: Option<Sp<bool>>,
     pub access_key_id: Option<S>,
     pub secret_access_key: Option<S>,
 }
 
 /// One entry of `storage.backends:`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawNamedBackend {
     pub name: Option<S>,
@@ -226,14 +291,14 @@ pub(super) struct RawNamedBackend {
     pub path: Option<S>,
     pub endpoint: Option<S>,
     pub region: Option<S>,
-    pub force_path_style: Option<Spanned<bool>>,
+    pub force_path_style: Option<Sp<bool>>,
     pub access_key_id: Option<S>,
     pub secret_access_key: Option<S>,
-    pub encryption: Option<Spanned<RawEncryption>>,
+    pub encryption: Option<Sp<RawEncryption>>,
 }
 
 /// `encryption:` of a named backend and `backend_encryption:` of the singleton.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawEncryption {
     pub mode: Option<S>,
@@ -241,56 +306,56 @@ pub(super) struct RawEncryption {
     pub key_id: Option<S>,
     pub key_file: Option<S>,
     pub kms_key_id: Option<S>,
-    pub bucket_key_enabled: Option<Spanned<bool>>,
+    pub bucket_key_enabled: Option<Sp<bool>>,
     pub legacy_key: Option<S>,
     pub legacy_key_id: Option<S>,
     pub legacy_key_file: Option<S>,
 }
 
 /// One value of `storage.buckets:` (the key is the bucket name).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawBucket {
     pub backend: Option<S>,
     pub alias: Option<S>,
     pub compression: Option<bool>,
-    pub max_delta_ratio: Option<Spanned<f64>>,
-    pub public_prefixes: Option<Spanned<Vec<S>>>,
-    pub public: Option<Spanned<bool>>,
+    pub max_delta_ratio: Option<Sp<f64>>,
+    pub public_prefixes: Option<Sp<Vec<S>>>,
+    pub public: Option<Sp<bool>>,
     pub delta_types: Option<Vec<S>>,
     pub passthrough_types: Option<Vec<S>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawAdvanced {
     pub listen_addr: Option<S>,
     pub log_level: Option<S>,
-    pub cache_size_mb: Option<Spanned<u64>>,
-    pub max_delta_ratio: Option<Spanned<f64>>,
-    pub max_object_size_for_delta_mb: Option<Spanned<u64>>,
-    pub delta_concurrency: Option<Spanned<u64>>,
-    pub max_request_body_mb: Option<Spanned<u64>>,
+    pub cache_size_mb: Option<Sp<u64>>,
+    pub max_delta_ratio: Option<Sp<f64>>,
+    pub max_object_size_for_delta_mb: Option<Sp<u64>>,
+    pub delta_concurrency: Option<Sp<u64>>,
+    pub max_request_body_mb: Option<Sp<u64>>,
     pub s3_domains: Option<Vec<S>>,
-    pub shutdown_grace_secs: Option<Spanned<u64>>,
-    pub min_free_space_mb: Option<Spanned<u64>>,
+    pub shutdown_grace_secs: Option<Sp<u64>>,
+    pub min_free_space_mb: Option<Sp<u64>>,
     pub region: Option<S>,
-    pub header_read_timeout_secs: Option<Spanned<u64>>,
-    pub idle_timeout_secs: Option<Spanned<u64>>,
-    pub max_connections: Option<Spanned<u64>>,
+    pub header_read_timeout_secs: Option<Sp<u64>>,
+    pub idle_timeout_secs: Option<Sp<u64>>,
+    pub max_connections: Option<Sp<u64>>,
     pub spool_dir: Option<S>,
-    pub trust_proxy_headers: Option<Spanned<bool>>,
-    pub auth_delay_after: Option<Spanned<u32>>,
-    pub auth_lockout_after: Option<Spanned<u32>>,
-    pub auth_lockout_secs: Option<Spanned<u64>>,
+    pub trust_proxy_headers: Option<Sp<bool>>,
+    pub auth_delay_after: Option<Sp<u32>>,
+    pub auth_lockout_after: Option<Sp<u32>>,
+    pub auth_lockout_secs: Option<Sp<u64>>,
     pub metrics_allow_from: Option<Vec<S>>,
-    pub session_ttl_secs: Option<Spanned<u64>>,
-    pub session_max_per_user: Option<Spanned<u64>>,
-    pub session_bind_ip: Option<Spanned<bool>>,
-    pub tls: Option<Spanned<RawTls>>,
+    pub session_ttl_secs: Option<Sp<u64>>,
+    pub session_max_per_user: Option<Sp<u64>>,
+    pub session_bind_ip: Option<Sp<bool>>,
+    pub tls: Option<Sp<RawTls>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawTls {
     pub cert_file: Option<S>,
@@ -301,6 +366,19 @@ pub(super) struct RawTls {
 /// (Duplicate keys are already rejected by the parser.)
 #[derive(Debug)]
 pub(super) struct Entries<V>(pub Vec<(S, V)>);
+
+impl<V: JsonSchema> JsonSchema for Entries<V> {
+    fn inline_schema() -> bool {
+        true
+    }
+    fn schema_name() -> Cow<'static, str> {
+        format!("Map_of_{}", V::schema_name()).into()
+    }
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        let value = generator.subschema_for::<V>();
+        json_schema!({"type": ["object", "null"], "additionalProperties": value})
+    }
+}
 
 impl<'de, V: Deserialize<'de>> Deserialize<'de> for Entries<V> {
     fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {

@@ -81,7 +81,7 @@ impl fmt::Debug for Secret {
 }
 
 /// The fully validated configuration.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     /// `advanced.listen_addr`, or the override.
     pub listen_addr: SocketAddr,
@@ -148,7 +148,7 @@ impl Settings {
 }
 
 /// Admin credentials.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AdminCredentials {
     pub access_key_id: String,
     pub secret_access_key: Secret,
@@ -175,7 +175,7 @@ impl IamMode {
 }
 
 /// One storage backend.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct BackendSettings {
     pub name: String,
     pub kind: BackendKind,

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use serde_saphyr::Spanned;
+use super::raw::Sp as Spanned;
 
 mod admission;
 mod iam;

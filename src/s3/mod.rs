@@ -51,10 +51,6 @@ pub struct Protocol {
     pub sessions: crate::admin::session::SessionSettings,
 }
 
-/// Re-reads the configuration and swaps it in (see `crate::reload`): the
-/// report as JSON, or why the running configuration was kept.
-pub type ReloadFn = dyn Fn() -> Result<serde_json::Value, String> + Send + Sync;
-
 /// Everything the S3 handlers share. A request takes one snapshot of the
 /// gateway and of the protocol settings when it starts and keeps it to the
 /// end, so a reload never changes the rules under a request in flight.
@@ -62,7 +58,7 @@ pub struct S3State {
     pub gateway: crate::gateway::Shared,
     pub protocol: Arc<arc_swap::ArcSwap<Protocol>>,
     /// `None` when there is no configuration to re-read (tests).
-    pub reload: Option<Arc<ReloadFn>>,
+    pub config: Option<Arc<dyn crate::admin::config::ConfigControl>>,
     /// The config database (`None` in tests without one).
     pub iam: Option<Arc<crate::configdb::LiveIam>>,
     /// When the server started (for the status endpoint).

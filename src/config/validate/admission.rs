@@ -1,6 +1,6 @@
 //! `admission:` blocks: rules evaluated before authentication.
 
-use serde_saphyr::Spanned;
+use super::super::raw::Sp as Spanned;
 
 use super::super::raw::{RawAction, RawAdmission};
 use super::super::settings::{AdmissionAction, AdmissionBlock, AdmissionMatch, IpNet};

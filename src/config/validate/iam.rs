@@ -1,6 +1,6 @@
 //! `access.iam_users` and `access.iam_groups` (declarative IAM).
 
-use serde_saphyr::Spanned;
+use super::super::raw::Sp as Spanned;
 
 use super::super::iam::{
     ConditionSpec, Effect, IamGroup, IamSettings, IamUser, PermissionSpec, UserKey,
