@@ -29,6 +29,11 @@ fn s3_entry(
     crate::s3::handle(st, req)
 }
 
+/// `/_` -> the UI at `/_/` (the session cookie's path).
+async fn redirect_to_ui() -> Response {
+    axum::response::Redirect::permanent("/_/").into_response()
+}
+
 async fn admin_not_found() -> Response {
     (http::StatusCode::NOT_FOUND, "not found\n").into_response()
 }
@@ -109,7 +114,9 @@ pub fn app(state: Arc<S3State>) -> Router {
         )
         .route("/_/api/admission/trace", get(crate::admin::admission_trace))
         .merge(iam_routes())
-        .route("/_", get(admin_not_found))
+        .route("/_/", get(crate::admin::ui::index))
+        .route("/_/ui/{file}", get(crate::admin::ui::asset))
+        .route("/_", get(redirect_to_ui))
         .route("/_/{*rest}", axum::routing::any(admin_not_found))
         // Only the routes above (the operator endpoints); S3 requests get
         // admission in `s3::handle`, where bucket and key are known.

@@ -9,6 +9,7 @@ pub mod jobs;
 pub mod metrics;
 pub mod password;
 pub mod session;
+pub mod ui;
 
 use std::sync::Arc;
 

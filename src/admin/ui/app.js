@@ -1,0 +1,309 @@
+// The admin UI: one page, no framework, no third-party code (docs/adr/0006).
+// Every view reads and writes the JSON endpoints under /_/api/, with the
+// session cookie and the CSRF token the login returned. Text from the
+// server is only ever put into the page as text nodes (never innerHTML).
+"use strict";
+
+const state = { csrf: null, user: null, timer: null };
+
+// h("div", {class: "x", onclick: f}, "text", child) -> element
+function h(tag, attrs, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else if (k === "value") el.value = v;
+    else el.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children.flat()) {
+    if (c === null || c === undefined || c === false) continue;
+    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+
+class ApiError extends Error {
+  constructor(status, body) {
+    super((body && body.error) || `HTTP ${status}`);
+    this.status = status;
+    this.body = body;
+  }
+}
+
+async function api(method, path, body, contentType) {
+  const headers = {};
+  if (method !== "GET" && state.csrf) headers["X-CSRF-Token"] = state.csrf;
+  let payload;
+  if (body !== undefined) {
+    headers["Content-Type"] = contentType || "application/json";
+    payload = typeof body === "string" ? body : JSON.stringify(body);
+  }
+  const r = await fetch(path, { method, headers, body: payload, credentials: "same-origin" });
+  const text = await r.text();
+  let data = text;
+  if ((r.headers.get("content-type") || "").includes("json")) {
+    try { data = JSON.parse(text); } catch (_) { /* keep the text */ }
+  }
+  if (r.status === 401 && path !== "/_/api/session") {
+    state.csrf = null;
+    location.hash = "#/login";
+    throw new ApiError(r.status, data);
+  }
+  if (!r.ok) throw new ApiError(r.status, data);
+  return data;
+}
+
+const view = () => document.getElementById("view");
+
+function show(...nodes) {
+  view().replaceChildren(...nodes);
+}
+
+function errorBox(e) {
+  return h("div", { class: "msg error", role: "alert" }, e.message || String(e));
+}
+
+function bytes(n) {
+  if (n === null || n === undefined) return "–";
+  const u = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (n >= 1024 && i < u.length - 1) { n /= 1024; i++; }
+  return `${n.toFixed(i ? 1 : 0)} ${u[i]}`;
+}
+
+function duration(s) {
+  const d = Math.floor(s / 86400), hh = Math.floor(s / 3600) % 24, m = Math.floor(s / 60) % 60;
+  return d ? `${d}d ${hh}h` : hh ? `${hh}h ${m}m` : `${m}m ${s % 60}s`;
+}
+
+function tile(k, v, id) {
+  return h("div", { class: "tile" }, h("div", { class: "k" }, k), h("div", { class: "v", id }, v));
+}
+
+// ---- login -------------------------------------------------------------
+
+function loginView() {
+  document.getElementById("top").hidden = true;
+  const pw = h("input", { type: "password", id: "password", autocomplete: "current-password", required: true });
+  const msg = h("div");
+  const form = h("form", { class: "card login", id: "login-form" },
+    h("h1", {}, "DeltaGlider Proxy"),
+    h("label", { for: "password" }, "Admin password"), pw,
+    h("button", { class: "primary", type: "submit", id: "login-button" }, "Log in"), msg);
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    msg.replaceChildren();
+    try {
+      const s = await api("POST", "/_/api/session", { password: pw.value });
+      state.csrf = s.csrf_token;
+      state.user = s.user;
+      location.hash = "#/dashboard";
+    } catch (e) {
+      msg.replaceChildren(errorBox(e.status === 401 ? new Error("Wrong password.") : e));
+    }
+  });
+  show(form);
+  pw.focus();
+}
+
+// ---- dashboard ---------------------------------------------------------
+
+async function dashboardView() {
+  const s = await api("GET", "/_/api/status");
+  const rows = s.backends.map((b) => h("tr", {},
+    h("td", {}, b.name), h("td", {}, b.kind),
+    h("td", { class: b.healthy ? "ok" : "bad" }, b.healthy ? "healthy" : `down: ${b.error || ""}`),
+    h("td", {}, b.encryption || "none"),
+    h("td", {}, b.disk_total_bytes ? `${bytes(b.disk_free_bytes)} free of ${bytes(b.disk_total_bytes)}` : "–"),
+    h("td", {}, b.writes_held ? h("span", { class: "bad" }, "writes held") : "")));
+  show(
+    h("h1", {}, "Dashboard"),
+    h("div", { class: "tiles" },
+      tile("Version", s.version, "version"),
+      tile("Uptime", duration(s.uptime_secs), "uptime"),
+      tile("Memory (RSS)", bytes(s.memory_rss_bytes), "memory"),
+      tile("Requests in flight", s.requests_in_flight, "in-flight")),
+    h("h2", {}, "Backends"),
+    h("table", { id: "backends" },
+      h("thead", {}, h("tr", {}, ["Name", "Kind", "Health", "Encryption", "Disk", ""].map((t) => h("th", {}, t)))),
+      h("tbody", {}, rows)));
+}
+
+// ---- storage -----------------------------------------------------------
+
+async function storageView() {
+  const [stats, enc] = await Promise.all([api("GET", "/_/api/stats"), api("GET", "/_/api/encryption/status")]);
+  const buckets = (stats.buckets || []).map((b) => h("tr", {},
+    h("td", {}, b.bucket || b.name), h("td", {}, b.objects ?? "–"),
+    h("td", {}, bytes(b.logical_bytes)), h("td", {}, bytes(b.stored_bytes)),
+    h("td", {}, b.logical_bytes ? `${(100 * (1 - b.stored_bytes / b.logical_bytes)).toFixed(1)} %` : "–")));
+  const backends = (enc.backends || []).map((b) => h("tr", {},
+    h("td", {}, b.backend || b.name), h("td", {}, b.mode),
+    h("td", {}, b.encrypted ?? "–"), h("td", {}, b.plaintext ?? "–"), h("td", {}, b.undecryptable ?? "–")));
+  show(
+    h("h1", {}, "Storage"),
+    h("h2", {}, "Buckets: logical versus stored bytes"),
+    h("table", { id: "buckets" },
+      h("thead", {}, h("tr", {}, ["Bucket", "Objects", "Logical", "Stored", "Saved"].map((t) => h("th", {}, t)))),
+      h("tbody", {}, buckets)),
+    h("h2", {}, "Encryption coverage"),
+    h("table", { id: "encryption" },
+      h("thead", {}, h("tr", {}, ["Backend", "Mode", "Encrypted", "Plaintext", "Undecryptable"].map((t) => h("th", {}, t)))),
+      h("tbody", {}, backends)));
+}
+
+// ---- users -------------------------------------------------------------
+
+function secretCard(title, k) {
+  return h("div", { class: "card", id: "new-secret" },
+    h("strong", {}, title),
+    h("p", {}, "The secret is shown this once. Store it now."),
+    h("div", { class: "secret" }, "Access key id: ", h("span", { id: "new-access-key" }, k.access_key_id)),
+    h("div", { class: "secret" }, "Secret access key: ", h("span", { id: "new-secret-key" }, k.secret_access_key)));
+}
+
+async function usersView(notice) {
+  const data = await api("GET", "/_/api/iam/users");
+  const users = data.users || data;
+  const declarative = data.mode === "declarative";
+  const msg = h("div");
+  const act = (f) => async () => {
+    try { await f(); } catch (e) { msg.replaceChildren(errorBox(e)); }
+  };
+  const rows = users.map((u) => h("tr", { "data-user": u.name },
+    h("td", {}, u.name),
+    h("td", {}, u.enabled ? "enabled" : h("span", { class: "bad" }, "disabled")),
+    h("td", {}, (u.groups || []).join(", ")),
+    h("td", {}, (u.access_keys || []).map((k) => h("div", {}, k.access_key_id))),
+    h("td", {}, (u.permissions || []).map((p) =>
+      h("div", {}, `${p.effect} ${p.actions.join(",")} on ${p.resources.join(",")}`))),
+    h("td", {}, declarative ? "" : [
+      h("button", { type: "button", class: "new-key", onclick: act(async () => {
+        const k = await api("POST", `/_/api/iam/users/${encodeURIComponent(u.name)}/keys`);
+        await usersView(secretCard(`New key for ${u.name}`, k));
+      }) }, "New key"), " ",
+      h("button", { type: "button", class: "danger delete-user", onclick: act(async () => {
+        if (!confirm(`Delete user ${u.name} and all its keys?`)) return;
+        await api("DELETE", `/_/api/iam/users/${encodeURIComponent(u.name)}`);
+        await usersView();
+      }) }, "Delete")])));
+
+  const name = h("input", { type: "text", id: "new-user-name", placeholder: "user name", required: true });
+  const access = h("select", { id: "new-user-access" },
+    h("option", { value: "none" }, "no permissions yet"),
+    h("option", { value: "read" }, "read and list everything"),
+    h("option", { value: "full" }, "full access to every bucket"));
+  const form = h("form", { class: "inline", id: "new-user-form" }, name, access,
+    h("button", { class: "primary", type: "submit", id: "create-user" }, "Create user"));
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    try {
+      const k = await api("POST", "/_/api/iam/users", { name: name.value.trim() });
+      const actions = { read: ["read", "list"], full: ["*"] }[access.value];
+      if (actions) {
+        await api("POST", `/_/api/iam/users/${encodeURIComponent(k.user)}/permissions`,
+          { effect: "Allow", actions, resources: ["*"] });
+      }
+      await usersView(secretCard(`User ${k.user} created`, k));
+    } catch (e) { msg.replaceChildren(errorBox(e)); }
+  });
+  show(h("h1", {}, "Users and keys"), notice || "", msg,
+    declarative
+      ? h("div", { class: "msg info", id: "iam-declarative" },
+        "IAM is declarative (access.iam_mode): users and keys come from the configuration file and are read-only here.")
+      : h("div", { class: "card" }, form),
+    h("table", { id: "users" },
+      h("thead", {}, h("tr", {}, ["User", "State", "Groups", "Access keys", "Permissions", ""].map((t) => h("th", {}, t)))),
+      h("tbody", {}, rows)));
+}
+
+// ---- jobs --------------------------------------------------------------
+
+async function jobsView() {
+  const data = await api("GET", "/_/api/migrate");
+  const rows = (data.jobs || []).map((j) => {
+    const pct = j.total ? Math.round((100 * j.copied) / j.total) : (j.phase === "done" ? 100 : 0);
+    return h("tr", {},
+      h("td", {}, "migrate"), h("td", {}, j.bucket), h("td", {}, `${j.from_backend || ""} → ${j.to_backend || ""}`),
+      h("td", {}, j.phase),
+      h("td", {}, h("div", { class: "bar", title: `${pct} %` }, h("span", { style: `width: ${pct}%` })), `${j.copied} objects, ${bytes(j.bytes)}`));
+  });
+  show(h("h1", {}, "Jobs"),
+    rows.length ? h("table", { id: "jobs" },
+      h("thead", {}, h("tr", {}, ["Kind", "Bucket", "Route", "Phase", "Progress"].map((t) => h("th", {}, t)))),
+      h("tbody", {}, rows)) : h("p", { class: "muted" }, "No jobs recorded."));
+}
+
+// ---- configuration -----------------------------------------------------
+
+async function configView() {
+  const yaml = await api("GET", "/_/api/config");
+  const text = h("textarea", { id: "config-text", spellcheck: "false" });
+  text.value = yaml;
+  const out = h("div", { id: "config-result" });
+  const report = (r) => h("div", { class: "msg info" },
+    ["added", "removed", "changed", "restart_required", "warnings"]
+      .filter((k) => r[k] && r[k].length).map((k) => h("div", {}, `${k.replace("_", " ")}: ${r[k].join(", ")}`)),
+    "Backends unchanged: " + (r.unchanged || []).join(", "));
+  const problems = (e) => {
+    const list = (e.body && e.body.problems) || [];
+    return h("div", { class: "msg error", role: "alert" }, e.message,
+      h("ul", { class: "problems" }, list.map((p) =>
+        h("li", {}, `${p.field || "(document)"}${p.line ? ` (line ${p.line})` : ""}: ${p.message}`))));
+  };
+  const run = (dry) => async () => {
+    try {
+      const r = await api(dry ? "POST" : "PUT", dry ? "/_/api/config/validate" : "/_/api/config",
+        text.value, "application/yaml");
+      out.replaceChildren(h("div", { class: "ok" }, dry ? "Valid." : "Applied."), report(r.report));
+    } catch (e) { out.replaceChildren(e.body && e.body.problems ? problems(e) : errorBox(e)); }
+  };
+  show(h("h1", {}, "Configuration"),
+    h("p", { class: "muted" }, "The configuration file, with defaults omitted and secrets shown as <redacted> (sent back, they keep their value). Validate first; Apply checks again, applies live and writes the file."),
+    text,
+    h("div", { class: "inline" },
+      h("button", { type: "button", id: "config-validate", onclick: run(true) }, "Validate"), " ",
+      h("button", { type: "button", class: "primary", id: "config-apply", onclick: run(false) }, "Apply")),
+    out);
+}
+
+// ---- router ------------------------------------------------------------
+
+const routes = { dashboard: dashboardView, storage: storageView, users: usersView, jobs: jobsView, config: configView };
+
+async function route() {
+  const name = (location.hash.replace(/^#\//, "") || "dashboard").split("/")[0];
+  if (name === "login") return loginView();
+  if (!state.csrf) {
+    // A page reload keeps the cookie; ask who we are (and get the token again).
+    try {
+      const s = await api("GET", "/_/api/session");
+      state.csrf = s.csrf_token;
+      state.user = s.user;
+    } catch (_) {
+      location.hash = "#/login";
+      return;
+    }
+  }
+  document.getElementById("top").hidden = false;
+  document.getElementById("whoami").textContent = state.user || "";
+  for (const a of document.querySelectorAll("header nav a")) {
+    a.classList.toggle("active", a.id === `nav-${name}`);
+  }
+  const render = routes[name] || dashboardView;
+  try {
+    await render();
+  } catch (e) {
+    if (e.status !== 401) show(errorBox(e));
+  }
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  document.getElementById("logout").addEventListener("click", async () => {
+    try { await api("DELETE", "/_/api/session"); } catch (_) { /* already gone */ }
+    state.csrf = null;
+    location.hash = "#/login";
+  });
+  window.addEventListener("hashchange", route);
+  route();
+});
