@@ -233,16 +233,11 @@ pub fn reencrypt(
             eprintln!();
         }
         failed_total += fin.failed;
-        let census = store.census()?;
-        let keep = store.encryption().current.as_ref().map(|k| &k.id);
-        let others_left = census
-            .key_ids
-            .keys()
-            .any(|id| keep.is_none_or(|k| k.as_str() != id));
-        let mut retired = Vec::new();
-        if fin.failed == 0 && !others_left && store.parts_under_old_keys()? == 0 {
-            retired = store.retire_other_keys(keep)?;
-        }
+        let retired = if fin.failed == 0 {
+            store.retire_unused_keys()?
+        } else {
+            Vec::new()
+        };
         if !json {
             println!(
                 "backend {}: rewrote {} objects, {} already matched, {} failed in {:.1} s{}",

@@ -15,7 +15,6 @@ use axum::routing::get;
 use http::Request;
 
 use crate::config::Settings;
-use crate::gateway::Gateway;
 use crate::reload::{Reloader, Source};
 use crate::s3::S3State;
 async fn health() -> &'static str {
@@ -90,6 +89,14 @@ pub fn app(state: Arc<S3State>) -> Router {
             get(crate::admin::encryption_status),
         )
         .route("/_/api/status", get(crate::admin::status))
+        .route(
+            "/_/api/backends/{name}/encryption",
+            axum::routing::post(crate::admin::backends::set_encryption),
+        )
+        .route(
+            "/_/api/reencrypt",
+            get(crate::admin::reencrypt::list).post(crate::admin::reencrypt::start),
+        )
         .route("/_/api/stats", get(crate::admin::stats))
         .route(
             "/_/api/config",
@@ -140,27 +147,6 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
             _ = int.recv() => tracing::info!("SIGINT received: draining requests"),
         }
     })
-}
-
-/// Resumes a re-encrypt job that was interrupted (kill, crash, reboot): its
-/// buckets stay write-gated until it finishes.
-fn resume_jobs(gateway: &Gateway) {
-    for store in gateway.stores() {
-        if let Some(j) = store.pending_reencrypt() {
-            tracing::warn!(backend = %store.name, buckets = ?j.buckets, done = j.rewritten, "resuming an interrupted re-encrypt job; writes to its buckets get 503 SlowDown until it finishes");
-            let store = store.clone();
-            tokio::task::spawn_blocking(move || {
-                match store.run_reencrypt(Duration::ZERO, &mut |_| {}) {
-                    Ok(j) => {
-                        tracing::info!(backend = %store.name, rewritten = j.rewritten, unchanged = j.skipped, failed = j.failed, "re-encrypt job finished")
-                    }
-                    Err(e) => {
-                        tracing::error!(backend = %store.name, error = %e, "re-encrypt job stopped")
-                    }
-                }
-            });
-        }
-    }
 }
 
 /// Re-reads the configuration on every SIGHUP (systemd's `reload`),
@@ -228,7 +214,7 @@ pub async fn run(settings: Settings, source: Source) -> anyhow::Result<()> {
         )?),
         None => None,
     };
-    resume_jobs(&gateway.load());
+    crate::admin::reencrypt::resume(&gateway.load());
     // The certificate is read before anything listens: a bad one stops here.
     let tls: Option<crate::tls::Shared> = match &settings.advanced.tls {
         Some(t) => Some(Arc::new(arc_swap::ArcSwap::new(crate::tls::load(

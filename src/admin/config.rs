@@ -58,11 +58,16 @@ impl ConfigControl for crate::reload::Reloader {
     }
 }
 
-fn env(name: &str) -> Option<String> {
+pub(super) fn env(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
-fn control(st: &S3State) -> Result<Arc<dyn ConfigControl>, Box<Response>> {
+/// The admin check, then the configuration the request may manage.
+pub(super) fn admin_control(
+    st: &S3State,
+    req: &Request<Body>,
+) -> Result<Arc<dyn ConfigControl>, Box<Response>> {
+    require_admin(st, req)?;
     st.config.clone().ok_or_else(|| {
         Box::new(deny(
             StatusCode::NOT_IMPLEMENTED,
@@ -72,7 +77,7 @@ fn control(st: &S3State) -> Result<Arc<dyn ConfigControl>, Box<Response>> {
 }
 
 /// The file as it is now, as a document (unredacted), or the answer.
-fn current(ctl: &dyn ConfigControl) -> Result<Value, Box<Response>> {
+pub(super) fn current(ctl: &dyn ConfigControl) -> Result<Value, Box<Response>> {
     let Some(path) = ctl.path() else {
         return Ok(json!({}));
     };
@@ -102,10 +107,7 @@ fn wants_json(req: &Request<Body>) -> bool {
 
 /// `GET /_/api/config`.
 pub async fn get_config(State(st): State<Arc<S3State>>, req: Request<Body>) -> Response {
-    if let Err(r) = require_admin(&st, &req) {
-        return *r;
-    }
-    let ctl = match control(&st) {
+    let ctl = match admin_control(&st, &req) {
         Ok(c) => c,
         Err(r) => return *r,
     };
@@ -175,7 +177,7 @@ fn problems_json(problems: &[Problem]) -> Value {
     )
 }
 
-fn refused(r: Refusal) -> Response {
+pub(super) fn refused(r: Refusal) -> Response {
     match r {
         Refusal::NoFile => deny(
             StatusCode::CONFLICT,
@@ -223,10 +225,7 @@ async fn apply(ctl: Arc<dyn ConfigControl>, mut doc: Value, dry_run: bool) -> Re
 }
 
 async fn whole_document(st: Arc<S3State>, req: Request<Body>, dry_run: bool) -> Response {
-    if let Err(r) = require_admin(&st, &req) {
-        return *r;
-    }
-    let ctl = match control(&st) {
+    let ctl = match admin_control(&st, &req) {
         Ok(c) => c,
         Err(r) => return *r,
     };
@@ -256,10 +255,7 @@ pub async fn patch_section(
     Path(section): Path<String>,
     req: Request<Body>,
 ) -> Response {
-    if let Err(r) = require_admin(&st, &req) {
-        return *r;
-    }
-    let ctl = match control(&st) {
+    let ctl = match admin_control(&st, &req) {
         Ok(c) => c,
         Err(r) => return *r,
     };

@@ -3,11 +3,13 @@
 //! admin credential (SigV4 or SigV2, as S3 requests are). The admin web UI
 //! arrives in a later change; these JSON endpoints are what it will call.
 
+pub mod backends;
 pub mod config;
 pub mod iam;
 pub mod jobs;
 pub mod metrics;
 pub mod password;
+pub mod reencrypt;
 pub mod session;
 pub mod ui;
 

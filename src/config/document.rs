@@ -174,7 +174,7 @@ pub fn patch_section(current: &Value, section: &str, patch: &Value) -> Result<Va
 
 /// The settings `doc` validates to, leniently (as `config lint`), with the
 /// advisories cleared; `None` if it does not validate.
-fn settings_of(doc: &Value, env: &dyn Fn(&str) -> Option<String>) -> Option<Settings> {
+pub fn settings_of(doc: &Value, env: &dyn Fn(&str) -> Option<String>) -> Option<Settings> {
     let raw = parse(&to_yaml(doc), "<document>").ok()?;
     let mut v = validate::Validator::new(env, validate::Mode::Lint);
     let mut s = v.build(raw, &Overrides::default());

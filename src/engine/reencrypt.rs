@@ -31,6 +31,10 @@ pub struct JobState {
     pub failed: u64,
     pub started_ms: u64,
     pub finished: bool,
+    /// The objects the buckets held when the job started (for a progress
+    /// bar: objects written meanwhile are gated, so this is the work).
+    #[serde(default)]
+    pub total: u64,
 }
 
 /// The job's state document (also the write gate) and where a finished one goes.
@@ -47,6 +51,12 @@ impl ObjectStore {
         serde_json::from_slice::<JobState>(&raw)
             .ok()
             .filter(|j| !j.finished)
+    }
+
+    /// The last job of this backend that ran to the end, if any.
+    pub fn last_reencrypt(&self) -> Option<JobState> {
+        let raw = self.backend.read_state(JOB_LAST).ok()??;
+        serde_json::from_slice::<JobState>(&raw).ok()
     }
 
     /// Why writes to `bucket` are refused now, if they are: the backend's
@@ -90,6 +100,15 @@ impl ObjectStore {
         } else {
             buckets.to_vec()
         };
+        let mut total = 0;
+        for b in &all {
+            if self.backend.bucket_exists(b)? {
+                self.each_object(b, "", "", false, &mut |key, _| {
+                    total += u64::from(!key.ends_with('/'));
+                    ControlFlow::Continue(())
+                })?;
+            }
+        }
         let j = JobState {
             v: 1,
             buckets: all,
@@ -100,6 +119,7 @@ impl ObjectStore {
             failed: 0,
             started_ms: meta::to_ms(SystemTime::now()),
             finished: false,
+            total,
         };
         self.save_job(&j)?;
         Ok(j)
@@ -167,6 +187,27 @@ impl ObjectStore {
         self.backend
             .publish(&crate::storage::Loc::object(bucket, key), temp, &m.encode())?;
         Ok(())
+    }
+
+    /// After a job that left nothing behind: retires the key check records
+    /// of the key ids no object, reference or part uses any more, so that
+    /// the old key may leave the config (and the mode may change again).
+    /// Returns the retired ids; none while anything still needs an old key.
+    pub fn retire_unused_keys(&self) -> Result<Vec<String>> {
+        let keep = self.enc.current.as_ref().map(|k| &k.id);
+        let census = self.census()?;
+        let others_left = census
+            .key_ids
+            .keys()
+            .any(|id| keep.is_none_or(|k| k.as_str() != id));
+        if others_left || self.parts_under_old_keys()? > 0 {
+            return Ok(Vec::new());
+        }
+        self.retire_other_keys(keep).map_err(|e| {
+            EngineError::Storage(crate::storage::StorageError::Io(std::io::Error::other(
+                e.to_string(),
+            )))
+        })
     }
 
     /// Runs the pending job to the end, pausing `pause` between objects,

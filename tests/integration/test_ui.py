@@ -24,7 +24,9 @@ from test_session import generated_password
 ARTIFACTS = Path(os.environ.get("DGP_ARTIFACTS", REPO / "tests" / "artifacts")) / "ui"
 
 
-def browser():
+def browser(network_log=False):
+    """Headless chromium; with `network_log`, Chrome's performance log
+    records every request the page sends (read with get_log)."""
     chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
     # tests/run installs both; without them this suite fails rather than skips.
     assert chromium and driver, "chromium and chromium-driver are required (apt-get install chromium chromium-driver)"
@@ -33,6 +35,8 @@ def browser():
     for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,900",
               "--disable-gpu"):
         opts.add_argument(a)
+    if network_log:
+        opts.set_capability("goog:loggingPrefs", {"performance": "ALL"})
     return webdriver.Chrome(service=Service(driver), options=opts)
 
 

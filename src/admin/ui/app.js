@@ -217,21 +217,135 @@ async function usersView(notice) {
       h("tbody", {}, rows)));
 }
 
+// ---- backends ----------------------------------------------------------
+
+// 32 random bytes from the browser's CSPRNG, as 64 hex characters. The key
+// stays in this page until Apply sends it, once, to be written to a key file.
+function generateKey() {
+  const b = new Uint8Array(32);
+  crypto.getRandomValues(b);
+  return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+}
+
+function encryptionCard(b, e) {
+  const name = b.name;
+  const modes = ["none", "aes256-gcm-proxy"].concat(b.kind === "s3" ? ["sse-s3", "sse-kms"] : []);
+  const current = e.mode || b.encryption || "none";
+  const mode = h("select", { id: `enc-mode-${name}`, class: "enc-mode" },
+    modes.map((m) => h("option", { value: m, selected: m === current }, m)));
+  const kms = h("input", { type: "text", id: `kms-key-${name}`, placeholder: "KMS key id", hidden: true });
+  const keyText = h("code", { id: `key-${name}`, class: "secret" });
+  const stored = h("input", { type: "checkbox", id: `key-stored-${name}` });
+  const apply = h("button", { type: "button", class: "primary", id: `enc-apply-${name}`, disabled: true }, "Apply");
+  const banner = h("div", { class: "msg danger", id: `key-banner-${name}`, role: "alert", hidden: true },
+    h("strong", {}, "Store this key now, somewhere other than this box. "),
+    "The server keeps it only in a key file next to its configuration. If that file and your copy are lost, " +
+    "every object encrypted with this key is lost with them: nobody can decrypt it, not even the server.");
+  const keyBox = h("div", { class: "keybox", hidden: true },
+    h("button", { type: "button", id: `gen-key-${name}`, onclick: () => {
+      keyText.textContent = generateKey();
+      banner.hidden = false;
+      stored.checked = false;
+      gate();
+    } }, "Generate key"), " ", keyText, banner,
+    h("label", { class: "check" }, stored, " I have stored this key safely"));
+  const out = h("div", { id: `enc-result-${name}` });
+  const gate = () => {
+    const m = mode.value;
+    keyBox.hidden = m !== "aes256-gcm-proxy";
+    kms.hidden = m !== "sse-kms";
+    const needsKey = m === "aes256-gcm-proxy";
+    apply.disabled = needsKey ? !(keyText.textContent && stored.checked) : m === current;
+  };
+  mode.addEventListener("change", gate);
+  stored.addEventListener("change", gate);
+  apply.addEventListener("click", async () => {
+    const body = { mode: mode.value };
+    if (mode.value === "aes256-gcm-proxy") body.key = keyText.textContent;
+    if (mode.value === "sse-kms") body.kms_key_id = kms.value.trim();
+    apply.disabled = true;
+    try {
+      const r = await api("POST", `/_/api/backends/${encodeURIComponent(name)}/encryption`, body);
+      keyText.textContent = "";
+      banner.hidden = true;
+      const start = h("button", { type: "button", class: "primary", id: `start-reencrypt-${name}`, onclick: async () => {
+        try {
+          await api("POST", `/_/api/reencrypt?backend=${encodeURIComponent(name)}`);
+          location.hash = "#/jobs";
+        } catch (err) { out.append(errorBox(err)); }
+      } }, "Start re-encrypt job");
+      out.replaceChildren(h("div", { class: "msg info" },
+        h("div", { class: "ok" }, `Applied: ${name} now writes with ${body.mode}` + (r.key_id ? ` (key id ${r.key_id})` : "") + "."),
+        r.key_file ? h("div", {}, `Key file: ${r.key_file}`) : "",
+        r.reencrypt_proposed ? h("div", {}, "Objects written before keep their old form until a re-encrypt job rewrites them. ", start) : ""));
+    } catch (err) {
+      gate();
+      const list = (err.body && err.body.problems) || [];
+      out.replaceChildren(h("div", { class: "msg error", role: "alert" }, err.message,
+        h("ul", { class: "problems" }, list.map((p) => h("li", {}, `${p.field || "(document)"}: ${p.message}`)))));
+    }
+  });
+  gate();
+  return h("div", { class: "card", id: `backend-${name}`, "data-backend": name },
+    h("h2", {}, `${name} `, h("span", { class: "muted" }, b.kind)),
+    h("div", {}, `Encryption now: ${current}`,
+      e.current_key_id ? ` · key id ${e.current_key_id}` : "",
+      e.legacy_key_id ? ` · legacy key id ${e.legacy_key_id}` : ""),
+    h("div", { class: "muted" }, `${e.encrypted ?? 0} encrypted, ${e.plaintext ?? 0} plaintext, ${e.undecryptable ?? 0} undecryptable`),
+    h("div", { class: "inline" }, h("label", { for: `enc-mode-${name}` }, "Mode "), mode, " ", kms),
+    keyBox, h("div", { class: "inline" }, apply), out);
+}
+
+async function backendsView() {
+  const [s, enc] = await Promise.all([api("GET", "/_/api/status"), api("GET", "/_/api/encryption/status")]);
+  const byName = Object.fromEntries((enc.backends || []).map((e) => [e.backend, e]));
+  show(h("h1", {}, "Backends"),
+    h("p", { class: "muted" }, "Changing a backend's encryption applies live: new objects are written the new way at once. A re-encrypt job rewrites the objects written before."),
+    ...s.backends.map((b) => encryptionCard(b, byName[b.name] || {})));
+}
+
 // ---- jobs --------------------------------------------------------------
 
+function progress(pct, text) {
+  // Through the CSSOM: the CSP refuses inline style attributes.
+  const fill = h("span");
+  fill.style.width = `${pct}%`;
+  return h("td", {}, h("div", { class: "bar", title: `${pct} %` }, fill),
+    h("span", { class: "pct" }, `${pct} %`), " ", text);
+}
+
 async function jobsView() {
-  const data = await api("GET", "/_/api/migrate");
-  const rows = (data.jobs || []).map((j) => {
+  const [mig, re] = await Promise.all([api("GET", "/_/api/migrate"), api("GET", "/_/api/reencrypt")]);
+  const rows = [];
+  for (const r of re.jobs || []) {
+    if (!r.job) continue;
+    const j = r.job;
+    const state = r.running ? (j.finished ? "finishing" : "running") : j.finished ? "done" : "interrupted";
+    rows.push(h("tr", { "data-job": `reencrypt-${r.backend}` },
+      h("td", {}, "re-encrypt"), h("td", {}, (j.buckets || []).join(", ") || "(all)"), h("td", {}, r.backend),
+      h("td", { class: "state" }, state),
+      progress(r.percent || 0, `${j.rewritten} rewritten, ${j.skipped} unchanged, ${j.failed} failed of ${j.total}`)));
+  }
+  for (const j of mig.jobs || []) {
     const pct = j.total ? Math.round((100 * j.copied) / j.total) : (j.phase === "done" ? 100 : 0);
-    return h("tr", {},
+    rows.push(h("tr", { "data-job": `migrate-${j.bucket}` },
       h("td", {}, "migrate"), h("td", {}, j.bucket), h("td", {}, `${j.from_backend || ""} → ${j.to_backend || ""}`),
-      h("td", {}, j.phase),
-      h("td", {}, h("div", { class: "bar", title: `${pct} %` }, h("span", { style: `width: ${pct}%` })), `${j.copied} objects, ${bytes(j.bytes)}`));
-  });
+      h("td", { class: "state" }, j.phase),
+      progress(pct, `${j.copied} objects, ${bytes(j.bytes)}`)));
+  }
+  const start = (re.jobs || []).map((r) => h("button", { type: "button", class: "start-reencrypt", "data-backend": r.backend,
+    disabled: r.running, onclick: async () => {
+      await api("POST", `/_/api/reencrypt?backend=${encodeURIComponent(r.backend)}`);
+      await jobsView();
+    } }, `Re-encrypt ${r.backend}`));
   show(h("h1", {}, "Jobs"),
+    h("div", { class: "inline" }, start),
     rows.length ? h("table", { id: "jobs" },
-      h("thead", {}, h("tr", {}, ["Kind", "Bucket", "Route", "Phase", "Progress"].map((t) => h("th", {}, t)))),
+      h("thead", {}, h("tr", {}, ["Kind", "Buckets", "Backend", "State", "Progress"].map((t) => h("th", {}, t)))),
       h("tbody", {}, rows)) : h("p", { class: "muted" }, "No jobs recorded."));
+  // Live progress while something runs.
+  const busy = (re.jobs || []).some((r) => r.running || r.pending) || (mig.jobs || []).some((j) => j.phase !== "done");
+  if (busy) refreshIn(1000, "jobs", jobsView);
 }
 
 // ---- configuration -----------------------------------------------------
@@ -269,9 +383,18 @@ async function configView() {
 
 // ---- router ------------------------------------------------------------
 
-const routes = { dashboard: dashboardView, storage: storageView, users: usersView, jobs: jobsView, config: configView };
+const routes = { dashboard: dashboardView, storage: storageView, backends: backendsView, users: usersView, jobs: jobsView, config: configView };
+
+// Re-renders a view after `ms` while it is still the one shown.
+function refreshIn(ms, name, render) {
+  clearTimeout(state.timer);
+  state.timer = setTimeout(() => {
+    if (location.hash === `#/${name}`) render().catch((e) => { if (e.status !== 401) show(errorBox(e)); });
+  }, ms);
+}
 
 async function route() {
+  clearTimeout(state.timer);
   const name = (location.hash.replace(/^#\//, "") || "dashboard").split("/")[0];
   if (name === "login") return loginView();
   if (!state.csrf) {
