@@ -72,6 +72,21 @@ fn iam_routes() -> Router<Arc<S3State>> {
         )
 }
 
+fn file_routes() -> Router<Arc<S3State>> {
+    use crate::admin::files::*;
+    use axum::routing::{post, put};
+    Router::new()
+        .route("/_/api/files", get(list))
+        .route(
+            "/_/api/files/object",
+            get(download).put(upload).delete(delete),
+        )
+        .route("/_/api/files/delete", post(delete_many))
+        .route("/_/api/files/uploads", post(create_upload))
+        .route("/_/api/files/uploads/{id}", put(upload_part))
+        .route("/_/api/files/uploads/{id}/complete", post(complete_upload))
+}
+
 pub fn app(state: Arc<S3State>) -> Router {
     // Full paths rather than a nested router: the admin API verifies
     // signatures over the path exactly as the client sent it.
@@ -93,6 +108,7 @@ pub fn app(state: Arc<S3State>) -> Router {
             "/_/api/backends/{name}/encryption",
             axum::routing::post(crate::admin::backends::set_encryption),
         )
+        .merge(file_routes())
         .route(
             "/_/api/reencrypt",
             get(crate::admin::reencrypt::list).post(crate::admin::reencrypt::start),

@@ -5,6 +5,7 @@
 
 pub mod backends;
 pub mod config;
+pub mod files;
 pub mod iam;
 pub mod jobs;
 pub mod metrics;

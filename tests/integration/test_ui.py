@@ -24,9 +24,10 @@ from test_session import generated_password
 ARTIFACTS = Path(os.environ.get("DGP_ARTIFACTS", REPO / "tests" / "artifacts")) / "ui"
 
 
-def browser(network_log=False):
+def browser(network_log=False, downloads=None):
     """Headless chromium; with `network_log`, Chrome's performance log
-    records every request the page sends (read with get_log)."""
+    records every request the page sends (read with get_log); downloads go
+    to the folder `downloads`."""
     chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
     # tests/run installs both; without them this suite fails rather than skips.
     assert chromium and driver, "chromium and chromium-driver are required (apt-get install chromium chromium-driver)"
@@ -37,7 +38,13 @@ def browser(network_log=False):
         opts.add_argument(a)
     if network_log:
         opts.set_capability("goog:loggingPrefs", {"performance": "ALL"})
-    return webdriver.Chrome(service=Service(driver), options=opts)
+    if downloads:
+        opts.add_experimental_option("prefs", {"download.default_directory": str(downloads),
+                                               "download.prompt_for_download": False})
+    b = webdriver.Chrome(service=Service(driver), options=opts)
+    if downloads:
+        b.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
+    return b
 
 
 @pytest.fixture

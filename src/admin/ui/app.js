@@ -304,6 +304,138 @@ async function backendsView() {
     ...s.backends.map((b) => encryptionCard(b, byName[b.name] || {})));
 }
 
+// ---- files -------------------------------------------------------------
+
+const PART_SIZE = 8 * 1024 * 1024; // files above this go up in parts
+
+// One request with upload progress (fetch has none): resolves to the JSON answer.
+function xhrSend(method, url, body, onProgress) {
+  return new Promise((resolve, reject) => {
+    const x = new XMLHttpRequest();
+    x.open(method, url);
+    x.setRequestHeader("X-CSRF-Token", state.csrf);
+    x.upload.onprogress = (ev) => onProgress(ev.loaded);
+    x.onload = () => {
+      let data = {};
+      try { data = JSON.parse(x.responseText || "{}"); } catch (_) { /* not JSON */ }
+      if (x.status >= 200 && x.status < 300) resolve(data);
+      else reject(new ApiError(x.status, data));
+    };
+    x.onerror = () => reject(new Error("the upload was interrupted"));
+    x.send(body);
+  });
+}
+
+function fileUrl(path, bucket, key, extra) {
+  const q = new URLSearchParams({ bucket, ...(key !== undefined ? { key } : {}), ...(extra || {}) });
+  return `/_/api/files${path}?${q}`;
+}
+
+// Uploads `file` as `key`, in parts when it is large; `progress(bytesSent)`.
+async function uploadFile(bucket, key, file, progress) {
+  if (file.size <= PART_SIZE) {
+    return xhrSend("PUT", fileUrl("/object", bucket, key), file, progress);
+  }
+  const { upload_id: id } = await api("POST", fileUrl("/uploads", bucket, key, { content_type: file.type || "" }));
+  const parts = [];
+  let done = 0;
+  for (let n = 1, off = 0; off < file.size; n++, off += PART_SIZE) {
+    const chunk = file.slice(off, off + PART_SIZE);
+    const r = await xhrSend("PUT", fileUrl(`/uploads/${encodeURIComponent(id)}`, bucket, key, { part: n }), chunk,
+      (loaded) => progress(done + loaded));
+    done += chunk.size;
+    parts.push({ number: n, etag: r.etag });
+  }
+  return api("POST", fileUrl(`/uploads/${encodeURIComponent(id)}/complete`, bucket, key), { parts });
+}
+
+async function filesView() {
+  const [, bucket, ...rest] = location.hash.replace(/^#\//, "").split("/").map(decodeURIComponent);
+  if (!bucket) {
+    const r = await api("GET", "/_/api/files");
+    show(h("h1", {}, "Files"),
+      h("ul", { id: "file-buckets", class: "listing" }, r.buckets.map((b) =>
+        h("li", {}, h("a", { href: `#/files/${encodeURIComponent(b)}/` }, `${b}/`)))));
+    return;
+  }
+  const prefix = rest.join("/");
+  const r = await api("GET", fileUrl("", bucket, undefined, { prefix }));
+  const here = (p) => `#/files/${encodeURIComponent(bucket)}/${p.split("/").map(encodeURIComponent).join("/")}`;
+  const crumbs = [h("a", { href: "#/files" }, "buckets"), " / ", h("a", { href: here("") }, bucket)];
+  let acc = "";
+  for (const part of prefix.split("/").filter(Boolean)) {
+    acc += `${part}/`;
+    crumbs.push(" / ", h("a", { href: here(acc) }, part));
+  }
+  const msg = h("div", { id: "files-msg" });
+  const preview = h("div", { id: "preview" });
+  const rows = [
+    ...r.prefixes.map((p) => h("tr", { "data-prefix": p }, h("td", {}),
+      h("td", {}, h("a", { href: here(p) }, p.slice(prefix.length))), h("td", {}, "folder"), h("td", {}), h("td", {}))),
+    ...r.objects.map((o) => {
+      const name = o.key.slice(prefix.length);
+      const isText = /^text\//.test(o.content_type || "") || /\.(txt|md|log|json|ya?ml|csv|ini|conf)$/i.test(name);
+      const isImage = /^image\/(png|jpeg|gif|webp)$/.test(o.content_type || "");
+      return h("tr", { "data-key": o.key },
+        h("td", {}, h("input", { type: "checkbox", class: "pick", value: o.key })),
+        h("td", {}, name), h("td", {}, bytes(o.size)), h("td", {}, new Date(o.mtime_ms).toLocaleString()),
+        h("td", {},
+          h("a", { class: "download", href: fileUrl("/object", bucket, o.key), download: name }, "Download"), " ",
+          (isText || isImage) ? h("button", { type: "button", class: "preview", onclick: async () => {
+            const url = fileUrl("/object", bucket, o.key, { inline: "1" });
+            if (isImage) { preview.replaceChildren(h("img", { src: url, alt: name, class: "preview-img" })); return; }
+            const t = await (await fetch(url)).text();
+            preview.replaceChildren(h("pre", { class: "preview-text" }, t.slice(0, 200000)));
+          } }, "Preview") : "", " ",
+          h("button", { type: "button", class: "danger delete", onclick: async () => {
+            if (!confirm(`Delete ${o.key}?`)) return;
+            try { await api("DELETE", fileUrl("/object", bucket, o.key)); await filesView(); } catch (e) { msg.replaceChildren(errorBox(e)); }
+          } }, "Delete")));
+    })];
+  const input = h("input", { type: "file", id: "upload-file", multiple: true });
+  const fill = h("span");
+  fill.style.width = "0%";
+  const status = h("span", { id: "upload-status" });
+  const bar = h("div", { class: "bar", id: "upload-progress" }, fill);
+  const upload = h("button", { type: "button", class: "primary", id: "upload-button", onclick: async () => {
+    const list = Array.from(input.files);
+    const total = list.reduce((n, f) => n + f.size, 0) || 1;
+    let before = 0;
+    try {
+      for (const f of list) {
+        await uploadFile(bucket, prefix + f.name, f, (sent) => {
+          const pct = Math.min(100, Math.round((100 * (before + sent)) / total));
+          fill.style.width = `${pct}%`;
+          status.textContent = `${f.name}: ${pct} %`;
+        });
+        before += f.size;
+      }
+      fill.style.width = "100%";
+      status.textContent = `done: ${list.length} file(s), ${bytes(before)}`;
+      const keep = status.textContent;
+      await filesView();
+      document.getElementById("upload-status").textContent = keep;
+      document.querySelector("#upload-progress > span").style.width = "100%";
+    } catch (e) { msg.replaceChildren(errorBox(e)); status.textContent = "failed"; }
+  } }, "Upload");
+  const bulk = h("button", { type: "button", class: "danger", id: "delete-selected", onclick: async () => {
+    const keys = Array.from(document.querySelectorAll("input.pick:checked"), (c) => c.value);
+    if (!keys.length || !confirm(`Delete ${keys.length} object(s)?`)) return;
+    try {
+      const res = await api("POST", fileUrl("/delete", bucket), { keys });
+      await filesView();
+      if (res.errors.length) document.getElementById("files-msg").replaceChildren(errorBox(new Error(res.errors.map((e) => `${e.key}: ${e.error}`).join("; "))));
+    } catch (e) { msg.replaceChildren(errorBox(e)); }
+  } }, "Delete selected");
+  show(h("h1", {}, "Files"), h("div", { class: "crumbs", id: "crumbs" }, crumbs), msg,
+    h("div", { class: "card inline" }, input, upload, bar, status),
+    h("table", { id: "files" },
+      h("thead", {}, h("tr", {}, ["", "Name", "Size", "Modified", ""].map((t) => h("th", {}, t)))),
+      h("tbody", {}, rows)),
+    r.truncated ? h("p", { class: "muted" }, "Only the first 1000 entries are shown.") : "",
+    h("div", { class: "inline" }, bulk), preview);
+}
+
 // ---- jobs --------------------------------------------------------------
 
 function progress(pct, text) {
@@ -383,7 +515,7 @@ async function configView() {
 
 // ---- router ------------------------------------------------------------
 
-const routes = { dashboard: dashboardView, storage: storageView, backends: backendsView, users: usersView, jobs: jobsView, config: configView };
+const routes = { dashboard: dashboardView, storage: storageView, backends: backendsView, files: filesView, users: usersView, jobs: jobsView, config: configView };
 
 // Re-renders a view after `ms` while it is still the one shown.
 function refreshIn(ms, name, render) {
