@@ -82,6 +82,7 @@ fn file_routes() -> Router<Arc<S3State>> {
             get(download).put(upload).delete(delete),
         )
         .route("/_/api/files/delete", post(delete_many))
+        .route("/_/api/files/zip", get(zip))
         .route("/_/api/files/uploads", post(create_upload))
         .route("/_/api/files/uploads/{id}", put(upload_part))
         .route("/_/api/files/uploads/{id}/complete", post(complete_upload))

@@ -422,3 +422,131 @@ pub async fn complete_upload(
     })
     .await
 }
+
+/// Hands what the ZIP writer produces to the response, in blocks; a
+/// dropped response (the browser went away) stops the writer.
+struct ToBody {
+    tx: tokio::sync::mpsc::Sender<std::io::Result<bytes::Bytes>>,
+    buf: Vec<u8>,
+}
+
+const ZIP_BLOCK: usize = 256 * 1024;
+
+impl ToBody {
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let block = bytes::Bytes::from(std::mem::replace(
+            &mut self.buf,
+            Vec::with_capacity(ZIP_BLOCK),
+        ));
+        self.tx.blocking_send(Ok(block)).map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the download was cancelled")
+        })
+    }
+}
+
+impl std::io::Write for ToBody {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(b);
+        if self.buf.len() >= ZIP_BLOCK {
+            self.send()?;
+        }
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send()
+    }
+}
+
+/// Writes every object under `prefix` into the ZIP stream (names relative
+/// to the prefix; entries stored, not compressed: the box's CPU is better
+/// spent elsewhere, and most large files are compressed already).
+fn write_zip(store: &ObjectStore, real: &str, prefix: &str, out: ToBody) -> anyhow::Result<u64> {
+    use std::io::Write;
+    use zip::write::SimpleFileOptions;
+    let mut z = zip::ZipWriter::new_stream(out);
+    let opts = SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Stored)
+        .large_file(true);
+    let (mut after, mut n) = (String::new(), 0);
+    let mut buf = vec![0u8; 1024 * 1024];
+    loop {
+        let page = store.list_blocking(
+            real,
+            ListParams {
+                prefix: prefix.to_owned(),
+                delimiter: None,
+                start_after: after.clone(),
+                max_keys: 1000,
+            },
+        )?;
+        for o in &page.objects {
+            if o.key.ends_with('/') {
+                continue;
+            }
+            let mut obj = store.open_blocking(real, &o.key)?;
+            z.start_file(&o.key[prefix.len()..], opts)?;
+            let mut at = 0;
+            loop {
+                let got = obj.read_at(at, &mut buf)?;
+                if got == 0 {
+                    break;
+                }
+                z.write_all(&buf[..got])?;
+                at += got as u64;
+            }
+            n += 1;
+        }
+        match (page.truncated, page.last) {
+            (true, Some(last)) => after = last,
+            _ => break,
+        }
+    }
+    z.finish()?.flush()?;
+    Ok(n)
+}
+
+/// `GET /_/api/files/zip?bucket=B[&prefix=P]`: every object under the
+/// prefix as one ZIP, streamed as it is written (memory stays flat).
+pub async fn zip(State(st): State<Arc<S3State>>, req: Request<Body>) -> Response {
+    run(async move {
+        let (store, real, q) = target(&st, &req)?;
+        let prefix = q.get("prefix").cloned().unwrap_or_default();
+        if !store.bucket_exists(&real).await.map_err(failed)? {
+            return Err(failed(EngineError::Storage(StorageError::NoSuchBucket)));
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let errors = tx.clone();
+        let out = ToBody {
+            tx,
+            buf: Vec::with_capacity(ZIP_BLOCK),
+        };
+        let bucket = q["bucket"].clone();
+        let name = format!(
+            "{bucket}{}",
+            if prefix.is_empty() { String::new() } else { format!("-{}", prefix.trim_end_matches('/').replace('/', "-")) }
+        );
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = write_zip(&store, &real, &prefix, out) {
+                tracing::warn!(bucket = %bucket, prefix = %prefix, error = %e, "ZIP download ended early");
+                // The response ends with an error: the browser reports a failed download.
+                let _ = errors.blocking_send(Err(std::io::Error::other(e.to_string())));
+            }
+        });
+        let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|v| (v, rx)) });
+        let mut resp = Response::new(Body::from_stream(stream));
+        let h = resp.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/zip"));
+        let ascii: String = name
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || ".-_".contains(c) { c } else { '_' })
+            .collect();
+        if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{ascii}.zip\"")) {
+            h.insert(header::CONTENT_DISPOSITION, v);
+        }
+        Ok(resp)
+    })
+    .await
+}

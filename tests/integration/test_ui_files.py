@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import time
+import zipfile
 
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
@@ -76,6 +77,17 @@ def test_upload_20_mib_in_parts_download_preview_and_delete(tmp_path):
         wait(b, lambda d: not d.find_elements(By.CSS_SELECTOR, "tr[data-key='notes/old.txt']"))
         keys = [o["Key"] for o in s3.list_objects_v2(Bucket="media")["Contents"]]
         assert keys == ["big.bin", "notes/readme.txt"]
+
+        # The whole bucket as a ZIP, through the browser's download.
+        b.find_element(By.LINK_TEXT, "media").click()
+        wait(b, EC.element_to_be_clickable((By.ID, "zip-download"))).click()
+        end = time.time() + 60
+        while time.time() < end and (not (downloads / "media.zip").exists() or list(downloads.glob("*.crdownload"))):
+            time.sleep(0.2)
+        with zipfile.ZipFile(downloads / "media.zip") as z:
+            assert sorted(z.namelist()) == ["big.bin", "notes/readme.txt"]
+            assert z.read("big.bin") == payload and z.testzip() is None
+            assert z.read("notes/readme.txt") == b"Hello from the file browser.\nLine two.\n"
     finally:
         b.quit()
         srv.stop()
@@ -116,5 +128,11 @@ def test_file_endpoints_answer_errors_and_guard_previews(tmp_path):
         assert s3.get_object(Bucket="web", Key="parts.bin")["Body"].read() == b"only part"
         assert files_api(srv, "/object?bucket=web&key=parts.bin", "DELETE")[0] == 204
         assert files_api(srv, "/object?bucket=web&key=parts.bin")[0] == 404
+        assert files_api(srv, "/zip?bucket=nope")[0] == 404
+        status, headers, out = files_api(srv, "/zip?bucket=web&prefix=pa")
+        assert status == 200 and headers["content-type"] == "application/zip"
+        assert headers["content-disposition"] == 'attachment; filename="web-pa.zip"'
+        import io
+        assert zipfile.ZipFile(io.BytesIO(out)).namelist() == ["ge.html"]
     finally:
         srv.stop()

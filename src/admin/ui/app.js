@@ -433,7 +433,9 @@ async function filesView() {
       h("thead", {}, h("tr", {}, ["", "Name", "Size", "Modified", ""].map((t) => h("th", {}, t)))),
       h("tbody", {}, rows)),
     r.truncated ? h("p", { class: "muted" }, "Only the first 1000 entries are shown.") : "",
-    h("div", { class: "inline" }, bulk), preview);
+    h("div", { class: "inline" }, bulk, " ",
+      h("a", { id: "zip-download", class: "button", href: fileUrl("/zip", bucket, undefined, { prefix }) },
+        prefix ? `Download ${prefix} as ZIP` : `Download ${bucket} as ZIP`)), preview);
 }
 
 // ---- jobs --------------------------------------------------------------
