@@ -296,11 +296,17 @@ pub async fn admission(
         path: None,
     });
     audit.rule = decision.block().map(|b| format!("admission block {b}"));
+    // A session names its user (the bootstrap admin or an IAM operator).
+    let session_user = session::presented(&req)
+        .then(|| st.sessions.as_ref()?.check(&st, &req, source))
+        .flatten()
+        .map(|a| a.user);
     let resp = admitted(decision, source, req, next).await;
     audit.status = resp.status().as_u16();
     if resp.status().is_success() {
-        // Only the admin credential gets a success under /_/api/.
-        audit.user = "admin".into();
+        // Only an operator gets a success under /_/api/: the admin
+        // credential, or a session.
+        audit.user = session_user.unwrap_or_else(|| "admin".into());
         audit.decision = "allow";
     } else if matches!(
         resp.status(),

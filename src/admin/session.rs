@@ -52,8 +52,11 @@ struct Session {
     created: Instant,
     expires: Instant,
     source: IpAddr,
-    /// SHA-256 of the password hash it logged in with: a new password ends it.
+    /// SHA-256 of the password hash it logged in with (or of the access
+    /// key's secret): a new password, or a rotated key, ends it.
     credential: [u8; 32],
+    /// The IAM access key it logged in with (`None`: the bootstrap password).
+    access_key: Option<String>,
 }
 
 /// The sessions, and where the bootstrap password's hash comes from.
@@ -110,6 +113,7 @@ impl Sessions {
         &self,
         user: &str,
         credential: [u8; 32],
+        access_key: Option<String>,
         source: IpAddr,
         s: &SessionSettings,
     ) -> (String, Active) {
@@ -122,6 +126,7 @@ impl Sessions {
             expires: now + s.ttl,
             source,
             credential,
+            access_key,
         };
         let active = Active {
             user: user.to_owned(),
@@ -158,7 +163,12 @@ impl Sessions {
         let s = st.protocol.load().sessions;
         let now = Instant::now();
         let session = self.map().get(&id).cloned()?;
-        let current = self.current_hash(st).map(|h| digest(h.as_bytes()));
+        let current = match &session.access_key {
+            None => self.current_hash(st).map(|h| digest(h.as_bytes())),
+            Some(key) => {
+                operator_key(st, key).and_then(|(user, c)| (user == session.user).then_some(c))
+            }
+        };
         let valid = session.expires > now
             && (!s.bind_ip || session.source == source)
             && current.is_some_and(|c| c == session.credential);
@@ -182,6 +192,15 @@ impl Sessions {
     fn current_hash(&self, st: &S3State) -> Option<String> {
         password::current(st.iam.as_deref()?, self.bootstrap.as_ref()?)
     }
+}
+
+/// The user owning `access_key` and the digest of its secret, if the key is
+/// enabled and its user may run the box (`User::is_operator`).
+fn operator_key(st: &S3State, access_key: &str) -> Option<(String, [u8; 32])> {
+    let dir = st.gateway.load().directory();
+    let user = dir.user_for_key(access_key).filter(|u| u.is_operator())?;
+    let secret = dir.secret_for(access_key)?;
+    Some((user.name.clone(), digest(secret.expose().as_bytes())))
 }
 
 /// Whether `method` changes state (and so needs the CSRF token).
@@ -228,12 +247,20 @@ fn answer(active: &Active) -> Response {
 #[serde(deny_unknown_fields)]
 struct Login {
     /// The bootstrap password (user `admin`).
-    password: String,
+    #[serde(default)]
+    password: Option<String>,
     #[serde(default)]
     user: Option<String>,
+    /// An IAM user's access key and secret (the user needs `admin` on `*`).
+    #[serde(default)]
+    access_key_id: Option<String>,
+    #[serde(default)]
+    secret_access_key: Option<String>,
 }
 
-/// `POST /_/api/session` with `{"password": "..."}`.
+/// `POST /_/api/session` with `{"password": "..."}` (the bootstrap
+/// password) or `{"access_key_id": ..., "secret_access_key": ...}` (an IAM
+/// user with the admin permission).
 pub async fn login(State(st): State<Arc<S3State>>, req: Request<Body>) -> Response {
     let source = source(&st, &req);
     let now = Instant::now();
@@ -267,34 +294,72 @@ pub async fn login(State(st): State<Arc<S3State>>, req: Request<Body>) -> Respon
             );
         }
     };
-    if login.user.as_deref().is_some_and(|u| u != "admin") {
-        return deny(
-            StatusCode::BAD_REQUEST,
-            "only the admin logs in with the bootstrap password",
-        );
-    }
-    let Some(hash) = sessions.current_hash(&st) else {
-        return deny(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no bootstrap password is set",
-        );
-    };
-    // argon2 takes tens of milliseconds of CPU: off the async workers.
-    let h = hash.clone();
-    let ok = tokio::task::spawn_blocking(move || password::verify(&login.password, &h))
-        .await
-        .unwrap_or(false);
     let proto = st.protocol.load();
-    if !ok {
+    let failed = |what: &str| {
         let delay = st.lockout.failed(source, &proto.lockout, now);
-        tokio::time::sleep(delay).await;
-        tracing::info!(%source, "admin UI: failed login");
-        return deny(StatusCode::UNAUTHORIZED, "wrong password");
-    }
+        tracing::info!(%source, "admin UI: failed login ({what})");
+        delay
+    };
+    let (user, credential, access_key) = match (
+        login.password,
+        login.access_key_id,
+        login.secret_access_key,
+    ) {
+        (Some(password), None, None) => {
+            if login.user.as_deref().is_some_and(|u| u != "admin") {
+                return deny(
+                    StatusCode::BAD_REQUEST,
+                    "only the admin logs in with the bootstrap password; IAM users log in with their access key",
+                );
+            }
+            let Some(hash) = sessions.current_hash(&st) else {
+                return deny(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "no bootstrap password is set",
+                );
+            };
+            // argon2 takes tens of milliseconds of CPU: off the async workers.
+            let h = hash.clone();
+            let ok = tokio::task::spawn_blocking(move || password::verify(&password, &h))
+                .await
+                .unwrap_or(false);
+            if !ok {
+                tokio::time::sleep(failed("password")).await;
+                return deny(StatusCode::UNAUTHORIZED, "wrong password");
+            }
+            ("admin".to_owned(), digest(hash.as_bytes()), None)
+        }
+        (None, Some(key), Some(secret)) => {
+            let secret = zeroize::Zeroizing::new(secret);
+            let dir = st.gateway.load().directory();
+            let Some(stored) = dir.secret_for(&key) else {
+                tokio::time::sleep(failed("access key")).await;
+                return deny(StatusCode::UNAUTHORIZED, "wrong access key or secret");
+            };
+            let ok: bool = stored.expose().as_bytes().ct_eq(secret.as_bytes()).into();
+            if !ok {
+                tokio::time::sleep(failed("access key")).await;
+                return deny(StatusCode::UNAUTHORIZED, "wrong access key or secret");
+            }
+            let Some((user, credential)) = operator_key(&st, &key) else {
+                tracing::info!(%source, access_key = %key, "admin UI: login refused: the user has no admin permission");
+                return deny(
+                    StatusCode::FORBIDDEN,
+                    "this user may not log in here: it needs an explicit `admin` permission on `*`",
+                );
+            };
+            (user, credential, Some(key))
+        }
+        _ => {
+            return deny(
+                StatusCode::BAD_REQUEST,
+                "send {\"password\": ...} or {\"access_key_id\": ..., \"secret_access_key\": ...}",
+            );
+        }
+    };
     st.lockout.succeeded(source);
-    let (token, active) =
-        sessions.create("admin", digest(hash.as_bytes()), source, &proto.sessions);
-    tracing::info!(%source, user = "admin", "admin UI: logged in");
+    let (token, active) = sessions.create(&user, credential, access_key, source, &proto.sessions);
+    tracing::info!(%source, user = %user, "admin UI: logged in");
     let mut r = answer(&active);
     r.headers_mut().insert(
         header::SET_COOKIE,

@@ -22,6 +22,33 @@ pub struct User {
 }
 
 impl User {
+    /// May this user run the box (the admin UI and the operator API under
+    /// `/_/api/`)? Only by an explicit `admin` action on resource `*`,
+    /// unconditional, from the user or a group; `*` (every S3 action) is not
+    /// enough. A Deny of `admin` or `*` on `*` takes it away.
+    pub fn is_operator(&self) -> bool {
+        use policy::{ActionPattern, Effect, Group};
+        let everything = |s: &Statement| s.resources.iter().any(|r| r.pattern == "*");
+        let names_admin = |s: &Statement, or_all: bool| {
+            s.actions.iter().any(|a| match a {
+                ActionPattern::Group(Group::Admin) => true,
+                ActionPattern::All => or_all,
+                _ => false,
+            })
+        };
+        self.enabled
+            && self.statements.iter().any(|(s, _)| {
+                s.effect == Effect::Allow
+                    && s.conditions.is_empty()
+                    && everything(s)
+                    && names_admin(s, false)
+            })
+            && !self
+                .statements
+                .iter()
+                .any(|(s, _)| s.effect == Effect::Deny && everything(s) && names_admin(s, true))
+    }
+
     /// Judges `r` by the user's statements and `extra` (the bucket policy
     /// statements naming them) together: an explicit Deny anywhere wins.
     pub fn judge<'a>(

@@ -84,25 +84,38 @@ function tile(k, v, id) {
 
 function loginView() {
   document.getElementById("top").hidden = true;
-  const pw = h("input", { type: "password", id: "password", autocomplete: "current-password", required: true });
   const msg = h("div");
-  const form = h("form", { class: "card login", id: "login-form" },
-    h("h1", {}, "DeltaGlider Proxy"),
-    h("label", { for: "password" }, "Admin password"), pw,
-    h("button", { class: "primary", type: "submit", id: "login-button" }, "Log in"), msg);
-  form.addEventListener("submit", async (ev) => {
-    ev.preventDefault();
+  const logIn = async (body, wrong) => {
     msg.replaceChildren();
     try {
-      const s = await api("POST", "/_/api/session", { password: pw.value });
+      const s = await api("POST", "/_/api/session", body);
       state.csrf = s.csrf_token;
       state.user = s.user;
       location.hash = "#/dashboard";
     } catch (e) {
-      msg.replaceChildren(errorBox(e.status === 401 ? new Error("Wrong password.") : e));
+      msg.replaceChildren(errorBox(e.status === 401 ? new Error(wrong) : e));
     }
+  };
+  const pw = h("input", { type: "password", id: "password", autocomplete: "current-password", required: true });
+  const form = h("form", { class: "card login", id: "login-form" },
+    h("h1", {}, "DeltaGlider Proxy"),
+    h("label", { for: "password" }, "Admin password"), pw,
+    h("button", { class: "primary", type: "submit", id: "login-button" }, "Log in"), msg);
+  form.addEventListener("submit", (ev) => { ev.preventDefault(); logIn({ password: pw.value }, "Wrong password."); });
+  // IAM users with the admin permission log in with an access key.
+  const keyId = h("input", { type: "text", id: "access-key-id", autocomplete: "username", required: true });
+  const secret = h("input", { type: "password", id: "secret-access-key", autocomplete: "current-password", required: true });
+  const keyForm = h("form", { class: "card login", id: "key-login-form" },
+    h("strong", {}, "Or log in as an IAM user"),
+    h("p", { class: "muted" }, "The user needs the admin permission (action admin on resource *)."),
+    h("label", { for: "access-key-id" }, "Access key id"), keyId,
+    h("label", { for: "secret-access-key" }, "Secret access key"), secret,
+    h("button", { type: "submit", id: "key-login-button" }, "Log in with the key"));
+  keyForm.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    logIn({ access_key_id: keyId.value.trim(), secret_access_key: secret.value }, "Wrong access key or secret.");
   });
-  show(form);
+  show(form, keyForm);
   pw.focus();
 }
 

@@ -1,0 +1,96 @@
+"""IAM users log in to the admin UI with their access key and secret, if
+and only if they hold an explicit `admin` permission on `*` (`*` alone is
+not enough); the audit log names them; deleting the key, or taking the
+permission away, ends their session at once. Wrong secrets share the
+brute-force limiter with every other login."""
+
+import json
+import time
+
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as EC
+
+from conftest import Server, raw_request
+from test_iam import audit_records
+from test_ui import browser, shot, text_of, wait
+from test_ui_encryption import config
+
+
+def admin(srv, path, method="GET", body=None):
+    status, _, out = raw_request(f"{srv.url}{path}", method=method, sign=True,
+                                 body=json.dumps(body).encode() if body is not None else b"",
+                                 headers={"content-type": "application/json"})
+    return status, json.loads(out or b"{}")
+
+
+def user_with(srv, name, actions):
+    status, k = admin(srv, "/_/api/iam/users", "POST", {"name": name})
+    assert status in (200, 201), k
+    status, doc = admin(srv, f"/_/api/iam/users/{name}/permissions", "POST",
+                        {"effect": "Allow", "actions": actions, "resources": ["*"]})
+    assert status in (200, 201), doc
+    return k["access_key_id"], k["secret_access_key"]
+
+
+def key_login(srv, key, secret):
+    return raw_request(f"{srv.url}/_/api/session", method="POST",
+                       body=json.dumps({"access_key_id": key, "secret_access_key": secret}).encode(),
+                       headers={"content-type": "application/json"})
+
+
+def test_an_operator_logs_in_with_a_key_and_loses_the_session_with_it(tmp_path):
+    srv = Server(tmp_path / "unused", config=config(tmp_path)).start()
+    b = browser()
+    try:
+        ops_key, ops_secret = user_with(srv, "ops", ["admin"])
+        dev_key, dev_secret = user_with(srv, "dev", ["*"])
+
+        status, _, body = key_login(srv, dev_key, dev_secret)
+        assert status == 403 and b"explicit `admin` permission" in body, "full S3 access is not operator access"
+        status, _, body = key_login(srv, ops_key, ops_secret + "x")
+        assert status == 401 and b"wrong access key or secret" in body
+        assert key_login(srv, "NOSUCHKEY0000000", ops_secret)[0] == 401
+        status, _, body = raw_request(f"{srv.url}/_/api/session", method="POST",
+                                      body=json.dumps({"password": "x", "access_key_id": ops_key}).encode(),
+                                      headers={"content-type": "application/json"})
+        assert status == 400
+
+        b.get(f"{srv.url}/_/")
+        wait(b, EC.element_to_be_clickable((By.ID, "access-key-id"))).send_keys(ops_key)
+        b.find_element(By.ID, "secret-access-key").send_keys("wrong")
+        b.find_element(By.ID, "key-login-button").click()
+        assert "Wrong access key or secret" in text_of(b, ".msg.error")
+        shot(b, "login-key")
+        field = b.find_element(By.ID, "secret-access-key")
+        field.clear()
+        field.send_keys(ops_secret)
+        b.find_element(By.ID, "key-login-button").click()
+        assert text_of(b, "#version")
+        assert b.find_element(By.ID, "whoami").text == "ops"
+        b.find_element(By.ID, "nav-users").click()
+        wait(b, EC.text_to_be_present_in_element((By.ID, "users"), "dev"))
+
+        # The audit log names the operator.
+        def by_ops():
+            return [r for r in audit_records(srv) if r["user"] == "ops" and r.get("key") == "/_/api/iam/users"]
+        deadline = time.time() + 5
+        while time.time() < deadline and not by_ops():
+            time.sleep(0.1)
+        assert by_ops() and by_ops()[0]["decision"] == "allow"
+
+        # Taking the permission away ends the session.
+        status, _ = admin(srv, "/_/api/iam/users/ops/permissions/0", "DELETE")
+        assert status in (200, 204)
+        deadline = time.time() + 5
+        code = None
+        while time.time() < deadline:
+            code = b.execute_script("const r = await fetch('/_/api/status'); return r.status;")
+            if code == 401:
+                break
+            time.sleep(0.2)
+        assert code == 401, "the session ended with the permission"
+        status, _, _ = key_login(srv, ops_key, ops_secret)
+        assert status == 403
+    finally:
+        b.quit()
+        srv.stop()
