@@ -5,11 +5,12 @@
 //! to which object and how it ended; it never holds a secret, a signature
 //! or key material (the request's headers are not in it).
 
-use std::sync::OnceLock;
+use std::collections::VecDeque;
+use std::sync::{Mutex, OnceLock};
 
 use serde::Serialize;
 
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Clone, Serialize)]
 pub struct Record {
     /// RFC 3339, UTC.
     pub time: String,
@@ -49,8 +50,35 @@ pub fn to_journal(j: systemd_journal_logger::JournalLog) {
     let _ = SINK.set(Sink::Journal(j));
 }
 
+/// The records kept in memory for the admin UI's audit viewer (the journal
+/// or standard output keeps them all).
+pub const RECENT: usize = 5000;
+
+fn recent_log() -> &'static Mutex<VecDeque<Record>> {
+    static LOG: OnceLock<Mutex<VecDeque<Record>>> = OnceLock::new();
+    LOG.get_or_init(|| Mutex::new(VecDeque::with_capacity(RECENT)))
+}
+
+/// The newest records first, those `keep` accepts, at most `limit`.
+pub fn recent(limit: usize, keep: &dyn Fn(&Record) -> bool) -> Vec<Record> {
+    let log = recent_log().lock().unwrap_or_else(|p| p.into_inner());
+    log.iter()
+        .rev()
+        .filter(|r| keep(r))
+        .take(limit)
+        .cloned()
+        .collect()
+}
+
 /// Writes one record.
 pub fn emit(r: &Record) {
+    {
+        let mut log = recent_log().lock().unwrap_or_else(|p| p.into_inner());
+        if log.len() == RECENT {
+            log.pop_front();
+        }
+        log.push_back(r.clone());
+    }
     match SINK.get_or_init(|| Sink::Stdout) {
         Sink::Stdout => {
             let mut v = serde_json::to_value(r).unwrap_or_default();

@@ -105,6 +105,9 @@ pub fn app(state: Arc<S3State>) -> Router {
             get(crate::admin::encryption_status),
         )
         .route("/_/api/status", get(crate::admin::status))
+        .route("/_/api/audit", get(crate::admin::audit::list))
+        .route("/_/api/docs", get(crate::admin::docs::list))
+        .route("/_/api/docs/{name}", get(crate::admin::docs::show))
         .route(
             "/_/api/backends/{name}/encryption",
             axum::routing::post(crate::admin::backends::set_encryption),

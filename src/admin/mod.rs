@@ -3,8 +3,10 @@
 //! admin credential (SigV4 or SigV2, as S3 requests are). The admin web UI
 //! arrives in a later change; these JSON endpoints are what it will call.
 
+pub mod audit;
 pub mod backends;
 pub mod config;
+pub mod docs;
 pub mod files;
 pub mod iam;
 pub mod jobs;

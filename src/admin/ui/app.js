@@ -495,6 +495,68 @@ async function jobsView() {
   if (busy) refreshIn(1000, "jobs", jobsView);
 }
 
+// ---- audit log ---------------------------------------------------------
+
+async function auditView() {
+  const f = new URLSearchParams(location.hash.split("?")[1] || "");
+  const input = (id, ph) => h("input", { type: "text", id, placeholder: ph, value: f.get(id.replace("audit-", "")) || "" });
+  const user = input("audit-user", "user"), bucket = input("audit-bucket", "bucket");
+  const status = h("select", { id: "audit-status" },
+    [["", "any status"], ["2xx", "2xx"], ["error", "errors (4xx, 5xx)"], ["4xx", "4xx"], ["5xx", "5xx"], ["403", "403"]]
+      .map(([v, t]) => h("option", { value: v, selected: f.get("status") === v && v !== "" }, t)));
+  const form = h("form", { class: "inline", id: "audit-filter" }, user, bucket, status,
+    h("button", { type: "submit", class: "primary", id: "audit-apply" }, "Filter"));
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const q = new URLSearchParams();
+    if (user.value.trim()) q.set("user", user.value.trim());
+    if (bucket.value.trim()) q.set("bucket", bucket.value.trim());
+    if (status.value) q.set("status", status.value);
+    location.hash = `#/audit?${q}`;
+  });
+  const r = await api("GET", `/_/api/audit?${f}`);
+  const rows = r.records.map((x) => h("tr", { "data-status": x.status },
+    h("td", {}, x.time.replace("T", " ").replace(/\.\d+Z$|Z$/, "")), h("td", { class: "user" }, x.user), h("td", {}, x.source_ip),
+    h("td", {}, x.operation), h("td", {}, [x.bucket, x.key].filter(Boolean).join(" / ")),
+    h("td", { class: x.status >= 400 ? "bad" : "" }, x.status), h("td", {}, x.decision),
+    h("td", { class: "muted" }, x.rule || ""), h("td", {}, `${x.duration_ms} ms`)));
+  show(h("h1", {}, "Audit log"),
+    h("p", { class: "muted" }, `The newest requests first (the server keeps the last ${r.kept_in_memory}; the journal keeps them all).`),
+    h("div", { class: "card" }, form),
+    h("table", { id: "audit" },
+      h("thead", {}, h("tr", {}, ["Time (UTC)", "User", "From", "Operation", "Bucket / key", "Status", "Decision", "Rule", "Took"].map((t) => h("th", {}, t)))),
+      h("tbody", {}, rows)));
+}
+
+// ---- documentation -----------------------------------------------------
+
+async function docsView() {
+  const [path, query] = location.hash.replace(/^#\//, "").split("?");
+  const name = path.split("/")[1];
+  if (name) {
+    const d = await api("GET", `/_/api/docs/${encodeURIComponent(name)}`);
+    // Rendered by the server from the docs compiled into it, with raw HTML
+    // escaped and links filtered (src/admin/docs.rs); parsed inert here.
+    const parsed = new DOMParser().parseFromString(d.html, "text/html");
+    show(h("p", {}, h("a", { href: "#/docs" }, "← all documents")),
+      h("article", { class: "card doc", id: "doc" }, ...parsed.body.childNodes));
+    return;
+  }
+  const q = new URLSearchParams(query || "").get("q") || "";
+  const box = h("input", { type: "search", id: "docs-search", placeholder: "search the documentation", value: q });
+  const form = h("form", { class: "inline" }, box, h("button", { type: "submit", id: "docs-search-button" }, "Search"));
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    location.hash = box.value.trim() ? `#/docs?q=${encodeURIComponent(box.value.trim())}` : "#/docs";
+  });
+  const r = await api("GET", `/_/api/docs${q ? `?q=${encodeURIComponent(q)}` : ""}`);
+  show(h("h1", {}, "Documentation"), form,
+    h("ul", { id: "docs-list", class: "listing" }, r.docs.map((d) => h("li", { "data-doc": d.name },
+      h("a", { href: `#/docs/${d.name}` }, d.title || d.name), " ", h("span", { class: "muted" }, d.name),
+      d.snippet ? h("div", { class: "muted snippet" }, d.snippet) : ""))),
+    r.docs.length ? "" : h("p", { class: "muted" }, "No document mentions that."));
+}
+
 // ---- configuration -----------------------------------------------------
 
 async function configView() {
@@ -530,7 +592,7 @@ async function configView() {
 
 // ---- router ------------------------------------------------------------
 
-const routes = { dashboard: dashboardView, storage: storageView, backends: backendsView, files: filesView, users: usersView, jobs: jobsView, config: configView };
+const routes = { dashboard: dashboardView, storage: storageView, backends: backendsView, files: filesView, audit: auditView, docs: docsView, users: usersView, jobs: jobsView, config: configView };
 
 // Re-renders a view after `ms` while it is still the one shown.
 function refreshIn(ms, name, render) {
@@ -542,7 +604,7 @@ function refreshIn(ms, name, render) {
 
 async function route() {
   clearTimeout(state.timer);
-  const name = (location.hash.replace(/^#\//, "") || "dashboard").split("/")[0];
+  const name = (location.hash.replace(/^#\//, "") || "dashboard").split(/[/?]/)[0];
   if (name === "login") return loginView();
   if (!state.csrf) {
     // A page reload keeps the cookie; ask who we are (and get the token again).
