@@ -7,6 +7,7 @@
 //! encoding and the atomic bookkeeping.
 
 use std::sync::LazyLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -192,6 +193,23 @@ static EVENTS: LazyLock<Events> = LazyLock::new(|| {
 });
 
 /// One answered request (`api` is `s3` or `admin`).
+/// Running totals over every request (both APIs), for the dashboard's
+/// history (`admin::history` samples them).
+#[derive(Debug, Default)]
+pub struct Totals {
+    pub requests: AtomicU64,
+    pub client_errors: AtomicU64,
+    pub server_errors: AtomicU64,
+    pub latency_us: AtomicU64,
+}
+
+pub static TOTALS: Totals = Totals {
+    requests: AtomicU64::new(0),
+    client_errors: AtomicU64::new(0),
+    server_errors: AtomicU64::new(0),
+    latency_us: AtomicU64::new(0),
+};
+
 pub fn request(
     api: &'static str,
     operation: &str,
@@ -200,6 +218,15 @@ pub fn request(
     bytes_in: u64,
     bytes_out: u64,
 ) {
+    TOTALS.requests.fetch_add(1, Ordering::Relaxed);
+    match status {
+        400..=499 => TOTALS.client_errors.fetch_add(1, Ordering::Relaxed),
+        500.. => TOTALS.server_errors.fetch_add(1, Ordering::Relaxed),
+        _ => 0,
+    };
+    TOTALS
+        .latency_us
+        .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
     let e = &*EVENTS;
     e.requests
         .get_or_create(&RequestLabels {

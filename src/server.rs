@@ -266,6 +266,7 @@ pub async fn run(settings: Settings, source: Source) -> anyhow::Result<()> {
         sessions: Some(crate::admin::session::Sessions::new(Some(bootstrap))),
     });
     crate::admin::jobs::resume_migrations(&state);
+    crate::admin::history::spawn_sampler();
     let listener = tokio::net::TcpListener::bind(settings.listen_addr)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen_addr))?;

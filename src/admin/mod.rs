@@ -8,6 +8,7 @@ pub mod backends;
 pub mod config;
 pub mod docs;
 pub mod files;
+pub mod history;
 pub mod iam;
 pub mod jobs;
 pub mod metrics;
@@ -225,6 +226,8 @@ pub async fn status(State(st): State<Arc<S3State>>, req: Request<Body>) -> Respo
         "memory_peak_rss_bytes": peak * 1024,
         "requests_in_flight": st.in_flight.load(std::sync::atomic::Ordering::Relaxed),
         "backends": backends,
+        "history_step_secs": history::STEP.as_secs(),
+        "history": history::samples(),
     }))
     .into_response()
 }

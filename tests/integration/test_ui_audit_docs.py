@@ -80,3 +80,33 @@ def test_audit_and_docs_api(tmp_path):
         assert recs[0]["key"].startswith("/_/api/"), recs
     finally:
         srv.stop()
+
+
+def test_dashboard_history_counts_requests_and_errors(tmp_path):
+    srv = Server(tmp_path / "unused", config=config(tmp_path)).start()
+    b = browser()
+    try:
+        s3 = srv.client()
+        s3.create_bucket(Bucket="busy")
+        for i in range(20):
+            s3.put_object(Bucket="busy", Key=f"k{i}", Body=b"x")
+        for _ in range(5):
+            assert requests.get(f"{srv.url}/busy/missing", timeout=10).status_code == 403
+        import json
+        deadline, hist = time.time() + 30, []
+        while time.time() < deadline:
+            hist = json.loads(raw_request(f"{srv.url}/_/api/status", sign=True)[2])["history"]
+            if any(h["requests_per_sec"] > 0 for h in hist):
+                break
+            time.sleep(1)
+        busy = [h for h in hist if h["requests_per_sec"] > 0]
+        assert busy, hist
+        total = sum(h["requests_per_sec"] * 10 for h in busy)
+        assert total >= 26, busy  # 1 create + 20 puts + 5 refusals (+ the status calls)
+        assert any(h["client_error_ratio"] > 0 for h in busy) and all(h["server_error_ratio"] == 0 for h in busy)
+        log_in(srv, b, generated_password(srv))
+        wait(b, EC.presence_of_element_located((By.CSS_SELECTOR, "#spark-requests_per_sec polyline")))
+        shot(b, "dashboard")
+    finally:
+        b.quit()
+        srv.stop()

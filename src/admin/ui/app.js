@@ -121,6 +121,39 @@ function loginView() {
 
 // ---- dashboard ---------------------------------------------------------
 
+// A small line chart of `values` (SVG built through the DOM: no markup strings).
+function sparkline(values, id) {
+  const ns = "http://www.w3.org/2000/svg";
+  const w = 240, hgt = 48, max = Math.max(...values, 1e-9);
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("viewBox", `0 0 ${w} ${hgt}`);
+  svg.setAttribute("class", "spark");
+  svg.id = id;
+  const line = document.createElementNS(ns, "polyline");
+  const step = values.length > 1 ? w / (values.length - 1) : w;
+  line.setAttribute("points", values.map((v, i) => `${(i * step).toFixed(1)},${(hgt - 2 - (v / max) * (hgt - 4)).toFixed(1)}`).join(" "));
+  line.setAttribute("fill", "none");
+  line.setAttribute("stroke", "#1f6feb");
+  line.setAttribute("stroke-width", "2");
+  svg.append(line);
+  return svg;
+}
+
+function historyTiles(s) {
+  const hist = s.history || [];
+  if (!hist.length) {
+    return h("p", { class: "muted", id: "history" }, `History appears after the first ${s.history_step_secs || 10} seconds.`);
+  }
+  const last = hist[hist.length - 1];
+  const chart = (title, key, fmt) => h("div", { class: "tile" },
+    h("div", { class: "k" }, title), h("div", { class: "v" }, fmt(last[key])), sparkline(hist.map((x) => x[key]), `spark-${key}`));
+  return h("div", { class: "tiles", id: "history" },
+    chart("Requests / s", "requests_per_sec", (v) => v.toFixed(1)),
+    chart("Client errors (4xx)", "client_error_ratio", (v) => `${(100 * v).toFixed(1)} %`),
+    chart("Server errors (5xx)", "server_error_ratio", (v) => `${(100 * v).toFixed(1)} %`),
+    chart("Mean latency", "mean_latency_ms", (v) => `${v.toFixed(1)} ms`));
+}
+
 async function dashboardView() {
   const s = await api("GET", "/_/api/status");
   const rows = s.backends.map((b) => h("tr", {},
@@ -136,6 +169,8 @@ async function dashboardView() {
       tile("Uptime", duration(s.uptime_secs), "uptime"),
       tile("Memory (RSS)", bytes(s.memory_rss_bytes), "memory"),
       tile("Requests in flight", s.requests_in_flight, "in-flight")),
+    h("h2", {}, `Last ${Math.round(((s.history || []).length * (s.history_step_secs || 10)) / 60) || "few"} minutes`),
+    historyTiles(s),
     h("h2", {}, "Backends"),
     h("table", { id: "backends" },
       h("thead", {}, h("tr", {}, ["Name", "Kind", "Health", "Encryption", "Disk", ""].map((t) => h("th", {}, t)))),
