@@ -57,8 +57,11 @@ fn write_key_file(path: &FsPath, kek: &[u8]) -> std::io::Result<()> {
         .create_new(true)
         .mode(0o600)
         .open(path)?;
-    f.write_all(kek)?;
-    f.sync_all()?;
+    let written = f.write_all(kek).and_then(|()| f.sync_all());
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(path); // never a torn key file
+        return Err(e);
+    }
     std::fs::File::open(dir)?.sync_all()
 }
 
@@ -100,6 +103,10 @@ fn section<'a>(doc: &'a mut Value, name: &str) -> Option<&'a mut Value> {
 /// created (removed again when the change is refused).
 fn change(st: &S3State, ctl: &dyn ConfigControl, name: &str, c: Change) -> Answer {
     let key = c.key.map(Zeroizing::new);
+    // Read, change and apply as one step against other config edits.
+    let _edit = super::config::EDIT
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
     let Some(cfg_path) = ctl.path() else {
         return Err(Box::new(refused(Refusal::NoFile)));
     };
@@ -124,6 +131,16 @@ fn change(st: &S3State, ctl: &dyn ConfigControl, name: &str, c: Change) -> Answe
     };
     let old = &b.encryption;
     let store = st.gateway.load().store(name).cloned();
+    if store
+        .as_ref()
+        .is_some_and(|s| s.pending_reencrypt().is_some())
+        || super::reencrypt::is_running(name)
+    {
+        return Err(fail(
+            StatusCode::CONFLICT,
+            "a re-encrypt job runs on this backend; change its encryption when the job is done",
+        ));
+    }
     let mut enc = serde_json::Map::new();
     enc.insert("mode".into(), json!(mode.as_str()));
     let mut created: Option<PathBuf> = None;
@@ -181,11 +198,19 @@ fn change(st: &S3State, ctl: &dyn ConfigControl, name: &str, c: Change) -> Answe
                 .as_ref()
                 .and_then(|s| s.encryption().legacy.as_ref())
                 .map(|k| k.id.as_str().to_owned());
-            if let (Some(s), Some(id)) = (&store, legacy_id) {
+            let Some(s) = &store else {
+                return Err(fail(
+                    StatusCode::CONFLICT,
+                    "the backend is not running; its old key cannot be checked",
+                ));
+            };
+            if let Some(id) = legacy_id {
                 let census = s
                     .census()
+                    .and_then(|c| Ok((c, s.parts_under_old_keys()?)))
                     .map_err(|e| fail(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()));
-                let left = census.map(|c| c.key_ids.get(&id).copied().unwrap_or(0));
+                let left =
+                    census.map(|(c, parts)| c.key_ids.get(&id).copied().unwrap_or(0) + parts);
                 match left {
                     Ok(0) => {}
                     Ok(n) => {
@@ -237,7 +262,14 @@ fn change(st: &S3State, ctl: &dyn ConfigControl, name: &str, c: Change) -> Answe
             }))
         }
         Err(r) => {
-            drop_created(&created);
+            // A refusal after the file was written (a later step failed)
+            // leaves the file naming the key: then the key file stays.
+            let named = created.as_ref().is_some_and(|f| {
+                std::fs::read_to_string(&cfg_path).is_ok_and(|t| t.contains(&*f.to_string_lossy()))
+            });
+            if !named {
+                drop_created(&created);
+            }
             Err(Box::new(refused(r)))
         }
     }

@@ -29,6 +29,10 @@ use crate::config::document;
 use crate::reload::Refusal;
 use crate::s3::S3State;
 
+/// Held from reading the file to applying a change, so two edits (the UI's
+/// encryption widget, a PUT) never overwrite each other.
+pub(super) static EDIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// The largest config document accepted.
 const MAX_DOCUMENT: usize = 1 << 20;
 
@@ -204,6 +208,7 @@ pub(super) fn refused(r: Refusal) -> Response {
 /// dry run) applies the document.
 async fn apply(ctl: Arc<dyn ConfigControl>, mut doc: Value, dry_run: bool) -> Response {
     let res = tokio::task::spawn_blocking(move || {
+        let _edit = EDIT.lock().unwrap_or_else(|p| p.into_inner());
         let cur = current(ctl.as_ref()).map_err(|r| Ok::<Response, Refusal>(*r))?;
         document::restore_redacted(&mut doc, &cur).map_err(|p| Err(Refusal::Invalid(vec![p])))?;
         let text = document::to_yaml(&doc);

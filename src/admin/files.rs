@@ -472,6 +472,7 @@ fn write_zip(store: &ObjectStore, real: &str, prefix: &str, out: ToBody) -> anyh
         .large_file(true);
     let (mut after, mut n) = (String::new(), 0);
     let mut buf = vec![0u8; 1024 * 1024];
+    let base = &prefix[..prefix.rfind('/').map_or(0, |i| i + 1)];
     loop {
         let page = store.list_blocking(
             real,
@@ -486,8 +487,19 @@ fn write_zip(store: &ObjectStore, real: &str, prefix: &str, out: ToBody) -> anyh
             if o.key.ends_with('/') {
                 continue;
             }
-            let mut obj = store.open_blocking(real, &o.key)?;
-            z.start_file(&o.key[prefix.len()..], opts)?;
+            // Names relative to the prefix's folder; a backslash would be a
+            // path separator to some unzip tools.
+            let name = o.key[base.len()..].replace('\\', "_");
+            if name.is_empty() {
+                continue;
+            }
+            let mut obj = match store.open_blocking(real, &o.key) {
+                Ok(obj) => obj,
+                // Deleted since the listing: not in the archive.
+                Err(EngineError::Storage(StorageError::NoSuchKey)) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            z.start_file(name, opts)?;
             let mut at = 0;
             loop {
                 let got = obj.read_at(at, &mut buf)?;

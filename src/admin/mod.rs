@@ -33,6 +33,15 @@ pub(crate) fn deny(status: StatusCode, message: &str) -> Response {
     (status, Json(serde_json::json!({ "error": message }))).into_response()
 }
 
+/// A signed request is judged by its signature, even with a cookie.
+fn signed(req: &Request<Body>) -> bool {
+    req.headers().contains_key(http::header::AUTHORIZATION)
+        || req
+            .uri()
+            .query()
+            .is_some_and(|q| q.contains("X-Amz-Signature") || q.contains("Signature="))
+}
+
 /// Checks that the request carries a valid admin signature.
 pub(crate) fn require_admin(st: &S3State, req: &Request<Body>) -> Result<(), Box<Response>> {
     let proto = st.protocol.load();
@@ -49,12 +58,7 @@ pub(crate) fn require_admin(st: &S3State, req: &Request<Body>) -> Result<(), Box
         }
         return Err(Box::new(r));
     }
-    let signed = req.headers().contains_key(http::header::AUTHORIZATION)
-        || req
-            .uri()
-            .query()
-            .is_some_and(|q| q.contains("X-Amz-Signature") || q.contains("Signature="));
-    if !signed && session::presented(req) {
+    if !signed(req) && session::presented(req) {
         return by_session(st, req, source);
     }
     let auth = AuthRequest {
@@ -302,7 +306,7 @@ pub async fn admission(
     });
     audit.rule = decision.block().map(|b| format!("admission block {b}"));
     // A session names its user (the bootstrap admin or an IAM operator).
-    let session_user = session::presented(&req)
+    let session_user = (!signed(&req) && session::presented(&req))
         .then(|| st.sessions.as_ref()?.check(&st, &req, source))
         .flatten()
         .map(|a| a.user);

@@ -24,7 +24,7 @@ fn running() -> &'static Mutex<BTreeSet<String>> {
     &RUNNING
 }
 
-fn is_running(backend: &str) -> bool {
+pub(super) fn is_running(backend: &str) -> bool {
     running().lock().expect("job table").contains(backend)
 }
 
@@ -144,6 +144,12 @@ pub async fn start(State(st): State<Arc<S3State>>, req: Request<Body>) -> Respon
             );
         }
         buckets.push(real);
+    }
+    if is_running(&name) {
+        return deny(
+            StatusCode::CONFLICT,
+            "a re-encrypt job runs on this backend already",
+        );
     }
     let job = {
         let store = store.clone();

@@ -133,6 +133,6 @@ def test_file_endpoints_answer_errors_and_guard_previews(tmp_path):
         assert status == 200 and headers["content-type"] == "application/zip"
         assert headers["content-disposition"] == 'attachment; filename="web-pa.zip"'
         import io
-        assert zipfile.ZipFile(io.BytesIO(out)).namelist() == ["ge.html"]
+        assert zipfile.ZipFile(io.BytesIO(out)).namelist() == ["page.html"], "names start at the prefix's folder"
     finally:
         srv.stop()
