@@ -86,14 +86,14 @@ fn link_target(dest: &str) -> Option<String> {
     if dest.starts_with("https://") || dest.starts_with("http://") || dest.starts_with('#') {
         return Some(dest.to_owned());
     }
-    let (path, anchor) = dest.split_once('#').unwrap_or((dest, ""));
+    // An anchor inside another document is dropped: the UI shows it whole.
+    let path = dest.split('#').next().unwrap_or(dest);
     let file = path.rsplit('/').next()?.strip_suffix(".md")?;
     let name = if path.contains("adr/") {
         format!("adr-{file}")
     } else {
         file.to_owned()
     };
-    let _ = anchor;
     DOCS.iter()
         .any(|(n, _)| *n == name)
         .then(|| format!("#/docs/{name}"))

@@ -90,6 +90,18 @@ fn target(
     Ok((store, real, q))
 }
 
+/// What every write to one object starts with: `target`, `key=`, and the
+/// write gate.
+fn write_target(
+    st: &S3State,
+    req: &Request<Body>,
+) -> Result<(Arc<ObjectStore>, String, HashMap<String, String>, String), Box<Response>> {
+    let (store, real, q) = target(st, req)?;
+    let key = need(&q, "key")?.to_owned();
+    writable(&store, &real)?;
+    Ok((store, real, q, key))
+}
+
 /// Writes wait, as S3 writes do, while a job gates the bucket.
 fn writable(store: &ObjectStore, real: &str) -> Result<(), Box<Response>> {
     match store.write_gate(real) {
@@ -250,9 +262,7 @@ pub async fn download(State(st): State<Arc<S3State>>, req: Request<Body>) -> Res
 /// `PUT /_/api/files/object?bucket=B&key=K`: one body, streamed.
 pub async fn upload(State(st): State<Arc<S3State>>, req: Request<Body>) -> Response {
     run(async move {
-        let (store, real, q) = target(&st, &req)?;
-        let key = need(&q, "key")?.to_owned();
-        writable(&store, &real)?;
+        let (store, real, _, key) = write_target(&st, &req)?;
         let (size, ct) = (expected(&req), content_type(&req));
         let opts = StageOptions {
             expected_size: size,
@@ -274,9 +284,8 @@ pub async fn upload(State(st): State<Arc<S3State>>, req: Request<Body>) -> Respo
 /// `DELETE /_/api/files/object?bucket=B&key=K`.
 pub async fn delete(State(st): State<Arc<S3State>>, req: Request<Body>) -> Response {
     run(async move {
-        let (store, real, q) = target(&st, &req)?;
-        let key = need(&q, "key")?;
-        writable(&store, &real)?;
+        let (store, real, _, key) = write_target(&st, &req)?;
+        let key = key.as_str();
         store.delete(&real, key).await.map_err(failed)?;
         Ok(StatusCode::NO_CONTENT.into_response())
     })
@@ -314,9 +323,8 @@ pub async fn delete_many(State(st): State<Arc<S3State>>, req: Request<Body>) -> 
 /// `POST /_/api/files/uploads?bucket=B&key=K`: starts a multipart upload.
 pub async fn create_upload(State(st): State<Arc<S3State>>, req: Request<Body>) -> Response {
     run(async move {
-        let (store, real, q) = target(&st, &req)?;
-        let key = need(&q, "key")?;
-        writable(&store, &real)?;
+        let (store, real, q, key) = write_target(&st, &req)?;
+        let key = key.as_str();
         let mut template = ObjectMeta::new(0, String::new(), SystemTime::now());
         template.content_type = q.get("content_type").cloned().filter(|c| !c.is_empty());
         let id = store
@@ -393,9 +401,7 @@ pub async fn complete_upload(
     req: Request<Body>,
 ) -> Response {
     run(async move {
-        let (store, real, q) = target(&st, &req)?;
-        let key = need(&q, "key")?.to_owned();
-        writable(&store, &real)?;
+        let (store, real, _, key) = write_target(&st, &req)?;
         let body = axum::body::to_bytes(req.into_body(), 4 << 20)
             .await
             .map_err(|_| Box::new(deny(StatusCode::PAYLOAD_TOO_LARGE, "too many parts")))?;
