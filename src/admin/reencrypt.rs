@@ -28,9 +28,9 @@ pub(super) fn is_running(backend: &str) -> bool {
     running().lock().expect("job table").contains(backend)
 }
 
-/// Runs the pending job of `store` to the end on a blocking thread. Does
-/// nothing if this process already runs it.
-pub fn spawn_reencrypt(store: Arc<ObjectStore>) {
+/// Runs the pending job of `store` to the end on a blocking thread, with
+/// `pause` after each object. Does nothing if this process already runs it.
+pub fn spawn_reencrypt(store: Arc<ObjectStore>, pause: Duration) {
     if !running()
         .lock()
         .expect("job table")
@@ -39,7 +39,7 @@ pub fn spawn_reencrypt(store: Arc<ObjectStore>) {
         return;
     }
     tokio::task::spawn_blocking(move || {
-        let res = store.run_reencrypt(Duration::ZERO, &mut |j| {
+        let res = store.run_reencrypt(pause, &mut |j| {
             tracing::debug!(backend = %store.name, rewritten = j.rewritten, unchanged = j.skipped, failed = j.failed, total = j.total, "re-encrypt job progress")
         });
         match res {
@@ -69,7 +69,7 @@ pub fn resume(gateway: &crate::gateway::Gateway) {
     for store in gateway.stores() {
         if let Some(j) = store.pending_reencrypt() {
             tracing::warn!(backend = %store.name, buckets = ?j.buckets, done = j.rewritten, "resuming an interrupted re-encrypt job; writes to its buckets get 503 SlowDown until it finishes");
-            spawn_reencrypt(store.clone());
+            spawn_reencrypt(store.clone(), Duration::ZERO);
         }
     }
 }
@@ -111,9 +111,13 @@ pub async fn list(State(st): State<Arc<S3State>>, req: Request<Body>) -> Respons
     Json(serde_json::json!({ "jobs": jobs })).into_response()
 }
 
-/// `POST /_/api/reencrypt?backend=NAME[&bucket=B]...`: rewrites every object
-/// of the backend (or of the named client buckets on it) that does not
-/// match its encryption config now. The buckets answer writes with 503
+/// The longest pause between objects a job may be given (`pause_ms=`).
+const MAX_PAUSE_MS: u64 = 60_000;
+
+/// `POST /_/api/reencrypt?backend=NAME[&bucket=B]...[&pause_ms=N]`: rewrites
+/// every object of the backend (or of the named client buckets on it) that
+/// does not match its encryption config now, waiting `N` ms after each
+/// object (like the CLI's `--pause-ms`). The buckets answer writes with 503
 /// SlowDown until the job is done. 202 with the job.
 pub async fn start(State(st): State<Arc<S3State>>, req: Request<Body>) -> Response {
     if let Err(r) = require_admin(&st, &req) {
@@ -129,6 +133,20 @@ pub async fn start(State(st): State<Arc<S3State>>, req: Request<Body>) -> Respon
         .map(|(_, v)| v.clone())
     else {
         return deny(StatusCode::BAD_REQUEST, "give backend=");
+    };
+    let pause_ms = match q.iter().find(|(k, _)| k == "pause_ms") {
+        None => 0,
+        Some((_, v)) => match v.parse::<u64>() {
+            Ok(ms) if ms <= MAX_PAUSE_MS => ms,
+            _ => {
+                return deny(
+                    StatusCode::BAD_REQUEST,
+                    &format!(
+                        "pause_ms must be a whole number of milliseconds up to {MAX_PAUSE_MS}"
+                    ),
+                );
+            }
+        },
     };
     let gw = st.gateway.load_full();
     let Some(store) = gw.store(&name).cloned() else {
@@ -157,7 +175,7 @@ pub async fn start(State(st): State<Arc<S3State>>, req: Request<Body>) -> Respon
     };
     match job {
         Ok(Ok(_)) => {
-            spawn_reencrypt(store.clone());
+            spawn_reencrypt(store.clone(), Duration::from_millis(pause_ms));
             let body = tokio::task::spawn_blocking(move || job_json(&store))
                 .await
                 .unwrap_or_default();

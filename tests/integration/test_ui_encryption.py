@@ -192,10 +192,14 @@ def test_encryption_endpoint_refusals_and_rotation(tmp_path):
         assert status == 409 and id1 in doc["error"], doc
         assert len(list((tmp_path / "keys").iterdir())) == 2, "the refused key's file is removed"
 
-        status, doc = admin(srv, "/_/api/reencrypt?backend=default", "POST")
-        assert status == 202 and doc["backend"] == "default", doc
-        if doc["running"]:
-            assert admin(srv, path, "POST", {"mode": "none"})[0] == 409, "no key change while the job runs"
+        assert admin(srv, "/_/api/reencrypt?backend=default&pause_ms=soon", "POST")[0] == 400
+        assert admin(srv, "/_/api/reencrypt?backend=default&pause_ms=600000", "POST")[0] == 400
+        # A pause after each object keeps the job running long enough to be seen.
+        status, doc = admin(srv, "/_/api/reencrypt?backend=default&pause_ms=2000", "POST")
+        assert status == 202 and doc["backend"] == "default" and doc["running"], doc
+        status, doc = admin(srv, path, "POST", {"mode": "none"})
+        assert status == 409 and "re-encrypt" in doc["error"], ("no key change while the job runs", doc)
+        assert admin(srv, "/_/api/reencrypt?backend=default", "POST")[0] == 409, "no second job"
         deadline = time.time() + 60
         while True:
             jobs = admin(srv, "/_/api/reencrypt")[1]["jobs"]
