@@ -614,6 +614,7 @@ pub fn protocol(settings: &Settings, credentials: Arc<dyn CredentialStore>) -> c
             max_per_user: settings.advanced.session_max_per_user as usize,
             bind_ip: settings.advanced.session_bind_ip,
         },
+        sso: Arc::new(settings.sso.clone()),
     }
 }
 

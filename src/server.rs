@@ -141,6 +141,12 @@ pub fn app(state: Arc<S3State>) -> Router {
         )
         .route("/_/api/admission/trace", get(crate::admin::admission_trace))
         .merge(iam_routes())
+        .route("/_/api/sso", get(crate::admin::sso::providers))
+        .route("/_/sso/{provider}/login", get(crate::admin::sso::login))
+        .route(
+            "/_/sso/{provider}/callback",
+            get(crate::admin::sso::callback),
+        )
         .route("/_/", get(crate::admin::ui::index))
         .route("/_/ui/{file}", get(crate::admin::ui::asset))
         .route("/_", get(redirect_to_ui))

@@ -12,9 +12,11 @@ pub mod history;
 pub mod iam;
 pub mod jobs;
 pub mod metrics;
+pub mod oidc;
 pub mod password;
 pub mod reencrypt;
 pub mod session;
+pub mod sso;
 pub mod ui;
 
 use std::sync::Arc;

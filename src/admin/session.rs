@@ -9,7 +9,8 @@
 //! SHA-256 of their token: the token itself exists only in the cookie. A
 //! session ends at its lifetime (`advanced.session_ttl_secs`), when its
 //! user has more than `advanced.session_max_per_user` newer ones, at logout,
-//! when the bootstrap password changes, and (with
+//! when the bootstrap password changes (or the access key it logged in
+//! with goes, or a single sign-on user loses the admin permission), and (with
 //! `advanced.session_bind_ip`) when it is used from another address.
 
 use std::collections::HashMap;
@@ -55,8 +56,18 @@ struct Session {
     /// SHA-256 of the password hash it logged in with (or of the access
     /// key's secret): a new password, or a rotated key, ends it.
     credential: [u8; 32],
-    /// The IAM access key it logged in with (`None`: the bootstrap password).
-    access_key: Option<String>,
+    how: LoggedIn,
+}
+
+/// How a session logged in, which decides what keeps it valid.
+#[derive(Debug, Clone)]
+pub(super) enum LoggedIn {
+    /// The bootstrap password (user `admin`): until the password changes.
+    Password,
+    /// An IAM user's access key: while the key and the admin permission last.
+    Key(String),
+    /// Single sign-on: while the user exists, is enabled and may run the box.
+    Sso,
 }
 
 /// The sessions, and where the bootstrap password's hash comes from.
@@ -64,6 +75,8 @@ struct Session {
 pub struct Sessions {
     map: Mutex<HashMap<[u8; 32], Session>>,
     pub bootstrap: Option<Bootstrap>,
+    /// Single sign-on logins under way.
+    pub(super) sso: super::sso::PendingLogins,
 }
 
 /// A session that checked out, for the request it came with.
@@ -74,22 +87,27 @@ pub struct Active {
     pub expires_in: Duration,
 }
 
-fn digest(b: &[u8]) -> [u8; 32] {
+pub(super) fn digest(b: &[u8]) -> [u8; 32] {
     Sha256::digest(b).into()
 }
 
-fn random_token() -> String {
+pub(super) fn random_token() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
 }
 
 /// The value of our cookie in the request, if it carries one.
 fn cookie(req: &Request<Body>) -> Option<&str> {
+    named_cookie(req, COOKIE)
+}
+
+/// The value of the cookie `name` in the request.
+pub(super) fn named_cookie<'r>(req: &'r Request<Body>, name: &str) -> Option<&'r str> {
     req.headers()
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
-        .find_map(|c| c.trim().strip_prefix(COOKIE)?.strip_prefix('='))
+        .find_map(|c| c.trim().strip_prefix(name)?.strip_prefix('='))
 }
 
 /// Whether the request carries a session cookie.
@@ -102,6 +120,7 @@ impl Sessions {
         Sessions {
             map: Mutex::new(HashMap::new()),
             bootstrap,
+            sso: Default::default(),
         }
     }
 
@@ -109,11 +128,11 @@ impl Sessions {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn create(
+    pub(super) fn create(
         &self,
         user: &str,
         credential: [u8; 32],
-        access_key: Option<String>,
+        how: LoggedIn,
         source: IpAddr,
         s: &SessionSettings,
     ) -> (String, Active) {
@@ -126,7 +145,7 @@ impl Sessions {
             expires: now + s.ttl,
             source,
             credential,
-            access_key,
+            how,
         };
         let active = Active {
             user: user.to_owned(),
@@ -163,11 +182,12 @@ impl Sessions {
         let s = st.protocol.load().sessions;
         let now = Instant::now();
         let session = self.map().get(&id).cloned()?;
-        let current = match &session.access_key {
-            None => self.current_hash(st).map(|h| digest(h.as_bytes())),
-            Some(key) => {
+        let current = match &session.how {
+            LoggedIn::Password => self.current_hash(st).map(|h| digest(h.as_bytes())),
+            LoggedIn::Key(key) => {
                 operator_key(st, key).and_then(|(user, c)| (user == session.user).then_some(c))
             }
+            LoggedIn::Sso => operator(st, &session.user).then_some(session.credential),
         };
         let valid = session.expires > now
             && (!s.bind_ip || session.source == source)
@@ -203,6 +223,15 @@ fn operator_key(st: &S3State, access_key: &str) -> Option<(String, [u8; 32])> {
     Some((user.name.clone(), digest(secret.expose().as_bytes())))
 }
 
+/// Whether the IAM user `name` exists, is enabled and may run the box.
+pub(super) fn operator(st: &S3State, name: &str) -> bool {
+    st.gateway
+        .load()
+        .directory()
+        .user(name)
+        .is_some_and(|u| u.is_operator())
+}
+
 /// Whether `method` changes state (and so needs the CSRF token).
 pub fn needs_csrf(method: &Method) -> bool {
     !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
@@ -215,7 +244,7 @@ pub fn csrf_ok(active: &Active, req: &Request<Body>) -> bool {
         .is_some_and(|v| v.as_bytes().ct_eq(active.csrf.as_bytes()).into())
 }
 
-fn set_cookie(token: &str, max_age: u64, secure: bool) -> HeaderValue {
+pub(super) fn set_cookie(token: &str, max_age: u64, secure: bool) -> HeaderValue {
     let secure = if secure { "; Secure" } else { "" };
     HeaderValue::from_str(&format!(
         "{COOKIE}={token}; Path=/_/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
@@ -223,13 +252,13 @@ fn set_cookie(token: &str, max_age: u64, secure: bool) -> HeaderValue {
     .expect("cookie characters are URL-safe base64")
 }
 
-fn secure(req: &Request<Body>) -> bool {
+pub(super) fn secure(req: &Request<Body>) -> bool {
     req.extensions()
         .get::<crate::listener::Secure>()
         .is_some_and(|s| s.0)
 }
 
-fn source(st: &S3State, req: &Request<Body>) -> IpAddr {
+pub(super) fn source(st: &S3State, req: &Request<Body>) -> IpAddr {
     let trust = st.protocol.load().trust_proxy_headers;
     crate::s3::admit::client_addr(req.extensions(), req.headers(), trust)
 }
@@ -300,7 +329,7 @@ pub async fn login(State(st): State<Arc<S3State>>, req: Request<Body>) -> Respon
         tracing::info!(%source, "admin UI: failed login ({what})");
         delay
     };
-    let (user, credential, access_key) = match (
+    let (user, credential, how) = match (
         login.password,
         login.access_key_id,
         login.secret_access_key,
@@ -327,7 +356,11 @@ pub async fn login(State(st): State<Arc<S3State>>, req: Request<Body>) -> Respon
                 tokio::time::sleep(failed("password")).await;
                 return deny(StatusCode::UNAUTHORIZED, "wrong password");
             }
-            ("admin".to_owned(), digest(hash.as_bytes()), None)
+            (
+                "admin".to_owned(),
+                digest(hash.as_bytes()),
+                LoggedIn::Password,
+            )
         }
         (None, Some(key), Some(secret)) => {
             let secret = zeroize::Zeroizing::new(secret);
@@ -348,7 +381,7 @@ pub async fn login(State(st): State<Arc<S3State>>, req: Request<Body>) -> Respon
                     "this user may not log in here: it needs an explicit `admin` permission on `*`",
                 );
             };
-            (user, credential, Some(key))
+            (user, credential, LoggedIn::Key(key))
         }
         _ => {
             return deny(
@@ -358,7 +391,7 @@ pub async fn login(State(st): State<Arc<S3State>>, req: Request<Body>) -> Respon
         }
     };
     st.lockout.succeeded(source);
-    let (token, active) = sessions.create(&user, credential, access_key, source, &proto.sessions);
+    let (token, active) = sessions.create(&user, credential, how, source, &proto.sessions);
     tracing::info!(%source, user = %user, "admin UI: logged in");
     let mut r = answer(&active);
     r.headers_mut().insert(

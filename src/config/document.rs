@@ -20,7 +20,7 @@ pub const REDACTED: &str = "<redacted>";
 pub const SECTIONS: [&str; 5] = ["admission", "access", "storage", "advanced", "fuse"];
 
 /// Field names whose literal values are secrets.
-const SECRET_FIELDS: [&str; 3] = ["secret_access_key", "key", "legacy_key"];
+const SECRET_FIELDS: [&str; 4] = ["secret_access_key", "key", "legacy_key", "client_secret"];
 
 /// The JSON Schema of the configuration file.
 pub fn schema() -> Value {

@@ -27,12 +27,15 @@ mod keys;
 mod raw;
 mod rules;
 mod settings;
+pub mod sso;
 mod validate;
 
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_iam;
+#[cfg(test)]
+mod tests_sso;
 
 use std::path::{Path, PathBuf};
 

@@ -159,6 +159,37 @@ pub(super) struct RawAccess {
     pub iam_users: Option<Vec<Sp<RawUser>>>,
     pub config_db_path: Option<S>,
     pub config_db_key_file: Option<S>,
+    pub auth_providers: Option<Vec<Sp<RawAuthProvider>>>,
+    pub group_mapping_rules: Option<Vec<Sp<RawMappingRule>>>,
+}
+
+/// One `access.auth_providers` entry (`type: oidc`).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAuthProvider {
+    pub name: Option<S>,
+    #[serde(rename = "type")]
+    pub kind: Option<S>,
+    pub display_name: Option<S>,
+    pub issuer: Option<S>,
+    pub client_id: Option<S>,
+    pub client_secret: Option<S>,
+    pub client_secret_file: Option<S>,
+    pub scopes: Option<Vec<S>>,
+    pub redirect_uri: Option<S>,
+}
+
+/// One `access.group_mapping_rules` entry: one matcher, and the groups.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMappingRule {
+    pub provider: Option<S>,
+    pub email_domain: Option<S>,
+    pub email_glob: Option<S>,
+    pub email_regex: Option<S>,
+    pub claim: Option<S>,
+    pub value: Option<S>,
+    pub groups: Option<Vec<S>>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

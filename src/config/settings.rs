@@ -96,6 +96,8 @@ pub struct Settings {
     pub iam: super::iam::IamSettings,
     /// `access.config_db_path` / `access.config_db_key_file`.
     pub config_db: super::iam::ConfigDbSettings,
+    /// `access.auth_providers` / `access.group_mapping_rules` (admin UI single sign-on).
+    pub sso: super::sso::SsoSettings,
     /// At least one backend, in file order.
     pub backends: Vec<BackendSettings>,
     /// Always the name of one of `backends`.
@@ -122,6 +124,7 @@ impl Settings {
             iam_mode: IamMode::Gui,
             iam: Default::default(),
             config_db: Default::default(),
+            sso: Default::default(),
             backends: vec![BackendSettings::embedded_default(data_dir)],
             default_backend: SINGLETON_BACKEND_NAME.to_string(),
             buckets: BTreeMap::new(),

@@ -12,6 +12,7 @@ use super::raw::Sp as Spanned;
 
 mod admission;
 mod iam;
+mod sso;
 
 use super::Overrides;
 use super::error::Problem;
@@ -151,7 +152,7 @@ impl<'a> Validator<'a> {
         let shorthand_creds = raw.storage.as_ref().is_some_and(|s| {
             s.s3.is_some() && s.access_key_id.is_some() && s.secret_access_key.is_some()
         });
-        let (mut credentials, iam_mode, iam, config_db) =
+        let (mut credentials, iam_mode, iam, config_db, sso) =
             self.access(raw.access, overrides, shorthand_creds);
         let (backends, default_backend, buckets) =
             self.storage(raw.storage, overrides.data_dir.as_ref());
@@ -189,6 +190,7 @@ impl<'a> Validator<'a> {
             iam_mode,
             iam,
             config_db,
+            sso,
             backends,
             default_backend,
             buckets,
@@ -455,6 +457,7 @@ impl<'a> Validator<'a> {
         IamMode,
         IamSettings,
         ConfigDbSettings,
+        super::sso::SsoSettings,
     ) {
         let a = raw.unwrap_or_default();
         let mut key_id = self.opt_nonempty("access.access_key_id", a.access_key_id.as_ref());
@@ -521,7 +524,8 @@ impl<'a> Validator<'a> {
         db.key_file = self
             .opt_nonempty("access.config_db_key_file", a.config_db_key_file.as_ref())
             .map(|v| PathBuf::from(v.trim()));
-        (creds, iam_mode, iam, db)
+        let sso = self.sso(&a, iam_mode);
+        (creds, iam_mode, iam, db, sso)
     }
 
     // ------------------------------------------------------------ storage

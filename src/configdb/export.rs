@@ -1,5 +1,5 @@
 //! `config-db export FILE` / `import FILE`: the whole database (IAM,
-//! bucket policies and ACLs) as one sealed document. The export is encrypted with a key derived from the
+//! bucket policies and ACLs, single sign-on identities) as one sealed document. The export is encrypted with a key derived from the
 //! database key (the same sealing as the secrets inside), so it is safe to
 //! copy off the box, and it opens only with that key: keep the key too.
 
@@ -23,6 +23,9 @@ struct Doc {
     /// (bucket, canned ACL).
     #[serde(default)]
     bucket_acls: Vec<(String, String)>,
+    /// Single sign-on identities; absent in exports from before schema 5.
+    #[serde(default)]
+    sso_identities: Vec<super::SsoIdentity>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -58,6 +61,7 @@ impl ConfigDb {
                 .collect(),
             bucket_policies: self.bucket_policies()?,
             bucket_acls: self.bucket_acls()?,
+            sso_identities: self.sso_identities()?,
         };
         let json = Zeroizing::new(serde_json::to_vec(&doc).expect("serializes"));
         let mut out = MAGIC.to_vec();
@@ -102,6 +106,7 @@ impl ConfigDb {
         let n = iam.users.len();
         self.replace_all(&iam)?;
         self.replace_bucket_settings(&doc.bucket_policies, &doc.bucket_acls)?;
+        self.replace_sso_identities(&doc.sso_identities)?;
         Ok(n)
     }
 }

@@ -18,6 +18,7 @@ pub mod live;
 mod schema;
 mod seal;
 mod server;
+mod sso;
 
 use std::path::{Path, PathBuf};
 
@@ -27,6 +28,7 @@ pub use iam::{GroupInfo, NewKey, Owner, UserInfo};
 pub use key::{DbKey, KeyOrigin};
 pub use live::{LiveIam, open_db};
 pub use server::BOOTSTRAP_PASSWORD_HASH;
+pub use sso::{SsoIdentity, SsoLogin};
 
 /// Why an operation on the config database failed. `Invalid`, `NotFound`
 /// and `Conflict` are the caller's mistakes (the API answers 400/404/409).

@@ -263,10 +263,10 @@ fn a_schema_2_file_migrates_keeping_its_policies() {
     let path = t.path().join("config.db");
     {
         let d = db(t.path(), 1).unwrap();
-        // Back to what schema 2 had: no bucket_acls or server_settings table.
+        // Back to what schema 2 had: no bucket_acls, server_settings or sso_identities table.
         d.conn
             .execute_batch(
-                "DROP TABLE bucket_acls; DROP TABLE server_settings; PRAGMA user_version = 2;",
+                "DROP TABLE bucket_acls; DROP TABLE server_settings; DROP TABLE sso_identities; PRAGMA user_version = 2;",
             )
             .unwrap();
         d.conn
@@ -287,5 +287,76 @@ fn a_schema_2_file_migrates_keeping_its_policies() {
             .unwrap()
             .as_deref(),
         Some("h")
+    );
+}
+
+#[test]
+fn sso_login_provisions_once_and_follows_the_rules() {
+    let t = tempfile::tempdir().unwrap();
+    let mut d = db(t.path(), 1).unwrap();
+    d.create_group("ops").unwrap();
+    d.create_group("staff").unwrap();
+    // A user made by hand with the address as its name is never taken over.
+    d.create_user("bob@example.com", &[]).unwrap();
+    let missing = d.sso_login("corp", "s1", Some("a@example.com"), &["nope".into()]);
+    assert!(matches!(missing, Err(DbError::NotFound(m)) if m.contains("nope")));
+    assert!(
+        d.users().unwrap().iter().all(|u| u.name != "a@example.com"),
+        "nothing provisioned"
+    );
+
+    let first = d
+        .sso_login(
+            "corp",
+            "s1",
+            Some("a@example.com"),
+            &["ops".into(), "staff".into()],
+        )
+        .unwrap();
+    assert_eq!(
+        first,
+        SsoLogin {
+            user: "a@example.com".into(),
+            created: true,
+            enabled: true
+        }
+    );
+    let u = d.user("a@example.com").unwrap();
+    assert_eq!(u.groups, ["ops", "staff"]);
+    assert!(
+        u.access_keys.is_empty(),
+        "single sign-on gives no S3 key by itself"
+    );
+    // The address changed at the provider: same subject, same user; groups follow the rules.
+    let again = d
+        .sso_login("corp", "s1", Some("a2@example.com"), &["staff".into()])
+        .unwrap();
+    assert_eq!(again.user, "a@example.com");
+    assert!(!again.created);
+    assert_eq!(d.user("a@example.com").unwrap().groups, ["staff"]);
+    let bob = d
+        .sso_login("corp", "s2", Some("bob@example.com"), &[])
+        .unwrap();
+    assert_eq!(bob.user, "corp-s2");
+    assert!(d.user("bob@example.com").unwrap().groups.is_empty());
+    d.set_enabled("corp-s2", false).unwrap();
+    assert!(!d.sso_login("corp", "s2", None, &[]).unwrap().enabled);
+
+    // The identities travel in the export.
+    let export = d.export().unwrap();
+    let t2 = tempfile::tempdir().unwrap();
+    let mut e = db(t2.path(), 1).unwrap();
+    e.import(&export).unwrap();
+    assert_eq!(e.sso_identities().unwrap(), d.sso_identities().unwrap());
+    assert_eq!(
+        e.sso_login("corp", "s1", None, &[]).unwrap().user,
+        "a@example.com"
+    );
+    // Deleting the user forgets the identity: the next login provisions afresh.
+    d.delete_user("a@example.com").unwrap();
+    assert!(
+        d.sso_login("corp", "s1", Some("a@example.com"), &[])
+            .unwrap()
+            .created
     );
 }

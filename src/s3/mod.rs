@@ -49,6 +49,8 @@ pub struct Protocol {
     pub metrics_allow_from: Vec<crate::config::IpNet>,
     /// Admin UI session rules (`advanced.session_*`).
     pub sessions: crate::admin::session::SessionSettings,
+    /// `access.auth_providers` / `access.group_mapping_rules`.
+    pub sso: Arc<crate::config::sso::SsoSettings>,
 }
 
 /// Everything the S3 handlers share. A request takes one snapshot of the

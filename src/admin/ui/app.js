@@ -115,7 +115,16 @@ function loginView() {
     ev.preventDefault();
     logIn({ access_key_id: keyId.value.trim(), secret_access_key: secret.value }, "Wrong access key or secret.");
   });
-  show(form, keyForm);
+  // Single sign-on providers (access.auth_providers): plain links, the
+  // server does the rest (docs/iam.md, "Single sign-on").
+  const sso = h("div", { class: "card login", id: "sso-login", hidden: true });
+  api("GET", "/_/api/sso").then((r) => {
+    if (!r.providers.length) return;
+    sso.append(h("strong", {}, "Or sign in with single sign-on"),
+      ...r.providers.map((p) => h("a", { class: "button", href: p.login_url, id: `sso-${p.name}` }, `Sign in with ${p.display_name}`)));
+    sso.hidden = false;
+  }).catch(() => {});
+  show(form, sso, keyForm);
   pw.focus();
 }
 
