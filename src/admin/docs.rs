@@ -71,6 +71,7 @@ pub const DOCS: &[(&str, &str)] = &[
         "adr-0006-admin-ui",
         include_str!("../../docs/adr/0006-admin-ui.md"),
     ),
+    ("adr-0007-oidc", include_str!("../../docs/adr/0007-oidc.md")),
 ];
 
 fn title(text: &str) -> &str {

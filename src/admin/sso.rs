@@ -109,9 +109,11 @@ fn page(status: StatusCode, title: &str, text: &str, refresh: bool) -> Response 
         ""
     };
     let body = format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\">{meta}<title>{t}</title></head>\
-         <body><h1 id=\"sso-title\">{t}</h1><p id=\"sso-message\">{m}</p>\
-         <p><a href=\"/_/\">Back to the admin UI</a></p></body></html>",
+        "<!doctype html><html><head><meta charset=\"utf-8\">{meta}<title>{t}</title>\
+         <link rel=\"stylesheet\" href=\"/_/ui/app.css\"></head>\
+         <body><main><div class=\"card login\"><h1 id=\"sso-title\">{t}</h1>\
+         <p id=\"sso-message\">{m}</p><p><a class=\"button\" href=\"/_/\">Back to the admin UI</a></p>\
+         </div></main></body></html>",
         t = esc(title),
         m = esc(text),
     );
@@ -124,7 +126,9 @@ fn page(status: StatusCode, title: &str, text: &str, refresh: bool) -> Response 
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'; base-uri 'none'"),
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
     );
     h.insert(
         header::REFERRER_POLICY,
