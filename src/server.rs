@@ -48,6 +48,7 @@ fn iam_routes() -> Router<Arc<S3State>> {
             get(show_user).delete(delete_user),
         )
         .route("/_/api/iam/users/{name}/enabled", put(set_enabled))
+        .route("/_/api/iam/users/{name}/can", get(crate::admin::can::can))
         .route("/_/api/iam/users/{name}/keys", post(create_key))
         .route("/_/api/iam/users/{name}/keys/{id}", delete(delete_key))
         .route("/_/api/iam/users/{name}/keys/{id}/rotate", post(rotate_key))

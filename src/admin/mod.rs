@@ -5,6 +5,7 @@
 
 pub mod audit;
 pub mod backends;
+pub mod can;
 pub mod config;
 pub mod docs;
 pub mod files;

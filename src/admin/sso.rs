@@ -118,21 +118,11 @@ fn page(status: StatusCode, title: &str, text: &str, refresh: bool) -> Response 
         m = esc(text),
     );
     let mut r = (status, body).into_response();
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'self'; frame-ancestors 'none'; base-uri 'none'",
-        ),
-    );
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+    super::ui::harden(
+        r.headers_mut(),
+        "text/html; charset=utf-8",
+        "no-store",
+        "default-src 'none'; style-src 'self'; frame-ancestors 'none'; base-uri 'none'",
     );
     r
 }
@@ -167,15 +157,30 @@ fn redirect_uri(p: &crate::config::sso::OidcProvider, req: &Request<Body>) -> Op
     Some(format!("{scheme}://{host}/_/sso/{}/callback", p.name))
 }
 
-fn locked(st: &S3State, source: std::net::IpAddr) -> Option<Response> {
-    st.lockout.check(source, Instant::now()).err().map(|_| {
-        page(
+/// The client's address and the session table, unless the address is
+/// locked out or this server has no login.
+fn admit<'s>(
+    st: &'s S3State,
+    req: &Request<Body>,
+) -> Result<(std::net::IpAddr, &'s session::Sessions), Box<Response>> {
+    let source = session::source(st, req);
+    if st.lockout.check(source, Instant::now()).is_err() {
+        return Err(Box::new(page(
             StatusCode::SERVICE_UNAVAILABLE,
             "Try again later",
             "Too many failed sign-ins from this address.",
             false,
-        )
-    })
+        )));
+    }
+    let sessions = st.sessions.as_ref().ok_or_else(|| {
+        Box::new(page(
+            StatusCode::NOT_IMPLEMENTED,
+            "No sign-in",
+            "This server has no admin UI login.",
+            false,
+        ))
+    })?;
+    Ok((source, sessions))
 }
 
 /// `GET /_/sso/{provider}/login`.
@@ -184,17 +189,9 @@ pub async fn login(
     Path(name): Path<String>,
     req: Request<Body>,
 ) -> Response {
-    let source = session::source(&st, &req);
-    if let Some(r) = locked(&st, source) {
-        return r;
-    }
-    let Some(sessions) = st.sessions.as_ref() else {
-        return page(
-            StatusCode::NOT_IMPLEMENTED,
-            "No sign-in",
-            "This server has no admin UI login.",
-            false,
-        );
+    let (_, sessions) = match admit(&st, &req) {
+        Ok(v) => v,
+        Err(r) => return *r,
     };
     let sso = st.protocol.load().sso.clone();
     let Some(p) = sso.provider(&name) else {
@@ -264,17 +261,9 @@ pub async fn callback(
     Path(name): Path<String>,
     req: Request<Body>,
 ) -> Response {
-    let source = session::source(&st, &req);
-    if let Some(r) = locked(&st, source) {
-        return r;
-    }
-    let Some(sessions) = st.sessions.as_ref() else {
-        return page(
-            StatusCode::NOT_IMPLEMENTED,
-            "No sign-in",
-            "This server has no admin UI login.",
-            false,
-        );
+    let (source, sessions) = match admit(&st, &req) {
+        Ok(v) => v,
+        Err(r) => return *r,
     };
     let proto = st.protocol.load_full();
     let failed = |why: &str| {

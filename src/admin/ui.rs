@@ -18,12 +18,22 @@ connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 
 fn answer(content_type: &'static str, body: &'static str, cache: &'static str) -> Response {
     let mut r = body.into_response();
-    let h = r.headers_mut();
+    harden(r.headers_mut(), content_type, cache, CSP);
+    r
+}
+
+/// The headers every page of the UI carries (also the single sign-on pages).
+pub(super) fn harden(
+    h: &mut http::HeaderMap,
+    content_type: &'static str,
+    cache: &'static str,
+    csp: &'static str,
+) {
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
     h.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CSP),
+        HeaderValue::from_static(csp),
     );
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
@@ -34,7 +44,6 @@ fn answer(content_type: &'static str, body: &'static str, cache: &'static str) -
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
     );
-    r
 }
 
 /// `GET /_/`: the page.

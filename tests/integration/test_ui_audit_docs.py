@@ -78,6 +78,20 @@ def test_audit_and_docs_api(tmp_path):
         recs = json.loads(body)["records"]
         assert status == 200 and len(recs) == 1 and recs[0]["user"] == "admin"
         assert recs[0]["key"].startswith("/_/api/"), recs
+        # Filter by operation (case does not matter) and bucket together.
+        s3 = srv.client()
+        s3.create_bucket(Bucket="ops")
+        s3.put_object(Bucket="ops", Key="a", Body=b"x")
+        s3.get_object(Bucket="ops", Key="a")["Body"].read()
+        deadline, recs = time.time() + 5, []
+        while time.time() < deadline and not recs:
+            recs = json.loads(raw_request(f"{srv.url}/_/api/audit?operation=putobject&bucket=ops", sign=True)[2])["records"]
+            time.sleep(0.1)
+        assert recs and all(r["operation"] == "PutObject" and r["bucket"] == "ops" for r in recs), recs
+        recs = json.loads(raw_request(f"{srv.url}/_/api/audit?operation=GetObject&bucket=ops", sign=True)[2])["records"]
+        assert [r["key"] for r in recs] == ["a"], recs
+        recs = json.loads(raw_request(f"{srv.url}/_/api/audit?operation=DeleteObject", sign=True)[2])["records"]
+        assert recs == []
     finally:
         srv.stop()
 

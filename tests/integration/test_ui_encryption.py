@@ -158,6 +158,17 @@ def admin(srv, path, method="GET", body=None):
     return status, json.loads(out or b"{}")
 
 
+def wait_job(srv):
+    """The jobs once the default backend's has finished."""
+    deadline = time.time() + 60
+    while True:
+        jobs = admin(srv, "/_/api/reencrypt")[1]["jobs"]
+        if not jobs[0]["running"]:
+            return jobs
+        assert time.time() < deadline, f"the re-encrypt job did not finish: {jobs}"
+        time.sleep(0.1)
+
+
 def test_encryption_endpoint_refusals_and_rotation(tmp_path):
     cfg = config(tmp_path)
     srv = Server(tmp_path / "unused", config=cfg).start()
@@ -180,6 +191,8 @@ def test_encryption_endpoint_refusals_and_rotation(tmp_path):
         s3 = srv.client()
         s3.create_bucket(Bucket="rot")
         s3.put_object(Bucket="rot", Key="one", Body=b"under key one")
+        s3.create_bucket(Bucket="side")
+        s3.put_object(Bucket="side", Key="x", Body=b"also under key one")
 
         # Rotation: the first key becomes the legacy key, so its objects read.
         status, doc = admin(srv, path, "POST", {"mode": "aes256-gcm-proxy", "key": k2})
@@ -192,6 +205,12 @@ def test_encryption_endpoint_refusals_and_rotation(tmp_path):
         assert status == 409 and id1 in doc["error"], doc
         assert len(list((tmp_path / "keys").iterdir())) == 2, "the refused key's file is removed"
 
+        # A job over one bucket rewrites that bucket only.
+        status, doc = admin(srv, "/_/api/reencrypt?backend=default&bucket=side", "POST")
+        assert status == 202 and doc["job"]["buckets"] == ["side"], doc
+        jobs = wait_job(srv)
+        assert jobs[0]["job"]["buckets"] == ["side"] and jobs[0]["job"]["rewritten"] == 1, jobs
+        assert s3.get_object(Bucket="side", Key="x")["Body"].read() == b"also under key one"
         assert admin(srv, "/_/api/reencrypt?backend=default&pause_ms=soon", "POST")[0] == 400
         assert admin(srv, "/_/api/reencrypt?backend=default&pause_ms=600000", "POST")[0] == 400
         # A pause after each object keeps the job running long enough to be seen.
@@ -200,13 +219,7 @@ def test_encryption_endpoint_refusals_and_rotation(tmp_path):
         status, doc = admin(srv, path, "POST", {"mode": "none"})
         assert status == 409 and "re-encrypt" in doc["error"], ("no key change while the job runs", doc)
         assert admin(srv, "/_/api/reencrypt?backend=default", "POST")[0] == 409, "no second job"
-        deadline = time.time() + 60
-        while True:
-            jobs = admin(srv, "/_/api/reencrypt")[1]["jobs"]
-            if not jobs[0]["running"]:
-                break
-            assert time.time() < deadline, f"the re-encrypt job did not finish: {jobs}"
-            time.sleep(0.1)
+        jobs = wait_job(srv)
         assert jobs[0]["percent"] == 100 and jobs[0]["job"]["rewritten"] == 1, jobs
         # Now mode none: the current key stays as legacy for what it wrote.
         status, doc = admin(srv, path, "POST", {"mode": "none"})

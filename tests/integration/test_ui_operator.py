@@ -12,7 +12,8 @@ from selenium.webdriver.support import expected_conditions as EC
 
 from conftest import Server, raw_request
 from test_iam import audit_records
-from test_ui import browser, shot, text_of, wait
+from test_session import generated_password
+from test_ui import browser, log_in, shot, text_of, wait
 from test_ui_encryption import config
 
 
@@ -91,6 +92,63 @@ def test_an_operator_logs_in_with_a_key_and_loses_the_session_with_it(tmp_path):
         assert code == 401, "the session ended with the permission"
         status, _, _ = key_login(srv, ops_key, ops_secret)
         assert status == 403
+    finally:
+        b.quit()
+        srv.stop()
+
+
+def test_what_can_this_user_do_matches_what_its_requests_get(tmp_path):
+    srv = Server(tmp_path / "unused", config=config(tmp_path)).start()
+    b = browser()
+    try:
+        key, secret = user_with(srv, "reader", ["read", "list"])
+        status, doc = admin(srv, "/_/api/iam/users/reader/permissions", "POST",
+                            {"effect": "Deny", "actions": ["read"], "resources": ["vault/secret/*"]})
+        assert status in (200, 201), doc
+        s3 = srv.client()
+        s3.create_bucket(Bucket="vault")
+        for k in ("public/a.txt", "secret/k"):
+            s3.put_object(Bucket="vault", Key=k, Body=b"x")
+
+        def can(q):
+            status, doc = admin(srv, f"/_/api/iam/users/reader/can?{q}")
+            assert status == 200, doc
+            return {a["action"]: a for a in doc["actions"]}
+
+        obj = can("bucket=vault&key=public/a.txt")
+        assert set(obj) >= {"s3:GetObject", "s3:PutObject", "s3:DeleteObject"} and "s3:ListBucket" not in obj
+        assert obj["s3:GetObject"]["allowed"]
+        assert not obj["s3:PutObject"]["allowed"] and not obj["s3:PutObject"]["explicit"]
+        hidden = can("bucket=vault&key=secret/k")["s3:GetObject"]
+        assert not hidden["allowed"] and hidden["explicit"], hidden
+        bucket = can("bucket=vault")
+        assert bucket["s3:ListBucket"]["allowed"] and not bucket["s3:DeleteBucket"]["allowed"]
+        assert can("")["s3:ListAllMyBuckets"]["allowed"]
+        assert admin(srv, "/_/api/iam/users/nobody/can?bucket=vault")[0] == 404
+        assert admin(srv, "/_/api/iam/users/reader/can?key=x")[0] == 400
+        assert admin(srv, "/_/api/iam/users/reader/can?bucket=b&source_ip=nope")[0] == 400
+        assert raw_request(f"{srv.url}/_/api/iam/users/reader/can?bucket=vault")[0] == 401
+
+        # The preview says what the user's own requests then get.
+        mine = srv.client(access=key, secret=secret)
+        assert mine.get_object(Bucket="vault", Key="public/a.txt")["Body"].read() == b"x"
+        for call in (lambda: mine.get_object(Bucket="vault", Key="secret/k"),
+                     lambda: mine.put_object(Bucket="vault", Key="public/b", Body=b"y")):
+            try:
+                call()
+                raise AssertionError("allowed")
+            except mine.exceptions.ClientError as e:
+                assert e.response["Error"]["Code"] == "AccessDenied"
+
+        log_in(srv, b, generated_password(srv))
+        b.find_element(By.ID, "nav-users").click()
+        wait(b, EC.element_to_be_clickable((By.ID, "can-check")))
+        b.find_element(By.ID, "can-bucket").send_keys("vault")
+        b.find_element(By.ID, "can-key").send_keys("secret/k")
+        b.find_element(By.ID, "can-check").click()
+        row = wait(b, EC.visibility_of_element_located((By.CSS_SELECTOR, "tr[data-action='s3:GetObject']")))
+        assert "denied (explicit)" in row.text, row.text
+        shot(b, "users-can")
     finally:
         b.quit()
         srv.stop()

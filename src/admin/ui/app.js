@@ -271,7 +271,36 @@ async function usersView(notice) {
       : h("div", { class: "card" }, form),
     h("table", { id: "users" },
       h("thead", {}, h("tr", {}, ["User", "State", "Groups", "Access keys", "Permissions", ""].map((t) => h("th", {}, t)))),
-      h("tbody", {}, rows)));
+      h("tbody", {}, rows)),
+    users.length ? canCard(users) : "");
+}
+
+// "What can this user do on bucket/key?", judged by the server as a
+// request would be (GET /_/api/iam/users/{name}/can).
+function canCard(users) {
+  const who = h("select", { id: "can-user" }, users.map((u) => h("option", { value: u.name }, u.name)));
+  const bucket = h("input", { type: "text", id: "can-bucket", placeholder: "bucket (empty: the service)" });
+  const key = h("input", { type: "text", id: "can-key", placeholder: "key (empty: the bucket)" });
+  const out = h("div", { id: "can-result" });
+  const form = h("form", { class: "inline", id: "can-form" }, who, bucket, key,
+    h("button", { type: "submit", id: "can-check" }, "Check"));
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const q = new URLSearchParams({ bucket: bucket.value.trim(), key: key.value.trim() });
+    try {
+      const r = await api("GET", `/_/api/iam/users/${encodeURIComponent(who.value)}/can?${q}`);
+      out.replaceChildren(h("table", { id: "can-table" },
+        h("thead", {}, h("tr", {}, ["Action", "Decision", "Because"].map((t) => h("th", {}, t)))),
+        h("tbody", {}, r.actions.map((a) => h("tr", { "data-action": a.action },
+          h("td", {}, a.action),
+          h("td", {}, a.allowed ? h("span", { class: "ok" }, "allowed") : h("span", { class: "bad" }, a.explicit ? "denied (explicit)" : "denied")),
+          h("td", {}, a.rule))))));
+    } catch (e) { out.replaceChildren(errorBox(e)); }
+  });
+  return h("div", { class: "card", id: "can-card" },
+    h("strong", {}, "What can this user do?"),
+    h("p", { class: "muted" }, "Every S3 action on the object (with a key), the bucket, or the service, judged as a request would be: the user's and its groups' permissions and the bucket policy."),
+    form, out);
 }
 
 // ---- backends ----------------------------------------------------------
