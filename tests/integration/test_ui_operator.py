@@ -141,6 +141,7 @@ def test_what_can_this_user_do_matches_what_its_requests_get(tmp_path):
                 assert e.response["Error"]["Code"] == "AccessDenied"
 
         log_in(srv, b, generated_password(srv))
+        text_of(b, "#version")
         b.find_element(By.ID, "nav-users").click()
         wait(b, EC.element_to_be_clickable((By.ID, "can-check")))
         b.find_element(By.ID, "can-bucket").send_keys("vault")
