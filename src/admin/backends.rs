@@ -294,7 +294,14 @@ pub async fn set_encryption(
     let Ok(body) = axum::body::to_bytes(req.into_body(), 64 * 1024).await else {
         return deny(StatusCode::PAYLOAD_TOO_LARGE, "the request is too large");
     };
-    let c: Change = match serde_json::from_slice(&body) {
+    // The body holds the key: parsed, then wiped (the key itself moves
+    // into a `Zeroizing` in `change`).
+    let mut body = body
+        .try_into_mut()
+        .unwrap_or_else(|shared| bytes::BytesMut::from(&shared[..]));
+    let parsed = serde_json::from_slice::<Change>(&body);
+    zeroize::Zeroize::zeroize(&mut body[..]);
+    let c: Change = match parsed {
         Ok(c) => c,
         Err(_) => {
             return deny(

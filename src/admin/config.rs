@@ -204,12 +204,19 @@ pub(super) fn refused(r: Refusal) -> Response {
     }
 }
 
-/// Restores redacted secrets from the file, then validates and (unless a
-/// dry run) applies the document.
-async fn apply(ctl: Arc<dyn ConfigControl>, mut doc: Value, dry_run: bool) -> Response {
+/// Under the edit lock: reads the file, makes the new document from it
+/// (`make`: the whole new document, or the current one patched), restores
+/// redacted secrets from the file, then validates and (unless a dry run)
+/// applies it.
+async fn apply(
+    ctl: Arc<dyn ConfigControl>,
+    dry_run: bool,
+    make: impl FnOnce(&Value) -> Result<Value, Response> + Send + 'static,
+) -> Response {
     let res = tokio::task::spawn_blocking(move || {
         let _edit = EDIT.lock().unwrap_or_else(|p| p.into_inner());
         let cur = current(ctl.as_ref()).map_err(|r| Ok::<Response, Refusal>(*r))?;
+        let mut doc = make(&cur).map_err(Ok)?;
         document::restore_redacted(&mut doc, &cur).map_err(|p| Err(Refusal::Invalid(vec![p])))?;
         let text = document::to_yaml(&doc);
         ctl.apply(&text, dry_run).map_err(Err)
@@ -239,7 +246,7 @@ async fn whole_document(st: Arc<S3State>, req: Request<Body>, dry_run: bool) -> 
         return deny(StatusCode::PAYLOAD_TOO_LARGE, "the document is too large");
     };
     match body_document(&parts.headers, &body) {
-        Ok(doc) => apply(ctl, doc, dry_run).await,
+        Ok(doc) => apply(ctl, dry_run, move |_| Ok(doc)).await,
         Err(p) => refused(Refusal::Invalid(p)),
     }
 }
@@ -279,15 +286,11 @@ pub async fn patch_section(
             }]));
         }
     };
-    let c = ctl.clone();
-    let merged = tokio::task::spawn_blocking(move || {
-        current(c.as_ref()).map(|cur| document::patch_section(&cur, &section, &patch))
+    // The merge reads the file under the same lock as the apply, so two
+    // patches of different sections cannot undo each other.
+    apply(ctl, dry_run, move |cur| {
+        document::patch_section(cur, &section, &patch)
+            .map_err(|why| deny(StatusCode::NOT_FOUND, &why))
     })
-    .await;
-    match merged {
-        Ok(Ok(Ok(doc))) => apply(ctl, doc, dry_run).await,
-        Ok(Ok(Err(why))) => deny(StatusCode::NOT_FOUND, &why),
-        Ok(Err(r)) => *r,
-        Err(_) => deny(StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
-    }
+    .await
 }

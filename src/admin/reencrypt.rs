@@ -25,7 +25,10 @@ fn running() -> &'static Mutex<BTreeSet<String>> {
 }
 
 pub(super) fn is_running(backend: &str) -> bool {
-    running().lock().expect("job table").contains(backend)
+    running()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .contains(backend)
 }
 
 /// Runs the pending job of `store` to the end on a blocking thread, with
@@ -38,7 +41,19 @@ pub fn spawn_reencrypt(store: Arc<ObjectStore>, pause: Duration) {
     {
         return;
     }
+    /// Takes the backend off the running set however the job ends (a panic too).
+    struct Running(String);
+    impl Drop for Running {
+        fn drop(&mut self) {
+            running()
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&self.0);
+        }
+    }
+    let guard = Running(store.name.clone());
     tokio::task::spawn_blocking(move || {
+        let _running = guard;
         let res = store.run_reencrypt(pause, &mut |j| {
             tracing::debug!(backend = %store.name, rewritten = j.rewritten, unchanged = j.skipped, failed = j.failed, total = j.total, "re-encrypt job progress")
         });
@@ -58,8 +73,8 @@ pub fn spawn_reencrypt(store: Arc<ObjectStore>, pause: Duration) {
                 tracing::error!(backend = %store.name, error = %e, "re-encrypt job stopped; start it again to resume")
             }
         }
-        // Only now: a finished job counts as running until the old keys are retired.
-        running().lock().expect("job table").remove(&store.name);
+        // Only when `_running` drops: a finished job counts as running until
+        // the old keys are retired.
     });
 }
 
