@@ -7,7 +7,7 @@
 //! redirects followed, a timeout and a body cap.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -76,29 +76,58 @@ async fn send(req: openidconnect::HttpRequest) -> Result<openidconnect::HttpResp
         .map_err(|_| HttpError("the provider did not answer in time".into()))?
 }
 
-/// Discovery documents by issuer, with when they were fetched.
-fn cache() -> &'static Mutex<HashMap<String, (Instant, CoreProviderMetadata)>> {
-    static CACHE: OnceLock<Mutex<HashMap<String, (Instant, CoreProviderMetadata)>>> =
-        OnceLock::new();
+/// A failed discovery is not tried again for this long (unauthenticated
+/// logins must not each cost a call to a provider that is down).
+const FAILURE_TTL: Duration = Duration::from_secs(30);
+
+type Cached = (Instant, Result<CoreProviderMetadata, String>);
+
+/// Discovery documents (or the last failure) by issuer, with when they
+/// were fetched. The async lock makes concurrent logins share one fetch.
+fn cache() -> &'static tokio::sync::Mutex<HashMap<String, Cached>> {
+    static CACHE: OnceLock<tokio::sync::Mutex<HashMap<String, Cached>>> = OnceLock::new();
     CACHE.get_or_init(Default::default)
 }
 
 /// The provider's metadata and keys (`fresh`: fetched now, not cached).
 async fn metadata(p: &OidcProvider, fresh: bool) -> Result<CoreProviderMetadata, String> {
+    let mut cache = cache().lock().await;
     if !fresh
-        && let Some((at, m)) = cache().lock().expect("discovery cache").get(&p.issuer)
-        && at.elapsed() < DISCOVERY_TTL
+        && let Some((at, m)) = cache.get(&p.issuer)
+        && at.elapsed()
+            < if m.is_ok() {
+                DISCOVERY_TTL
+            } else {
+                FAILURE_TTL
+            }
     {
-        return Ok(m.clone());
+        return m.clone();
     }
+    let m = discover(p).await;
+    cache.insert(p.issuer.clone(), (Instant::now(), m.clone()));
+    m
+}
+
+async fn discover(p: &OidcProvider) -> Result<CoreProviderMetadata, String> {
     let issuer = IssuerUrl::new(p.issuer.clone()).map_err(|e| format!("issuer: {e}"))?;
     let m = CoreProviderMetadata::discover_async(issuer, &send)
         .await
         .map_err(|e| format!("discovery at {}: {}", p.issuer, chain(&e)))?;
-    cache()
-        .lock()
-        .expect("discovery cache")
-        .insert(p.issuer.clone(), (Instant::now(), m.clone()));
+    // An https issuer's code, secret and keys travel over https only.
+    if p.issuer.starts_with("https://") {
+        let plain = [
+            m.token_endpoint().map(|u| u.url().clone()),
+            Some(m.jwks_uri().url().clone()),
+        ]
+        .into_iter()
+        .flatten()
+        .find(|u| u.scheme() != "https");
+        if let Some(u) = plain {
+            return Err(format!(
+                "the provider's metadata names a non-https endpoint: {u}"
+            ));
+        }
+    }
     Ok(m)
 }
 
@@ -193,7 +222,7 @@ pub async fn finish(
     let nonce = Nonce::new(nonce.to_owned());
     let verified = match id_token.claims(&c.id_token_verifier(), &nonce) {
         Ok(claims) => claims.subject().as_str().to_owned(),
-        Err(first) => {
+        Err(first @ openidconnect::ClaimsVerificationError::SignatureVerification(_)) => {
             // The provider may have rotated its signing keys: fetch them
             // once more before refusing.
             let c = client(p, metadata(p, true).await?, redirect)?;
@@ -204,14 +233,18 @@ pub async fn finish(
                 .as_str()
                 .to_owned()
         }
+        Err(e) => return Err(format!("ID token refused: {e}")),
     };
     // The signature checked out, so the payload's other claims (groups and
     // the like, which the typed claims drop) can be read as they are.
     let claims = payload(&id_token.to_string())?;
-    let verified_email = !matches!(
-        claims.get("email_verified"),
-        Some(serde_json::Value::Bool(false))
-    );
+    // Only an address the provider vouches for (`email_verified: true`, a
+    // JSON boolean) may match e-mail rules or name a user.
+    let verified_email = p.trust_unverified_email
+        || matches!(
+            claims.get("email_verified"),
+            Some(serde_json::Value::Bool(true))
+        );
     let email = claims
         .get("email")
         .and_then(|v| v.as_str())
@@ -219,6 +252,7 @@ pub async fn finish(
         .map(str::to_ascii_lowercase);
     Ok(Identity {
         provider: p.name.clone(),
+        issuer: p.issuer.clone(),
         subject: verified,
         email,
         claims,

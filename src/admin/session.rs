@@ -66,8 +66,9 @@ pub(super) enum LoggedIn {
     Password,
     /// An IAM user's access key: while the key and the admin permission last.
     Key(String),
-    /// Single sign-on: while the user exists, is enabled and may run the box.
-    Sso,
+    /// Single sign-on: while the user exists, is enabled and may run the
+    /// box, and a provider with this issuer is still configured.
+    Sso { issuer: String },
 }
 
 /// The sessions, and where the bootstrap password's hash comes from.
@@ -187,7 +188,16 @@ impl Sessions {
             LoggedIn::Key(key) => {
                 operator_key(st, key).and_then(|(user, c)| (user == session.user).then_some(c))
             }
-            LoggedIn::Sso => operator(st, &session.user).then_some(session.credential),
+            LoggedIn::Sso { issuer } => {
+                let configured = st
+                    .protocol
+                    .load()
+                    .sso
+                    .providers
+                    .iter()
+                    .any(|p| p.issuer == *issuer);
+                (configured && operator(st, &session.user)).then_some(session.credential)
+            }
         };
         let valid = session.expires > now
             && (!s.bind_ip || session.source == source)

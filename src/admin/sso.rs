@@ -3,7 +3,7 @@
 //! * `GET /_/api/sso` lists the providers for the login page (public).
 //! * `GET /_/sso/{provider}/login` starts a login: a fresh state, nonce and
 //!   PKCE verifier are kept here for ten minutes, bound to this browser by
-//!   an HttpOnly `dgp_sso` cookie, and the browser goes to the provider.
+//!   an HttpOnly `dgp_sso_*` cookie, and the browser goes to the provider.
 //! * `GET /_/sso/{provider}/callback` finishes it: the state is used once
 //!   and must come back to the browser that started it; the code is
 //!   exchanged and the ID token verified (`oidc`); the mapping rules give
@@ -29,8 +29,12 @@ use super::session::{self, LoggedIn, digest, random_token};
 use crate::configdb::DbError;
 use crate::s3::S3State;
 
-/// The cookie binding a login under way to the browser that started it.
-const SSO_COOKIE: &str = "dgp_sso";
+/// The cookies binding logins under way to the browser that started them:
+/// `dgp_sso_<8 hex digits of the state's digest>`, one per login, so two
+/// tabs do not undo each other.
+const SSO_COOKIE: &str = "dgp_sso_";
+/// Logins under way from one address kept at most: the oldest go first.
+const MAX_PENDING_PER_SOURCE: usize = 16;
 /// How long a login may take at the provider.
 const PENDING_TTL: Duration = Duration::from_secs(600);
 /// Logins under way kept at most: the oldest go first.
@@ -42,6 +46,7 @@ struct Pending {
     nonce: String,
     pkce_verifier: String,
     browser: [u8; 32],
+    source: std::net::IpAddr,
     created: Instant,
 }
 
@@ -59,6 +64,17 @@ impl PendingLogins {
     fn put(&self, state: &str, p: Pending) {
         let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
         m.retain(|_, v| v.created.elapsed() < PENDING_TTL);
+        // One address cannot push everybody else's logins out.
+        let mut mine: Vec<([u8; 32], Instant)> = m
+            .iter()
+            .filter(|(_, v)| v.source == p.source)
+            .map(|(k, v)| (*k, v.created))
+            .collect();
+        mine.sort_by_key(|(_, c)| *c);
+        let over = (mine.len() + 1).saturating_sub(MAX_PENDING_PER_SOURCE);
+        for (k, _) in mine.into_iter().take(over) {
+            m.remove(&k);
+        }
         if m.len() >= MAX_PENDING
             && let Some(k) = m.iter().min_by_key(|(_, v)| v.created).map(|(k, _)| *k)
         {
@@ -131,11 +147,19 @@ fn refused(title: &str, text: &str) -> Response {
     page(StatusCode::FORBIDDEN, title, text, false)
 }
 
-fn sso_cookie(value: &str, max_age: u64, secure: bool) -> HeaderValue {
+/// The name of the cookie of the login with this state.
+fn cookie_name(state: &str) -> String {
+    format!(
+        "{SSO_COOKIE}{}",
+        hex::encode(&digest(state.as_bytes())[..4])
+    )
+}
+
+fn sso_cookie(name: &str, value: &str, max_age: u64, secure: bool) -> HeaderValue {
     let secure = if secure { "; Secure" } else { "" };
     // Lax, not Strict: it must come back with the provider's redirect.
     HeaderValue::from_str(&format!(
-        "{SSO_COOKIE}={value}; Path=/_/sso/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}"
+        "{name}={value}; Path=/_/sso/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}"
     ))
     .expect("cookie characters are URL-safe base64")
 }
@@ -146,8 +170,11 @@ fn redirect_uri(p: &crate::config::sso::OidcProvider, req: &Request<Body>) -> Op
         return Some(u.clone());
     }
     let host = req.headers().get(header::HOST)?.to_str().ok()?;
-    // Only a plain authority: anything else is not a host a provider would
-    // have registered, and must not end up in a URL.
+    // Only host[:port]: anything else (user info above all, which would
+    // move the callback to another host) must not end up in the URL.
+    if host.contains('@') {
+        return None;
+    }
     host.parse::<http::uri::Authority>().ok()?;
     let scheme = if session::secure(req) {
         "https"
@@ -223,6 +250,8 @@ pub async fn login(
         }
     };
     let browser = random_token();
+    let source = session::source(&st, &req);
+    let cookie = cookie_name(&started.state);
     sessions.sso.put(
         &started.state,
         Pending {
@@ -231,6 +260,7 @@ pub async fn login(
             nonce: started.nonce,
             pkce_verifier: started.pkce_verifier,
             browser: digest(browser.as_bytes()),
+            source,
             created: Instant::now(),
         },
     );
@@ -249,7 +279,12 @@ pub async fn login(
     };
     h.insert(
         header::SET_COOKIE,
-        sso_cookie(&browser, PENDING_TTL.as_secs(), session::secure(&req)),
+        sso_cookie(
+            &cookie,
+            &browser,
+            PENDING_TTL.as_secs(),
+            session::secure(&req),
+        ),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
@@ -274,8 +309,10 @@ pub async fn callback(
         form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
             .into_owned()
             .collect();
-    let pending = q.get("state").and_then(|s| sessions.sso.take(s));
-    let browser = session::named_cookie(&req, SSO_COOKIE).map(|c| digest(c.as_bytes()));
+    let state = q.get("state").map(String::as_str).unwrap_or("");
+    let cookie = cookie_name(state);
+    let pending = sessions.sso.take(state);
+    let browser = session::named_cookie(&req, &cookie).map(|c| digest(c.as_bytes()));
     let Some(pending) = pending
         .filter(|p| p.provider == name && browser.is_some_and(|b| bool::from(b.ct_eq(&p.browser))))
     else {
@@ -333,17 +370,6 @@ pub async fn callback(
         .email
         .clone()
         .unwrap_or_else(|| format!("subject {}", id.subject));
-    let groups = proto.sso.groups_for(&id);
-    if groups.is_empty() {
-        tracing::info!(%source, provider = %name, who = %who, "admin UI: single sign-on: no group mapping rule matches");
-        return refused(
-            "No access",
-            &format!(
-                "Signed in at {} as {who}, but no group mapping rule of this server matches you. Ask its operator.",
-                p.display_name
-            ),
-        );
-    }
     let Some(iam) = st.iam.clone() else {
         return page(
             StatusCode::NOT_IMPLEMENTED,
@@ -352,14 +378,41 @@ pub async fn callback(
             false,
         );
     };
-    let (prov, subject, email, g) = (
+    let groups = proto.sso.groups_for(&id);
+    if groups.is_empty() {
+        tracing::info!(%source, provider = %name, who = %who, "admin UI: single sign-on: no group mapping rule matches");
+        // Someone known who no rule matches any more leaves the groups the
+        // rules gave earlier (and what they allowed).
+        let (i, (iss, sub)) = (iam.clone(), (id.issuer.clone(), id.subject.clone()));
+        match tokio::task::spawn_blocking(move || i.mutate(|db| db.sso_clear_groups(&iss, &sub)))
+            .await
+        {
+            Ok(Ok(Some(user))) => {
+                tracing::info!(user = %user, "single sign-on: no rule matches any more; the user left its groups")
+            }
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "single sign-on: could not take the user out of its groups")
+            }
+            Err(_) => {}
+        }
+        return refused(
+            "No access",
+            &format!(
+                "Signed in at {} as {who}, but no group mapping rule of this server matches you. Ask its operator.",
+                p.display_name
+            ),
+        );
+    }
+    let (iss, prov, subject, email, g) = (
+        id.issuer.clone(),
         id.provider.clone(),
         id.subject.clone(),
         id.email.clone(),
         groups.clone(),
     );
     let res = tokio::task::spawn_blocking(move || {
-        iam.mutate(|db| db.sso_login(&prov, &subject, email.as_deref(), &g))
+        iam.mutate(|db| db.sso_login(&iss, &prov, &subject, email.as_deref(), &g))
     })
     .await;
     let login = match res {
@@ -407,7 +460,10 @@ pub async fn callback(
         );
     }
     st.lockout.succeeded(source);
-    let (token, _) = sessions.create(&login.user, [0; 32], LoggedIn::Sso, source, &proto.sessions);
+    let how = LoggedIn::Sso {
+        issuer: id.issuer.clone(),
+    };
+    let (token, _) = sessions.create(&login.user, [0; 32], how, source, &proto.sessions);
     tracing::info!(%source, provider = %name, user = %login.user, "admin UI: logged in by single sign-on");
     let tls = session::secure(&req);
     let mut r = page(
@@ -421,6 +477,6 @@ pub async fn callback(
         header::SET_COOKIE,
         session::set_cookie(&token, proto.sessions.ttl.as_secs(), tls),
     );
-    h.append(header::SET_COOKIE, sso_cookie("", 0, tls));
+    h.append(header::SET_COOKIE, sso_cookie(&cookie, "", 0, tls));
     r
 }

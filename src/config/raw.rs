@@ -177,6 +177,7 @@ pub(super) struct RawAuthProvider {
     pub client_secret_file: Option<S>,
     pub scopes: Option<Vec<S>>,
     pub redirect_uri: Option<S>,
+    pub trust_unverified_email: Option<Sp<bool>>,
 }
 
 /// One `access.group_mapping_rules` entry: one matcher, and the groups.

@@ -31,6 +31,9 @@ pub struct OidcProvider {
     /// The callback URL registered at the provider; `None`: built from the
     /// request's `Host` (and TLS) at login.
     pub redirect_uri: Option<String>,
+    /// Trust the `email` claim without `email_verified: true` (for
+    /// providers that vouch for every address but do not say so).
+    pub trust_unverified_email: bool,
 }
 
 /// One entry of `access.group_mapping_rules`: every rule that matches adds
@@ -44,7 +47,8 @@ pub struct GroupMappingRule {
 }
 
 /// What a rule matches. E-mail matchers see the `email` claim in lower
-/// case, and never an address the provider marks `email_verified: false`.
+/// case, and only an address the provider marks `email_verified: true`
+/// (unless the provider is configured to be trusted without it).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Matcher {
     /// The part after `@` equals this (lower case).
@@ -113,9 +117,12 @@ impl fmt::Debug for Pattern {
 /// What the provider said about the person, as the rules see it.
 #[derive(Debug, Clone, Default)]
 pub struct Identity {
+    /// The provider's name in the config (what rules name).
     pub provider: String,
+    /// Its issuer: with the subject, what identifies the person.
+    pub issuer: String,
     pub subject: String,
-    /// Lower case; `None` when absent or marked unverified.
+    /// Lower case; `None` when absent or not verified.
     pub email: Option<String>,
     /// All claims of the ID token.
     pub claims: serde_json::Map<String, serde_json::Value>,
@@ -176,6 +183,7 @@ mod tests {
     fn id(email: Option<&str>, claims: serde_json::Value) -> Identity {
         Identity {
             provider: "corp".into(),
+            issuer: "https://id".into(),
             subject: "s1".into(),
             email: email.map(str::to_owned),
             claims: claims.as_object().cloned().unwrap_or_default(),

@@ -27,10 +27,8 @@ fn the_documented_example_loads() {
     let s = load_yaml(EXAMPLE, &env).unwrap();
     let p: &OidcProvider = &s.sso.providers[0];
     assert_eq!(p.name, "corp");
-    assert_eq!(
-        p.issuer, "https://login.example.com",
-        "the trailing slash goes"
-    );
+    assert_eq!(p.issuer, "https://login.example.com/", "as written: `iss` must equal it");
+    assert!(!p.trust_unverified_email);
     assert_eq!(p.client_secret.as_ref().unwrap().expose(), "s3cret");
     assert_eq!(p.scopes, ["email", "profile", "groups"]);
     assert_eq!(s.sso.rules.len(), 4);
@@ -70,6 +68,7 @@ access:
     - {email_domain: x.org, value: v, groups: [g]}
     - {email_domain: x.org, groups: ["bad name"]}
     - {email_domain: x.org}
+    - {claim: email, value: a@x.org, groups: [g]}
 "#,
         &no_env,
     );
@@ -92,6 +91,7 @@ access:
         "value goes with claim",
         "group_mapping_rules[6].groups[0]",
         "required: the IAM groups",
+        "they see only verified addresses",
     ] {
         assert!(
             ps.iter().any(|p| p.contains(want)),

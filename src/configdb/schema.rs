@@ -49,16 +49,16 @@ const MIGRATIONS: &[&str] = &[
         value TEXT NOT NULL,
         updated INTEGER NOT NULL
      );",
-    // 4 -> 5: which IAM user a single sign-on identity (provider + subject)
-    // signs in as.
+    // 4 -> 5: which IAM user a single sign-on identity (issuer + subject:
+    // OIDC makes `sub` unique only per issuer) signs in as.
     "CREATE TABLE sso_identities (
-        provider TEXT NOT NULL,
+        issuer TEXT NOT NULL,
         subject TEXT NOT NULL,
         user TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
         email TEXT,
         created INTEGER NOT NULL,
         last_login INTEGER NOT NULL,
-        PRIMARY KEY (provider, subject)
+        PRIMARY KEY (issuer, subject)
      );",
 ];
 

@@ -1,5 +1,5 @@
-//! Single sign-on identities: a person signed in by a provider (its issuer's
-//! `sub`, which never changes, not the e-mail, which can) is one IAM user.
+//! Single sign-on identities: a person signed in by a provider (its issuer
+//! and `sub`, which never change, not the e-mail, which can) is one IAM user.
 //! The first login provisions the user; every login sets its groups to what
 //! the mapping rules give now.
 
@@ -22,7 +22,7 @@ pub struct SsoLogin {
 /// One stored identity (for the users page and the export).
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct SsoIdentity {
-    pub provider: String,
+    pub issuer: String,
     pub subject: String,
     pub user: String,
     pub email: Option<String>,
@@ -61,11 +61,13 @@ fn candidate_names(provider: &str, subject: &str, email: Option<&str>) -> Vec<St
 }
 
 impl ConfigDb {
-    /// Signs in `provider`/`subject`: provisions its user on the first
-    /// login, then makes `groups` its groups (each must exist). One
+    /// Signs in `issuer`/`subject` (through the provider called `provider`,
+    /// which new user names may start with): provisions its user on the
+    /// first login, then makes `groups` its groups (each must exist). One
     /// transaction.
     pub fn sso_login(
         &mut self,
+        issuer: &str,
         provider: &str,
         subject: &str,
         email: Option<&str>,
@@ -81,8 +83,8 @@ impl ConfigDb {
         let tx = self.conn.unchecked_transaction()?;
         let known: Option<String> = tx
             .query_row(
-                "SELECT user FROM sso_identities WHERE provider = ?1 AND subject = ?2",
-                [provider, subject],
+                "SELECT user FROM sso_identities WHERE issuer = ?1 AND subject = ?2",
+                [issuer, subject],
                 |r| r.get(0),
             )
             .optional()?;
@@ -110,16 +112,16 @@ impl ConfigDb {
                     params![name, now()],
                 )?;
                 tx.execute(
-                    "INSERT INTO sso_identities (provider, subject, user, email, created, last_login)
+                    "INSERT INTO sso_identities (issuer, subject, user, email, created, last_login)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
-                    params![provider, subject, name, email, now()],
+                    params![issuer, subject, name, email, now()],
                 )?;
                 (name, true)
             }
         };
         tx.execute(
-            "UPDATE sso_identities SET email = ?3, last_login = ?4 WHERE provider = ?1 AND subject = ?2",
-            params![provider, subject, email, now()],
+            "UPDATE sso_identities SET email = ?3, last_login = ?4 WHERE issuer = ?1 AND subject = ?2",
+            params![issuer, subject, email, now()],
         )?;
         tx.execute("DELETE FROM memberships WHERE user = ?1", [&user])?;
         for g in groups {
@@ -140,15 +142,33 @@ impl ConfigDb {
         })
     }
 
-    /// Every stored identity, by provider and subject.
+    /// A known identity the rules no longer give any group: it leaves all
+    /// its groups (and so loses what they gave). Its user, if any.
+    pub fn sso_clear_groups(&mut self, issuer: &str, subject: &str) -> Result<Option<String>> {
+        let user: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT user FROM sso_identities WHERE issuer = ?1 AND subject = ?2",
+                [issuer, subject],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(u) = &user {
+            self.conn
+                .execute("DELETE FROM memberships WHERE user = ?1", [u])?;
+        }
+        Ok(user)
+    }
+
+    /// Every stored identity, by issuer and subject.
     pub fn sso_identities(&self) -> Result<Vec<SsoIdentity>> {
         let mut q = self.conn.prepare(
-            "SELECT provider, subject, user, email, created, last_login FROM sso_identities
-             ORDER BY provider, subject",
+            "SELECT issuer, subject, user, email, created, last_login FROM sso_identities
+             ORDER BY issuer, subject",
         )?;
         let rows = q.query_map([], |r| {
             Ok(SsoIdentity {
-                provider: r.get(0)?,
+                issuer: r.get(0)?,
                 subject: r.get(1)?,
                 user: r.get(2)?,
                 email: r.get(3)?,
@@ -166,10 +186,10 @@ impl ConfigDb {
         tx.execute("DELETE FROM sso_identities", [])?;
         for i in ids {
             tx.execute(
-                "INSERT INTO sso_identities (provider, subject, user, email, created, last_login)
+                "INSERT INTO sso_identities (issuer, subject, user, email, created, last_login)
                  SELECT ?1, ?2, ?3, ?4, ?5, ?6 WHERE EXISTS (SELECT 1 FROM users WHERE name = ?3)",
                 params![
-                    i.provider,
+                    i.issuer,
                     i.subject,
                     i.user,
                     i.email,

@@ -298,7 +298,13 @@ fn sso_login_provisions_once_and_follows_the_rules() {
     d.create_group("staff").unwrap();
     // A user made by hand with the address as its name is never taken over.
     d.create_user("bob@example.com", &[]).unwrap();
-    let missing = d.sso_login("corp", "s1", Some("a@example.com"), &["nope".into()]);
+    let missing = d.sso_login(
+        "https://id",
+        "corp",
+        "s1",
+        Some("a@example.com"),
+        &["nope".into()],
+    );
     assert!(matches!(missing, Err(DbError::NotFound(m)) if m.contains("nope")));
     assert!(
         d.users().unwrap().iter().all(|u| u.name != "a@example.com"),
@@ -307,6 +313,7 @@ fn sso_login_provisions_once_and_follows_the_rules() {
 
     let first = d
         .sso_login(
+            "https://id",
             "corp",
             "s1",
             Some("a@example.com"),
@@ -329,18 +336,40 @@ fn sso_login_provisions_once_and_follows_the_rules() {
     );
     // The address changed at the provider: same subject, same user; groups follow the rules.
     let again = d
-        .sso_login("corp", "s1", Some("a2@example.com"), &["staff".into()])
+        .sso_login(
+            "https://id",
+            "corp",
+            "s1",
+            Some("a2@example.com"),
+            &["staff".into()],
+        )
         .unwrap();
     assert_eq!(again.user, "a@example.com");
     assert!(!again.created);
     assert_eq!(d.user("a@example.com").unwrap().groups, ["staff"]);
     let bob = d
-        .sso_login("corp", "s2", Some("bob@example.com"), &[])
+        .sso_login("https://id", "corp", "s2", Some("bob@example.com"), &[])
         .unwrap();
     assert_eq!(bob.user, "corp-s2");
     assert!(d.user("bob@example.com").unwrap().groups.is_empty());
+    // Another issuer's equal subject is another person.
+    let other = d
+        .sso_login("https://other", "corp", "s1", None, &[])
+        .unwrap();
+    assert!(other.created && other.user != "a@example.com", "{other:?}");
+    // No rule matches any more: the known identity leaves its groups.
+    assert_eq!(
+        d.sso_clear_groups("https://id", "s1").unwrap().as_deref(),
+        Some("a@example.com")
+    );
+    assert!(d.user("a@example.com").unwrap().groups.is_empty());
+    assert_eq!(d.sso_clear_groups("https://id", "nobody").unwrap(), None);
     d.set_enabled("corp-s2", false).unwrap();
-    assert!(!d.sso_login("corp", "s2", None, &[]).unwrap().enabled);
+    assert!(
+        !d.sso_login("https://id", "corp", "s2", None, &[])
+            .unwrap()
+            .enabled
+    );
 
     // The identities travel in the export.
     let export = d.export().unwrap();
@@ -349,13 +378,15 @@ fn sso_login_provisions_once_and_follows_the_rules() {
     e.import(&export).unwrap();
     assert_eq!(e.sso_identities().unwrap(), d.sso_identities().unwrap());
     assert_eq!(
-        e.sso_login("corp", "s1", None, &[]).unwrap().user,
+        e.sso_login("https://id", "corp", "s1", None, &[])
+            .unwrap()
+            .user,
         "a@example.com"
     );
     // Deleting the user forgets the identity: the next login provisions afresh.
     d.delete_user("a@example.com").unwrap();
     assert!(
-        d.sso_login("corp", "s1", Some("a@example.com"), &[])
+        d.sso_login("https://id", "corp", "s1", Some("a@example.com"), &[])
             .unwrap()
             .created
     );

@@ -109,7 +109,9 @@ def sso(tmp_path):
     bob = oidc_mock.User(sub="bob-sub", claims={"email": "bob@example.com", "email_verified": True})
     eve = oidc_mock.User(sub="eve-sub", claims={"email": "eve@example.com", "email_verified": False,
                                                 "groups": []})
-    provider = Provider([alice, bob, eve])
+    # No email_verified at all: the address is not vouched for either.
+    mallory = oidc_mock.User(sub="mallory-sub", claims={"email": "mallory@example.com"})
+    provider = Provider([alice, bob, eve, mallory])
     cfg = tmp_path / "sso.yaml"
     write_config(cfg, tmp_path / "data")
     srv = Server(tmp_path / "unused", config=cfg).start()
@@ -150,7 +152,7 @@ def test_sso_login_in_the_browser_provisions_into_the_mapped_groups(sso):
         cookies = {c["name"]: c for c in b.get_cookies()}
         s = cookies["dgp_session"]
         assert s["httpOnly"] and s["sameSite"] == "Strict" and s["path"] == "/_/"
-        assert "dgp_sso" not in cookies, "the login's own cookie is cleared"
+        assert not [n for n in cookies if n.startswith("dgp_sso")], "the login's own cookie is cleared"
 
         p = srv.provider.authorize_params[-1]
         assert p["code_challenge_method"] == "S256" and p["nonce"] and p["state"], p
@@ -175,7 +177,11 @@ def test_sso_login_in_the_browser_provisions_into_the_mapped_groups(sso):
         wait(b, EC.element_to_be_clickable((By.CSS_SELECTOR, "button[value='eve-sub']"))).click()
         msg = wait(b, EC.visibility_of_element_located((By.ID, "sso-message"))).text
         assert "no group mapping rule" in msg, msg
-        assert not any("eve" in n for n in users(srv)), "nobody is provisioned without a group"
+        b.get(f"{srv.url}/_/sso/corp/login")
+        wait(b, EC.element_to_be_clickable((By.CSS_SELECTOR, "button[value='mallory-sub']"))).click()
+        msg = wait(b, EC.visibility_of_element_located((By.ID, "sso-message"))).text
+        assert "no group mapping rule" in msg, msg
+        assert not any("eve" in n or "mallory" in n for n in users(srv)), "nobody is provisioned without a group"
     finally:
         b.quit()
 
@@ -185,7 +191,8 @@ def start_login(srv, sub):
     provider, the user picked there; returns (callback URL, sso cookie)."""
     r = requests.get(f"{srv.url}/_/sso/corp/login", allow_redirects=False, timeout=10)
     assert r.status_code == 303, r.text
-    sso_cookie = r.cookies["dgp_sso"]
+    [name] = [n for n in r.cookies.keys() if n.startswith("dgp_sso_")]
+    sso_cookie = {name: r.cookies[name]}
     assert "HttpOnly" in r.headers["set-cookie"] and "SameSite=Lax" in r.headers["set-cookie"]
     at_provider = r.headers["location"]
     assert at_provider.startswith(srv.provider.url + "/oauth2/authorize?")
@@ -203,19 +210,19 @@ def test_state_is_single_use_and_bound_to_the_browser(sso):
     r = requests.get(callback, allow_redirects=False, timeout=10)
     assert r.status_code == 400 and "another browser" in r.text
     # ...and the attempt used the state up.
-    r = requests.get(callback, cookies={"dgp_sso": cookie}, allow_redirects=False, timeout=10)
+    r = requests.get(callback, cookies=cookie, allow_redirects=False, timeout=10)
     assert r.status_code == 400 and "dgp_session" not in r.headers.get("set-cookie", "")
 
     callback, cookie = start_login(srv, "alice-sub")
-    r = requests.get(callback, cookies={"dgp_sso": "forged"}, allow_redirects=False, timeout=10)
+    r = requests.get(callback, cookies={k: "forged" for k in cookie}, allow_redirects=False, timeout=10)
     assert r.status_code == 400
     callback, cookie = start_login(srv, "alice-sub")
-    r = requests.get(callback, cookies={"dgp_sso": cookie}, allow_redirects=False, timeout=10)
+    r = requests.get(callback, cookies=cookie, allow_redirects=False, timeout=10)
     assert r.status_code == 200, r.text
     session = r.cookies["dgp_session"]
     assert 'http-equiv="refresh"' in r.text
     # A replay of the same callback is refused; the session works.
-    r = requests.get(callback, cookies={"dgp_sso": cookie}, allow_redirects=False, timeout=10)
+    r = requests.get(callback, cookies=cookie, allow_redirects=False, timeout=10)
     assert r.status_code == 400
     who = requests.get(f"{srv.url}/_/api/session", cookies={"dgp_session": session}, timeout=5)
     assert who.status_code == 200 and who.json()["user"] == "alice@example.com"
@@ -223,13 +230,13 @@ def test_state_is_single_use_and_bound_to_the_browser(sso):
     # A code the provider refuses (wrong PKCE verifier) is a failed sign-in.
     callback, cookie = start_login(srv, "alice-sub")
     srv.provider.challenges.clear()
-    r = requests.get(callback, cookies={"dgp_sso": cookie}, allow_redirects=False, timeout=10)
+    r = requests.get(callback, cookies=cookie, allow_redirects=False, timeout=10)
     assert r.status_code == 401 and "invalid_grant" in r.text, r.text
     # So is the provider's own refusal.
     r = requests.get(f"{srv.url}/_/sso/corp/login", allow_redirects=False, timeout=10)
     state = urllib.parse.parse_qs(urllib.parse.urlsplit(r.headers["location"]).query)["state"][0]
     r2 = requests.get(f"{srv.url}/_/sso/corp/callback?error=access_denied&state={state}",
-                      cookies={"dgp_sso": r.cookies["dgp_sso"]}, timeout=10)
+                      cookies=dict(r.cookies), timeout=10)
     assert r2.status_code == 401 and "access_denied" in r2.text
 
     # Losing the admin permission ends the session at once.
@@ -241,10 +248,16 @@ def test_state_is_single_use_and_bound_to_the_browser(sso):
 
 def test_wrong_client_secret_and_missing_group_are_refused_clearly(sso):
     srv = sso
+    callback, cookie = start_login(srv, "alice-sub")
+    r = requests.get(callback, cookies=cookie, allow_redirects=False, timeout=10)
+    assert r.status_code == 200, r.text
+    session = r.cookies["dgp_session"]
+    assert users(srv)["alice@example.com"]["groups"] == ["operators", "staff"]
+
     srv.secret_file.write_text("not-the-secret\n")
     assert admin(srv, "/_/api/config/reload", "POST")[0] == 200
     callback, cookie = start_login(srv, "alice-sub")
-    r = requests.get(callback, cookies={"dgp_sso": cookie}, allow_redirects=False, timeout=10)
+    r = requests.get(callback, cookies=cookie, allow_redirects=False, timeout=10)
     assert r.status_code == 401 and "Sign-in failed" in r.text
     assert "dgp_session" not in r.headers.get("set-cookie", "")
 
@@ -253,9 +266,21 @@ def test_wrong_client_secret_and_missing_group_are_refused_clearly(sso):
                  "- email_glob: '*@example.com'\n  groups: [auditors]\n")
     assert admin(srv, "/_/api/config/reload", "POST")[0] == 200
     callback, cookie = start_login(srv, "bob-sub")
-    r = requests.get(callback, cookies={"dgp_sso": cookie}, allow_redirects=False, timeout=10)
+    r = requests.get(callback, cookies=cookie, allow_redirects=False, timeout=10)
     assert r.status_code == 403 and "auditors" in r.text and "does not exist" in r.text
     assert "bob@example.com" not in users(srv)
+
+    # No rule matches alice any more: she leaves the groups the rules gave,
+    # and her session ends with the admin permission.
+    write_config(srv.cfg, srv.data_dir.parent / "data", srv.provider, srv.client_doc, srv.secret_file,
+                 "- email_domain: other.org\n  groups: [staff]\n")
+    assert admin(srv, "/_/api/config/reload", "POST")[0] == 200
+    callback, cookie = start_login(srv, "alice-sub")
+    r = requests.get(callback, cookies=cookie, allow_redirects=False, timeout=10)
+    assert r.status_code == 403 and "no group mapping rule" in r.text
+    assert users(srv)["alice@example.com"]["groups"] == []
+    who = requests.get(f"{srv.url}/_/api/session", cookies={"dgp_session": session}, timeout=5)
+    assert who.status_code == 401
 
     # The providers list is public; the config API never shows the secret.
     r = requests.get(f"{srv.url}/_/api/sso", timeout=5).json()

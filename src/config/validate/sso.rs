@@ -213,11 +213,13 @@ impl Validator<'_> {
         Some(OidcProvider {
             name: name?,
             display_name,
-            issuer: issuer?.trim_end_matches('/').to_owned(),
+            // As written: the provider's `iss` must equal it to the byte.
+            issuer: issuer?,
             client_id: client_id?,
             client_secret,
             scopes,
             redirect_uri: redirect_uri.map(|u| u.trim().trim_end_matches('/').to_owned()),
+            trust_unverified_email: r.trust_unverified_email.as_ref().is_some_and(|b| b.value),
         })
         .filter(|_| ok)
     }
@@ -334,6 +336,14 @@ impl Validator<'_> {
                 return None;
             };
             let value = self.text(&format!("{p}.value"), v)?;
+            if matches!(claim.trim(), "email" | "email_verified") {
+                self.problem(
+                    format!("{p}.claim"),
+                    r.claim.as_ref().and_then(|s| loc(s)),
+                    "match addresses with email_domain, email_glob or email_regex (they see only verified addresses)",
+                );
+                return None;
+            }
             Matcher::Claim {
                 claim: claim.trim().to_owned(),
                 value,
