@@ -216,3 +216,39 @@ def test_upstream_killed_mid_request_and_restarted(tmp_path):
     finally:
         srv.stop()
         up.stop()
+
+
+def test_native_sse_kms_set_through_the_encryption_endpoint(tmp_path):
+    """The admin UI's Apply for an S3 backend: sse-kms with the key id."""
+    import json
+    from conftest import raw_request
+
+    def admin(srv, path, body):
+        status, _, out = raw_request(f"{srv.url}{path}", method="POST", sign=True,
+                                     body=json.dumps(body).encode(),
+                                     headers={"content-type": "application/json"})
+        return status, json.loads(out or b"{}")
+
+    up = Upstream("moto", tmp_path)
+    kms = boto3.client("kms", endpoint_url=up.url, aws_access_key_id=up.access,
+                       aws_secret_access_key=up.secret, region_name="us-east-1")
+    arn = kms.create_key(Description="dg ui test")["KeyMetadata"]["Arn"]
+    real = "kms-ui-" + uuid.uuid4().hex[:8]
+    up.client().create_bucket(Bucket=real)
+    srv = start(tmp_path, up, {"ui-kms": real}, encryption="{mode: none}")
+    try:
+        path = "/_/api/backends/offsite/encryption"
+        status, doc = admin(srv, path, {"mode": "sse-kms"})
+        assert status in (400, 422) and "kms_key_id" in json.dumps(doc), doc
+        status, doc = admin(srv, path, {"mode": "sse-kms", "kms_key_id": arn})
+        assert status == 200 and doc["applied"], doc
+        s3 = srv.client()
+        s3.put_object(Bucket="ui-kms", Key="after.txt", Body=b"kms from the ui")
+        h = up.client().head_object(Bucket=real, Key="after.txt")
+        assert h["ServerSideEncryption"] == "aws:kms" and h["SSEKMSKeyId"] == arn, h
+        assert s3.get_object(Bucket="ui-kms", Key="after.txt")["Body"].read() == b"kms from the ui"
+        # The change was written to the config file too.
+        assert arn in srv.config.read_text() and "sse-kms" in srv.config.read_text()
+    finally:
+        srv.stop()
+        up.stop()
