@@ -27,7 +27,10 @@ fn the_documented_example_loads() {
     let s = load_yaml(EXAMPLE, &env).unwrap();
     let p: &OidcProvider = &s.sso.providers[0];
     assert_eq!(p.name, "corp");
-    assert_eq!(p.issuer, "https://login.example.com/", "as written: `iss` must equal it");
+    assert_eq!(
+        p.issuer, "https://login.example.com/",
+        "as written: `iss` must equal it"
+    );
     assert!(!p.trust_unverified_email);
     assert_eq!(p.client_secret.as_ref().unwrap().expose(), "s3cret");
     assert_eq!(p.scopes, ["email", "profile", "groups"]);

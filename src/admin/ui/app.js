@@ -382,12 +382,62 @@ function encryptionCard(b, e) {
     keyBox, h("div", { class: "inline" }, apply), out);
 }
 
-async function backendsView() {
-  const [s, enc] = await Promise.all([api("GET", "/_/api/status"), api("GET", "/_/api/encryption/status")]);
+async function backendsView(notice) {
+  const [s, enc, cfg] = await Promise.all([api("GET", "/_/api/status"), api("GET", "/_/api/encryption/status"),
+    api("GET", "/_/api/config?format=json").catch(() => null)]);
   const byName = Object.fromEntries((enc.backends || []).map((e) => [e.backend, e]));
-  show(h("h1", {}, "Backends"),
+  show(h("h1", {}, "Backends"), notice || "",
     h("p", { class: "muted" }, "Changing a backend's encryption applies live: new objects are written the new way at once. A re-encrypt job rewrites the objects written before."),
-    ...s.backends.map((b) => encryptionCard(b, byName[b.name] || {})));
+    ...s.backends.map((b) => encryptionCard(b, byName[b.name] || {})),
+    cfg ? routesCard(s.backends.map((b) => b.name), (cfg.storage || {}).buckets || {}) : "");
+}
+
+// Per-bucket routing (storage.buckets) as a form: each row is applied as a
+// JSON merge patch on the storage section, validated and applied live like
+// a reload; the problems `config lint` would report show under the row.
+function routesCard(backends, buckets) {
+  const row = (name, b) => {
+    const id = name === null ? "new" : name;
+    const bucketName = name === null ? h("input", { type: "text", id: "route-name-new", placeholder: "bucket" }) : null;
+    const backend = h("select", { id: `route-backend-${id}` },
+      backends.map((n) => h("option", { value: n, selected: n === b.backend }, n)));
+    const alias = h("input", { type: "text", id: `route-alias-${id}`, placeholder: "same name", value: b.alias || "" });
+    const compression = h("input", { type: "checkbox", id: `route-compression-${id}`, checked: b.compression !== false });
+    const prefixes = b.public ? [""] : (b.public_prefixes || []);
+    const pub = h("input", { type: "text", id: `route-public-${id}`, placeholder: "none", value: prefixes.map((p) => p || "(whole bucket)").join(", ") });
+    const problems = h("div", { class: "route-problems", id: `route-problems-${id}` });
+    const patch = async (entry, bucket) => {
+      problems.replaceChildren();
+      try {
+        await api("PATCH", "/_/api/config/storage", { buckets: { [bucket]: entry } });
+        await backendsView(h("div", { class: "msg ok", id: "route-saved" }, entry === null ? `Route for ${bucket} removed.` : `Route for ${bucket} applied.`));
+      } catch (e) {
+        const ps = (e.body && e.body.problems) || [];
+        problems.replaceChildren(ps.length
+          ? h("ul", { class: "problems" }, ps.map((p) => h("li", {}, `${p.field}: ${p.message}`)))
+          : errorBox(e));
+      }
+    };
+    const save = () => {
+      const bucket = name === null ? bucketName.value.trim() : name;
+      const pp = pub.value.trim() === "" ? null : pub.value.split(",").map((x) => x.trim()).map((x) => (x === "(whole bucket)" ? "" : x));
+      patch({ backend: backend.value, alias: alias.value.trim() || null, compression: compression.checked ? null : false,
+        public: null, public_prefixes: pp }, bucket);
+    };
+    return [h("tr", { "data-route": id },
+      h("td", {}, name === null ? bucketName : name),
+      h("td", {}, backend), h("td", {}, alias), h("td", {}, compression), h("td", {}, pub),
+      h("td", {},
+        h("button", { type: "button", id: `route-save-${id}`, onclick: save }, name === null ? "Add" : "Apply"), " ",
+        name === null ? "" : h("button", { type: "button", class: "danger", id: `route-remove-${id}`, onclick: () => patch(null, name) }, "Remove"))),
+    h("tr", {}, h("td", { colspan: 6 }, problems))];
+  };
+  return h("div", { class: "card", id: "routes" },
+    h("strong", {}, "Bucket routing"),
+    h("p", { class: "muted" }, "Which backend each bucket lives on, under which real name (alias), whether delta compression is on, and which key prefixes anyone may read. Buckets not listed go to the default backend."),
+    h("table", { id: "routes-table" },
+      h("thead", {}, h("tr", {}, ["Bucket", "Backend", "Alias", "Compression", "Public prefixes", ""].map((t) => h("th", {}, t)))),
+      h("tbody", {}, Object.entries(buckets).flatMap(([n, b]) => row(n, b || {})), row(null, {}))));
 }
 
 // ---- files -------------------------------------------------------------
