@@ -220,7 +220,9 @@ function secretCard(title, k) {
 }
 
 async function usersView(notice) {
-  const data = await api("GET", "/_/api/iam/users");
+  const [data, gdata] = await Promise.all([api("GET", "/_/api/iam/users"),
+    api("GET", "/_/api/iam/groups").catch(() => ({ groups: [] }))]);
+  const groups = gdata.groups || [];
   const users = data.users || data;
   const declarative = data.mode === "declarative";
   const msg = h("div");
@@ -272,7 +274,103 @@ async function usersView(notice) {
     h("table", { id: "users" },
       h("thead", {}, h("tr", {}, ["User", "State", "Groups", "Access keys", "Permissions", ""].map((t) => h("th", {}, t)))),
       h("tbody", {}, rows)),
+    groupsCard(users, groups, declarative),
+    declarative ? "" : permissionsCard(users, groups),
     users.length ? canCard(users) : "");
+}
+
+const enc = encodeURIComponent;
+
+// Groups: members and permissions; create, delete, add and remove members.
+function groupsCard(users, groups, declarative) {
+  const msg = h("div", { id: "groups-msg" });
+  const act = (f) => async () => {
+    try { await f(); await usersView(); } catch (e) { msg.replaceChildren(errorBox(e)); }
+  };
+  const rows = groups.map((g) => {
+    const others = users.filter((u) => !g.members.includes(u.name));
+    const pick = h("select", { id: `member-pick-${g.name}` }, others.map((u) => h("option", { value: u.name }, u.name)));
+    return h("tr", { "data-group": g.name },
+      h("td", {}, g.name),
+      h("td", {}, g.members.map((m) => h("div", { class: "member" }, m, declarative ? "" : [" ",
+        h("button", { type: "button", class: "link member-remove", title: `Take ${m} out of ${g.name}`,
+          onclick: act(() => api("DELETE", `/_/api/iam/groups/${enc(g.name)}/members/${enc(m)}`)) }, "×")]))),
+      h("td", {}, (g.permissions || []).map((p) => h("div", {}, permText(p)))),
+      h("td", {}, declarative ? "" : [...(others.length ? [pick, " ",
+        h("button", { type: "button", id: `member-add-${g.name}`,
+          onclick: act(() => api("PUT", `/_/api/iam/groups/${enc(g.name)}/members/${enc(pick.value)}`)) }, "Add member"), " "] : []),
+        h("button", { type: "button", class: "danger", id: `group-delete-${g.name}`, onclick: act(async () => {
+          if (!confirm(`Delete group ${g.name}? Its members lose what it gave them.`)) return;
+          await api("DELETE", `/_/api/iam/groups/${enc(g.name)}`);
+        }) }, "Delete")]));
+  });
+  const name = h("input", { type: "text", id: "group-name-new", placeholder: "group name" });
+  const form = h("form", { class: "inline", id: "group-form" }, name,
+    h("button", { type: "submit", id: "group-create" }, "Create group"));
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    act(() => api("POST", "/_/api/iam/groups", { name: name.value.trim() }))();
+  });
+  return h("div", { class: "card", id: "groups-card" }, h("strong", {}, "Groups"), msg,
+    declarative ? "" : form,
+    h("table", { id: "groups" },
+      h("thead", {}, h("tr", {}, ["Group", "Members", "Permissions", ""].map((t) => h("th", {}, t)))),
+      h("tbody", {}, rows)));
+}
+
+function permText(p) {
+  const cond = (p.conditions || []).map((c) => ` if ${c.op} ${c.key} ${c.values.join(",")}`).join("");
+  return `${p.effect} ${p.actions.join(",")} on ${p.resources.join(",")}${cond}`;
+}
+
+// The permission editor: a user's or a group's permissions, each removable,
+// and a form for a new one (effect, actions, resources, one condition).
+function permissionsCard(users, groups) {
+  const owners = users.map((u) => ["users", u.name, u.permissions || []])
+    .concat(groups.map((g) => ["groups", g.name, g.permissions || []]));
+  const owner = h("select", { id: "perm-owner" },
+    owners.map(([k, n]) => h("option", { value: `${k}/${n}` }, `${k === "users" ? "user" : "group"} ${n}`)));
+  const list = h("ol", { id: "perm-list" });
+  const msg = h("div", { id: "perm-msg" });
+  const current = () => owners.find(([k, n]) => `${k}/${n}` === owner.value);
+  const render = () => {
+    const o = current();
+    list.replaceChildren(...(o ? o[2] : []).map((p, i) => h("li", { "data-index": i }, permText(p), " ",
+      h("button", { type: "button", class: "link perm-remove", onclick: async () => {
+        try {
+          await api("DELETE", `/_/api/iam/${o[0]}/${enc(o[1])}/permissions/${i}`);
+          await usersView();
+        } catch (e) { msg.replaceChildren(errorBox(e)); }
+      } }, "remove"))));
+  };
+  // The choice survives the page being drawn again after a change.
+  if (state.permOwner && owners.some(([k, n]) => `${k}/${n}` === state.permOwner)) owner.value = state.permOwner;
+  owner.addEventListener("change", () => { state.permOwner = owner.value; render(); });
+  const effect = h("select", { id: "perm-effect" }, h("option", { value: "Allow" }, "Allow"), h("option", { value: "Deny" }, "Deny"));
+  const actions = h("input", { type: "text", id: "perm-actions", placeholder: "actions: read, list, write, delete, admin, s3:GetObject, *" });
+  const resources = h("input", { type: "text", id: "perm-resources", placeholder: "resources: bucket/prefix/*, *" });
+  const op = h("input", { type: "text", id: "perm-cond-op", placeholder: "condition (optional): IpAddress" });
+  const key = h("input", { type: "text", id: "perm-cond-key", placeholder: "aws:SourceIp" });
+  const values = h("input", { type: "text", id: "perm-cond-values", placeholder: "192.168.1.0/24" });
+  const split = (v) => v.split(",").map((x) => x.trim()).filter((x) => x);
+  const form = h("form", { id: "perm-form" },
+    h("div", { class: "inline" }, effect, actions, resources),
+    h("div", { class: "inline" }, op, key, values,
+      h("button", { class: "primary", type: "submit", id: "perm-add" }, "Add permission")));
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const o = current();
+    const body = { effect: effect.value, actions: split(actions.value), resources: split(resources.value) };
+    if (op.value.trim()) body.conditions = [{ op: op.value.trim(), key: key.value.trim(), values: split(values.value) }];
+    try {
+      await api("POST", `/_/api/iam/${o[0]}/${enc(o[1])}/permissions`, body);
+      await usersView();
+    } catch (e) { msg.replaceChildren(errorBox(e)); }
+  });
+  render();
+  return h("div", { class: "card", id: "perm-card" }, h("strong", {}, "Permissions"),
+    h("p", { class: "muted" }, "The grammar of docs/iam.md: an explicit Deny wins; nothing matching is a denial. Refused permissions say why."),
+    owner, list, form, msg);
 }
 
 // "What can this user do on bucket/key?", judged by the server as a
