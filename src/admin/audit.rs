@@ -31,11 +31,8 @@ pub async fn list(State(st): State<Arc<S3State>>, req: Request<Body>) -> Respons
     if let Err(r) = require_admin(&st, &req) {
         return *r;
     }
-    let q: std::collections::HashMap<String, String> =
-        form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
-            .into_owned()
-            .filter(|(_, v)| !v.trim().is_empty())
-            .collect();
+    let mut q = super::query(&req);
+    q.retain(|_, v| !v.trim().is_empty());
     let limit = match q.get("limit").map(|l| l.parse::<usize>()) {
         None => 200,
         Some(Ok(n)) if n >= 1 => n.min(RECENT),

@@ -7,7 +7,6 @@
 //! still allow what nothing matched, is not looked at: `explicit` says
 //! whether a denial is final.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Json;
@@ -33,10 +32,7 @@ pub async fn can(
     if let Err(r) = require_admin(&st, &req) {
         return *r;
     }
-    let q: HashMap<String, String> =
-        form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
-            .into_owned()
-            .collect();
+    let q = super::query(&req);
     let nonempty = |k: &str| q.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
     let (bucket, key) = (nonempty("bucket"), nonempty("key"));
     if key.is_some() && bucket.is_none() {

@@ -32,6 +32,13 @@ use crate::gateway::{Decision, Probe};
 use crate::s3::S3State;
 use crate::s3::auth::{AuthOutcome, AuthRequest, authenticate};
 
+/// The request's query parameters by name (the last of a repeated one).
+pub(crate) fn query(req: &Request<Body>) -> std::collections::HashMap<String, String> {
+    form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+        .into_owned()
+        .collect()
+}
+
 pub(crate) fn deny(status: StatusCode, message: &str) -> Response {
     (status, Json(serde_json::json!({ "error": message }))).into_response()
 }
@@ -381,10 +388,7 @@ pub async fn admission_trace(State(st): State<Arc<S3State>>, req: Request<Body>)
     if let Err(r) = require_admin(&st, &req) {
         return *r;
     }
-    let q: std::collections::HashMap<String, String> =
-        form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
-            .into_owned()
-            .collect();
+    let q = query(&req);
     let Some(source) = q.get("source_ip").and_then(|v| v.trim().parse().ok()) else {
         return deny(
             StatusCode::BAD_REQUEST,

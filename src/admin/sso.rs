@@ -305,10 +305,7 @@ pub async fn callback(
         tracing::info!(%source, provider = %name, "admin UI: single sign-on refused: {why}");
         st.lockout.failed(source, &proto.lockout, Instant::now())
     };
-    let q: HashMap<String, String> =
-        form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
-            .into_owned()
-            .collect();
+    let q = super::query(&req);
     let state = q.get("state").map(String::as_str).unwrap_or("");
     let cookie = cookie_name(state);
     let pending = sessions.sso.take(state);
