@@ -71,7 +71,7 @@ def admin(srv, path, method="GET", body=None):
     return status, json.loads(out or b"{}")
 
 
-def write_config(path, data, provider=None, client=None, secret_file=None, rules=""):
+def write_config(path, data, provider=None, client=None, secret_file=None, rules="", extra=""):
     sso = ""
     if provider:
         sso = textwrap.dedent(f"""\
@@ -83,8 +83,7 @@ def write_config(path, data, provider=None, client=None, secret_file=None, rules
                   issuer: {provider.url}
                   client_id: {client['client_id']}
                   client_secret_file: {secret_file}
-              group_mapping_rules:
-            """) + textwrap.indent(textwrap.dedent(rules), "    ")
+            """) + textwrap.indent(extra, " " * 6) + "  group_mapping_rules:\n" + textwrap.indent(textwrap.dedent(rules), "    ")
     path.write_text(textwrap.dedent(f"""\
         storage:
           filesystem: {data}
@@ -316,3 +315,22 @@ def test_config_check_refuses_what_sso_does_not_do(tmp_path):
     for want in ("auth_providers[0].name", "unknown provider type `saml`", "must be an https URL",
                  "exactly one of", "no provider named `other`"):
         assert want in out, (want, out)
+
+
+def test_configured_redirect_uri_and_trusted_addresses(sso):
+    srv = sso
+    # No email_verified claim: by default the address is not trusted.
+    callback, cookie = start_login(srv, "mallory-sub")
+    r = requests.get(callback, cookies=cookie, allow_redirects=False, timeout=10)
+    assert r.status_code == 403 and "no group mapping rule" in r.text
+    extra = f"trust_unverified_email: true\nredirect_uri: {srv.url}/_/sso/corp/callback\n"
+    write_config(srv.cfg, srv.data_dir.parent / "data", srv.provider, srv.client_doc, srv.secret_file, RULES, extra)
+    assert admin(srv, "/_/api/config/reload", "POST")[0] == 200
+    # The configured callback is used whatever Host the browser came by.
+    r = requests.get(f"http://localhost:{srv.port}/_/sso/corp/login", allow_redirects=False, timeout=10)
+    q = urllib.parse.parse_qs(urllib.parse.urlsplit(r.headers["location"]).query)
+    assert q["redirect_uri"] == [f"{srv.url}/_/sso/corp/callback"], q
+    callback, cookie = start_login(srv, "mallory-sub")
+    r = requests.get(callback, cookies=cookie, allow_redirects=False, timeout=10)
+    assert r.status_code == 403 and "do not give the admin permission" in r.text, r.text
+    assert users(srv)["mallory@example.com"]["groups"] == ["staff"]
