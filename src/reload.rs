@@ -215,6 +215,11 @@ impl Reloader {
         self.source.path.as_deref()
     }
 
+    /// `--data-dir` / `DGP_DATA_DIR`: where the embedded default backend stores.
+    pub fn data_dir(&self) -> Option<&Path> {
+        self.source.overrides.data_dir.as_deref()
+    }
+
     /// Checks `text` as a new configuration file. Without `dry_run` it then
     /// applies it as a reload does and, once everything checks out, writes it
     /// to the configuration file (atomically) before the swap. With

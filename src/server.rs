@@ -110,6 +110,14 @@ pub fn app(state: Arc<S3State>) -> Router {
         .route("/_/api/docs", get(crate::admin::docs::list))
         .route("/_/api/docs/{name}", get(crate::admin::docs::show))
         .route(
+            "/_/api/backends",
+            axum::routing::post(crate::admin::backend_list::add),
+        )
+        .route(
+            "/_/api/backends/{name}",
+            axum::routing::delete(crate::admin::backend_list::remove),
+        )
+        .route(
             "/_/api/backends/{name}/encryption",
             axum::routing::post(crate::admin::backends::set_encryption),
         )

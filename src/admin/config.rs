@@ -45,6 +45,10 @@ pub trait ConfigControl: Send + Sync {
     fn path(&self) -> Option<PathBuf>;
     /// Checks a new file and, unless `dry_run`, applies and writes it.
     fn apply(&self, text: &str, dry_run: bool) -> Result<Value, Refusal>;
+    /// Where the embedded default backend stores (`--data-dir`), if given.
+    fn data_dir(&self) -> Option<PathBuf> {
+        None
+    }
 }
 
 impl ConfigControl for crate::reload::Reloader {
@@ -59,6 +63,9 @@ impl ConfigControl for crate::reload::Reloader {
     fn apply(&self, text: &str, dry_run: bool) -> Result<Value, Refusal> {
         self.apply_text(text, dry_run)
             .map(|r| serde_json::to_value(r).unwrap_or_default())
+    }
+    fn data_dir(&self) -> Option<PathBuf> {
+        crate::reload::Reloader::data_dir(self).map(std::path::Path::to_path_buf)
     }
 }
 
@@ -208,7 +215,7 @@ pub(super) fn refused(r: Refusal) -> Response {
 /// (`make`: the whole new document, or the current one patched), restores
 /// redacted secrets from the file, then validates and (unless a dry run)
 /// applies it.
-async fn apply(
+pub(super) async fn apply(
     ctl: Arc<dyn ConfigControl>,
     dry_run: bool,
     make: impl FnOnce(&Value) -> Result<Value, Response> + Send + 'static,

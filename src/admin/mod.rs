@@ -4,6 +4,7 @@
 //! arrives in a later change; these JSON endpoints are what it will call.
 
 pub mod audit;
+pub mod backend_list;
 pub mod backends;
 pub mod can;
 pub mod config;
@@ -208,7 +209,9 @@ pub async fn status(State(st): State<Arc<S3State>>, req: Request<Body>) -> Respo
     if let Err(r) = require_admin(&st, &req) {
         return *r;
     }
-    let stores: Vec<_> = st.gateway.load().stores().cloned().collect();
+    let gateway = st.gateway.load_full();
+    let default = gateway.default_store().to_owned();
+    let stores: Vec<_> = gateway.stores().cloned().collect();
     // Health asks each upstream once: off the async workers.
     let backends = tokio::task::spawn_blocking(move || {
         stores
@@ -219,6 +222,7 @@ pub async fn status(State(st): State<Arc<S3State>>, req: Request<Body>) -> Respo
                 serde_json::json!({
                     "name": s.name,
                     "kind": s.backend_kind(),
+                    "default": s.name == default,
                     "healthy": health.is_ok(),
                     "error": health.err(),
                     "disk_total_bytes": total,

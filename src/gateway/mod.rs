@@ -178,6 +178,11 @@ impl Gateway {
         self.stores.values()
     }
 
+    /// The name of the backend that buckets without a route go to.
+    pub fn default_store(&self) -> &str {
+        &self.default_store
+    }
+
     /// The engine of the backend called `name`.
     pub fn store(&self, name: &str) -> Option<&Arc<ObjectStore>> {
         self.stores.get(name)

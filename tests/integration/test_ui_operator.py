@@ -157,7 +157,7 @@ def test_what_can_this_user_do_matches_what_its_requests_get(tmp_path):
 
 def test_groups_and_the_permission_editor(tmp_path):
     """Create a group, put a user in it, give the group a permission with a
-    condition and the user a Deny, all from the Users page; boto3 with the
+    two conditions and the user a Deny, all from the Users page; boto3 with the
     user's key then gets exactly that."""
     srv = Server(tmp_path / "unused", config=config(tmp_path)).start()
     b = browser()
@@ -177,17 +177,22 @@ def test_groups_and_the_permission_editor(tmp_path):
 
         from selenium.webdriver.support.ui import Select
 
-        def add(owner, effect, actions, resources, cond=None):
+        def add(owner, effect, actions, resources, *conds):
             Select(wait(b, EC.element_to_be_clickable((By.ID, "perm-owner")))).select_by_value(owner)
             Select(b.find_element(By.ID, "perm-effect")).select_by_value(effect)
             b.find_element(By.ID, "perm-actions").send_keys(actions)
             b.find_element(By.ID, "perm-resources").send_keys(resources)
-            if cond:
-                for field, v in zip(("perm-cond-op", "perm-cond-key", "perm-cond-values"), cond):
-                    b.find_element(By.ID, field).send_keys(v)
+            for i, c in enumerate(conds):
+                n = f"-{i}" if i else ""
+                if i:
+                    b.find_element(By.ID, "perm-cond-more").click()
+                for field, v in zip(("perm-cond-op", "perm-cond-key", "perm-cond-values"), c):
+                    b.find_element(By.ID, field + n).send_keys(v)
             b.find_element(By.ID, "perm-add").click()
 
-        add("groups/readers", "Allow", "read", "team/docs/*", ("IpAddress", "aws:SourceIp", "127.0.0.0/8"))
+        # Two conditions, both of which must hold.
+        add("groups/readers", "Allow", "read", "team/docs/*", ("IpAddress", "aws:SourceIp", "127.0.0.0/8"),
+            ("StringEquals", "aws:username", "carol"))
         wait(b, EC.text_to_be_present_in_element((By.CSS_SELECTOR, "tr[data-group='readers']"), "IpAddress"))
         add("users/carol", "Deny", "read", "team/docs/private/*")
         wait(b, EC.text_to_be_present_in_element((By.ID, "perm-list"), "Deny read on team/docs/private/*"))
@@ -197,7 +202,9 @@ def test_groups_and_the_permission_editor(tmp_path):
         shot(b, "users-groups")
 
         status, g = admin(srv, "/_/api/iam/groups/readers")
-        assert g["members"] == ["carol"] and g["permissions"][0]["conditions"][0]["values"] == ["127.0.0.0/8"], g
+        assert g["members"] == ["carol"], g
+        assert [(c["op"], c["key"], c["values"]) for c in g["permissions"][0]["conditions"]] == [
+            ("IpAddress", "aws:SourceIp", ["127.0.0.0/8"]), ("StringEquals", "aws:username", ["carol"])], g
         mine = srv.client(access=key, secret=secret)
         assert mine.get_object(Bucket="team", Key="docs/a.txt")["Body"].read() == b"x"
         try:

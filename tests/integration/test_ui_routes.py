@@ -65,3 +65,73 @@ def test_bucket_routes_from_the_backends_page(ui):
     wait(b, EC.element_to_be_clickable((By.ID, "route-remove-routed"))).click()
     assert "removed" in text_of(b, "#route-saved")
     assert routes(srv) == {}
+
+
+def test_backends_added_made_default_and_removed_from_the_backends_page(ui, tmp_path):
+    srv, b = ui
+    log_in(srv, b, generated_password(srv))
+    text_of(b, "#version")
+    b.find_element(By.ID, "nav-backends").click()
+    assert not b.find_elements(By.ID, "backend-remove-default"), "the only backend has no Remove"
+
+    # An S3 upstream without an endpoint: the problem shows, nothing changes.
+    wait(b, EC.element_to_be_clickable((By.ID, "backend-name-new"))).send_keys("up")
+    Select(b.find_element(By.ID, "backend-type-new")).select_by_value("s3")
+    b.find_element(By.ID, "backend-add").click()
+    problem = text_of(b, "#backend-problems-new li")
+    assert "storage.backends[1].endpoint" in problem, problem
+    assert "backends:" not in srv.cfg.read_text()
+
+    # A second directory: added live, the singleton becomes `default`.
+    b.find_element(By.ID, "backend-name-new").clear()
+    b.find_element(By.ID, "backend-name-new").send_keys("nas2")
+    Select(b.find_element(By.ID, "backend-type-new")).select_by_value("filesystem")
+    b.find_element(By.ID, "backend-path-new").send_keys(str(tmp_path / "two"))
+    b.find_element(By.ID, "backend-add").click()
+    assert "Backend nas2 added" in text_of(b, "#backend-saved")
+    assert wait(b, EC.visibility_of_element_located((By.ID, "backend-nas2")))
+    text = srv.cfg.read_text()
+    assert "name: nas2" in text and "name: default" in text, text
+
+    # A route to it with the delta settings of the form.
+    wait(b, EC.element_to_be_clickable((By.ID, "route-name-new"))).send_keys("fws")
+    Select(b.find_element(By.ID, "route-backend-new")).select_by_value("nas2")
+    b.find_element(By.ID, "route-ratio-new").send_keys("0.5")
+    b.find_element(By.ID, "route-delta-types-new").send_keys(".fw, .img")
+    b.find_element(By.ID, "route-passthrough-types-new").send_keys(".iso")
+    b.find_element(By.ID, "route-save-new").click()
+    assert "Route for fws applied" in text_of(b, "#route-saved")
+    assert routes(srv) == {"fws": {"backend": "nas2", "max_delta_ratio": 0.5, "delta_types": [".fw", ".img"],
+                                  "passthrough_types": [".iso"]}}
+    assert b.find_element(By.ID, "route-delta-types-fws").get_attribute("value") == ".fw, .img"
+    s3 = srv.client()
+    s3.create_bucket(Bucket="fws")
+    s3.put_object(Bucket="fws", Key="v1.fw", Body=b"x" * 1000)
+    assert (tmp_path / "two" / "fws").is_dir()
+    # A bad ratio is refused under its row.
+    ratio = b.find_element(By.ID, "route-ratio-fws")
+    ratio.clear()
+    ratio.send_keys("2")
+    b.find_element(By.ID, "route-save-fws").click()
+    assert "storage.buckets.fws.max_delta_ratio" in text_of(b, "#route-problems-fws li")
+    shot(b, "backends-add")
+
+    # Make nas2 the default: then `default` may go, nas2 may not.
+    b.find_element(By.ID, "backend-default-nas2").click()
+    assert "now go to nas2" in text_of(b, "#backend-saved")
+    assert not b.find_elements(By.ID, "backend-remove-nas2")
+    b.find_element(By.ID, "backend-default-default").click()
+    text_of(b, "#backend-saved")
+
+    # nas2 holds a bucket: Remove asks again; forced, the route still holds it.
+    wait(b, EC.element_to_be_clickable((By.ID, "backend-remove-nas2"))).click()
+    assert "holds buckets (fws)" in text_of(b, "#backend-problems-nas2")
+    b.find_element(By.ID, "backend-force-remove-nas2").click()
+    assert "storage.buckets.fws.backend" in text_of(b, "#backend-problems-nas2 li")
+    b.find_element(By.ID, "route-remove-fws").click()
+    text_of(b, "#route-saved")
+    wait(b, EC.element_to_be_clickable((By.ID, "backend-remove-nas2"))).click()
+    wait(b, EC.element_to_be_clickable((By.ID, "backend-force-remove-nas2"))).click()
+    assert "Backend nas2 removed" in text_of(b, "#backend-saved")
+    assert "nas2" not in srv.cfg.read_text()
+    assert (tmp_path / "two" / "fws" / "v1.fw").exists(), "its data stays"

@@ -324,7 +324,7 @@ function permText(p) {
 }
 
 // The permission editor: a user's or a group's permissions, each removable,
-// and a form for a new one (effect, actions, resources, one condition).
+// and a form for a new one (effect, actions, resources, conditions).
 function permissionsCard(users, groups) {
   const owners = users.map((u) => ["users", u.name, u.permissions || []])
     .concat(groups.map((g) => ["groups", g.name, g.permissions || []]));
@@ -349,19 +349,35 @@ function permissionsCard(users, groups) {
   const effect = h("select", { id: "perm-effect" }, h("option", { value: "Allow" }, "Allow"), h("option", { value: "Deny" }, "Deny"));
   const actions = h("input", { type: "text", id: "perm-actions", placeholder: "actions: read, list, write, delete, admin, s3:GetObject, *" });
   const resources = h("input", { type: "text", id: "perm-resources", placeholder: "resources: bucket/prefix/*, *" });
-  const op = h("input", { type: "text", id: "perm-cond-op", placeholder: "condition (optional): IpAddress" });
-  const key = h("input", { type: "text", id: "perm-cond-key", placeholder: "aws:SourceIp" });
-  const values = h("input", { type: "text", id: "perm-cond-values", placeholder: "192.168.1.0/24" });
+  // Condition rows: the first has the plain ids, later ones end in -1, -2...
+  // All must hold (AND), as in an IAM policy's Condition block.
+  const conds = [];
+  const condRows = h("div", { id: "perm-conds" });
+  const addCond = () => {
+    const n = conds.length ? `-${conds.length}` : "";
+    const c = {
+      op: h("input", { type: "text", id: `perm-cond-op${n}`, placeholder: n ? "and: StringLike" : "condition (optional): IpAddress" }),
+      key: h("input", { type: "text", id: `perm-cond-key${n}`, placeholder: "aws:SourceIp" }),
+      values: h("input", { type: "text", id: `perm-cond-values${n}`, placeholder: "192.168.1.0/24" }),
+    };
+    conds.push(c);
+    condRows.append(h("div", { class: "inline" }, c.op, c.key, c.values));
+  };
+  addCond();
   const split = (v) => v.split(",").map((x) => x.trim()).filter((x) => x);
   const form = h("form", { id: "perm-form" },
     h("div", { class: "inline" }, effect, actions, resources),
-    h("div", { class: "inline" }, op, key, values,
+    condRows,
+    h("div", { class: "inline" },
+      h("button", { type: "button", id: "perm-cond-more", onclick: addCond }, "+ condition"),
       h("button", { class: "primary", type: "submit", id: "perm-add" }, "Add permission")));
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const o = current();
     const body = { effect: effect.value, actions: split(actions.value), resources: split(resources.value) };
-    if (op.value.trim()) body.conditions = [{ op: op.value.trim(), key: key.value.trim(), values: split(values.value) }];
+    const given = conds.filter((c) => c.op.value.trim())
+      .map((c) => ({ op: c.op.value.trim(), key: c.key.value.trim(), values: split(c.values.value) }));
+    if (given.length) body.conditions = given;
     try {
       await api("POST", `/_/api/iam/${o[0]}/${enc(o[1])}/permissions`, body);
       await usersView();
@@ -411,7 +427,7 @@ function generateKey() {
   return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
 }
 
-function encryptionCard(b, e) {
+function encryptionCard(b, e, multi) {
   const name = b.name;
   const modes = ["none", "aes256-gcm-proxy"].concat(b.kind === "s3" ? ["sse-s3", "sse-kms"] : []);
   const current = e.mode || b.encryption || "none";
@@ -471,7 +487,8 @@ function encryptionCard(b, e) {
   });
   gate();
   return h("div", { class: "card", id: `backend-${name}`, "data-backend": name },
-    h("h2", {}, `${name} `, h("span", { class: "muted" }, b.kind)),
+    h("h2", {}, `${name} `, h("span", { class: "muted" }, b.kind), b.default ? h("span", { class: "muted" }, " · default") : ""),
+    b.default || !multi ? "" : backendButtons(name),
     h("div", {}, `Encryption now: ${current}`,
       e.current_key_id ? ` · key id ${e.current_key_id}` : "",
       e.legacy_key_id ? ` · legacy key id ${e.legacy_key_id}` : ""),
@@ -486,8 +503,86 @@ async function backendsView(notice) {
   const byName = Object.fromEntries((enc.backends || []).map((e) => [e.backend, e]));
   show(h("h1", {}, "Backends"), notice || "",
     h("p", { class: "muted" }, "Changing a backend's encryption applies live: new objects are written the new way at once. A re-encrypt job rewrites the objects written before."),
-    ...s.backends.map((b) => encryptionCard(b, byName[b.name] || {})),
+    ...s.backends.map((b) => encryptionCard(b, byName[b.name] || {}, s.backends.length > 1)),
+    cfg ? addBackendCard() : "",
     cfg ? routesCard(s.backends.map((b) => b.name), (cfg.storage || {}).buckets || {}) : "");
+}
+
+// The problems of a refused config change, or the error itself.
+function problemsOf(e) {
+  const ps = (e.body && e.body.problems) || [];
+  return ps.length ? h("ul", { class: "problems" }, ps.map((p) => h("li", {}, `${p.field || "(document)"}: ${p.message}`))) : errorBox(e);
+}
+
+// "Make default" and "Remove" for a backend that is not the default. A
+// backend that still holds buckets is removed only when asked again: its
+// data stays where it is, unreachable until it is added back.
+function backendButtons(name) {
+  const out = h("div", { id: `backend-problems-${name}` });
+  const remove = async (force) => {
+    out.replaceChildren();
+    try {
+      await api("DELETE", `/_/api/backends/${enc(name)}` + (force ? "?force=true" : ""));
+      await backendsView(h("div", { class: "msg ok", id: "backend-saved" }, `Backend ${name} removed; its data stays where it was.`));
+    } catch (e) {
+      out.replaceChildren(problemsOf(e));
+      if (!force && e.status === 409 && /holds buckets/.test(e.message)) {
+        out.append(h("button", { type: "button", class: "danger", id: `backend-force-remove-${name}`, onclick: () => remove(true) },
+          "Remove anyway (its buckets become unreachable)"));
+      }
+    }
+  };
+  return h("div", { class: "inline" },
+    h("button", { type: "button", id: `backend-default-${name}`, onclick: async () => {
+      out.replaceChildren();
+      try {
+        await api("PATCH", "/_/api/config/storage", { default_backend: name });
+        await backendsView(h("div", { class: "msg ok", id: "backend-saved" }, `Buckets without a route now go to ${name}.`));
+      } catch (e) { out.replaceChildren(problemsOf(e)); }
+    } }, "Make default"), " ",
+    h("button", { type: "button", class: "danger", id: `backend-remove-${name}`, onclick: () => remove(false) }, "Remove"),
+    out);
+}
+
+// A new backend: a directory on this box or an S3 upstream. Credentials
+// left empty come from DGP_BACKEND_<NAME>_ACCESS_KEY_ID / _SECRET_ACCESS_KEY.
+function addBackendCard() {
+  const field = (id, label, attrs) => h("label", { class: "field" }, label, " ", h("input", Object.assign({ type: "text", id }, attrs || {})));
+  const kind = h("select", { id: "backend-type-new" }, ["filesystem", "s3"].map((k) => h("option", { value: k }, k)));
+  const fsFields = h("div", { class: "inline" }, field("backend-path-new", "Directory", { placeholder: "/srv/deltaglider/two" }));
+  const s3Fields = h("div", { hidden: true },
+    h("div", { class: "inline" }, field("backend-endpoint-new", "Endpoint", { placeholder: "https://s3.example.com" }), " ",
+      field("backend-region-new", "Region", { placeholder: "us-east-1" }), " ",
+      h("label", { class: "check" }, h("input", { type: "checkbox", id: "backend-path-style-new" }), " path-style")),
+    h("div", { class: "inline" }, field("backend-key-id-new", "Access key id", { autocomplete: "off" }), " ",
+      field("backend-secret-new", "Secret", { type: "password", autocomplete: "new-password" })),
+    h("div", { class: "muted" }, "Empty credentials come from DGP_BACKEND_<NAME>_ACCESS_KEY_ID and _SECRET_ACCESS_KEY in the server's environment."));
+  kind.addEventListener("change", () => { fsFields.hidden = kind.value !== "filesystem"; s3Fields.hidden = kind.value !== "s3"; });
+  const out = h("div", { id: "backend-problems-new" });
+  const value = (id) => document.getElementById(id).value.trim();
+  const add = async () => {
+    out.replaceChildren();
+    const body = { name: value("backend-name-new"), type: kind.value };
+    if (kind.value === "filesystem") body.path = value("backend-path-new");
+    else {
+      body.endpoint = value("backend-endpoint-new");
+      if (value("backend-region-new")) body.region = value("backend-region-new");
+      if (document.getElementById("backend-path-style-new").checked) body.force_path_style = true;
+      if (value("backend-key-id-new")) body.access_key_id = value("backend-key-id-new");
+      if (value("backend-secret-new")) body.secret_access_key = document.getElementById("backend-secret-new").value;
+    }
+    try {
+      await api("POST", "/_/api/backends", body);
+      await backendsView(h("div", { class: "msg ok", id: "backend-saved" }, `Backend ${body.name} added.`));
+    } catch (e) { out.replaceChildren(problemsOf(e)); }
+  };
+  return h("div", { class: "card", id: "add-backend" },
+    h("strong", {}, "Add a backend"),
+    h("p", { class: "muted" }, "A directory on this box or an S3 upstream. It serves the buckets routed to it below; set its encryption once it is added."),
+    h("div", { class: "inline" }, field("backend-name-new", "Name", { placeholder: "nas2" }), " ", h("label", { class: "field" }, "Type ", kind)),
+    fsFields, s3Fields,
+    h("div", { class: "inline" }, h("button", { type: "button", class: "primary", id: "backend-add", onclick: add }, "Add backend")),
+    out);
 }
 
 // Per-bucket routing (storage.buckets) as a form: each row is applied as a
@@ -503,38 +598,39 @@ function routesCard(backends, buckets) {
     const compression = h("input", { type: "checkbox", id: `route-compression-${id}`, checked: b.compression !== false });
     const prefixes = b.public ? [""] : (b.public_prefixes || []);
     const pub = h("input", { type: "text", id: `route-public-${id}`, placeholder: "none", value: prefixes.map((p) => p || "(whole bucket)").join(", ") });
+    const ratio = h("input", { type: "text", id: `route-ratio-${id}`, placeholder: "default", size: 5, value: b.max_delta_ratio ?? "" });
+    const deltaTypes = h("input", { type: "text", id: `route-delta-types-${id}`, placeholder: ".fw, .img", value: (b.delta_types || []).join(", ") });
+    const wholeTypes = h("input", { type: "text", id: `route-passthrough-types-${id}`, placeholder: "none", value: (b.passthrough_types || []).join(", ") });
     const problems = h("div", { class: "route-problems", id: `route-problems-${id}` });
     const patch = async (entry, bucket) => {
       problems.replaceChildren();
       try {
         await api("PATCH", "/_/api/config/storage", { buckets: { [bucket]: entry } });
         await backendsView(h("div", { class: "msg ok", id: "route-saved" }, entry === null ? `Route for ${bucket} removed.` : `Route for ${bucket} applied.`));
-      } catch (e) {
-        const ps = (e.body && e.body.problems) || [];
-        problems.replaceChildren(ps.length
-          ? h("ul", { class: "problems" }, ps.map((p) => h("li", {}, `${p.field}: ${p.message}`)))
-          : errorBox(e));
-      }
+      } catch (e) { problems.replaceChildren(problemsOf(e)); }
     };
+    const list = (input) => (input.value.trim() === "" ? null : input.value.split(",").map((x) => x.trim()).filter((x) => x));
     const save = () => {
       const bucket = name === null ? bucketName.value.trim() : name;
       const pp = pub.value.trim() === "" ? null : pub.value.split(",").map((x) => x.trim()).map((x) => (x === "(whole bucket)" ? "" : x));
+      const r = ratio.value.trim();
       patch({ backend: backend.value, alias: alias.value.trim() || null, compression: compression.checked ? null : false,
-        public: null, public_prefixes: pp }, bucket);
+        public: null, public_prefixes: pp, max_delta_ratio: r === "" ? null : (isNaN(Number(r)) ? r : Number(r)),
+        delta_types: list(deltaTypes), passthrough_types: list(wholeTypes) }, bucket);
     };
     return [h("tr", { "data-route": id },
       h("td", {}, name === null ? bucketName : name),
-      h("td", {}, backend), h("td", {}, alias), h("td", {}, compression), h("td", {}, pub),
+      h("td", {}, backend), h("td", {}, alias), h("td", {}, compression), h("td", {}, ratio), h("td", {}, deltaTypes), h("td", {}, wholeTypes), h("td", {}, pub),
       h("td", {},
         h("button", { type: "button", id: `route-save-${id}`, onclick: save }, name === null ? "Add" : "Apply"), " ",
         name === null ? "" : h("button", { type: "button", class: "danger", id: `route-remove-${id}`, onclick: () => patch(null, name) }, "Remove"))),
-    h("tr", {}, h("td", { colspan: 6 }, problems))];
+    h("tr", {}, h("td", { colspan: 9 }, problems))];
   };
   return h("div", { class: "card", id: "routes" },
     h("strong", {}, "Bucket routing"),
-    h("p", { class: "muted" }, "Which backend each bucket lives on, under which real name (alias), whether delta compression is on, and which key prefixes anyone may read. Buckets not listed go to the default backend."),
+    h("p", { class: "muted" }, "Which backend each bucket lives on, under which real name (alias), its delta compression (on or off; the largest delta kept, as a fraction of the object; file suffixes always or never stored as deltas), and which key prefixes anyone may read. Buckets not listed go to the default backend."),
     h("table", { id: "routes-table" },
-      h("thead", {}, h("tr", {}, ["Bucket", "Backend", "Alias", "Compression", "Public prefixes", ""].map((t) => h("th", {}, t)))),
+      h("thead", {}, h("tr", {}, ["Bucket", "Backend", "Alias", "Compression", "Max delta ratio", "Delta types", "Whole types", "Public prefixes", ""].map((t) => h("th", {}, t)))),
       h("tbody", {}, Object.entries(buckets).flatMap(([n, b]) => row(n, b || {})), row(null, {}))));
 }
 
