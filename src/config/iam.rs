@@ -93,6 +93,16 @@ pub fn check_user_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// `admin` is the built-in administrator's name (the bootstrap password and
+/// the admin credential sign in as it, and the audit log records it): no
+/// IAM user may take it, or the audit could not tell the two apart.
+pub fn check_not_reserved(name: &str) -> Result<(), String> {
+    if name.eq_ignore_ascii_case("admin") {
+        return Err("is reserved for the built-in administrator; choose another name".into());
+    }
+    Ok(())
+}
+
 /// Access key ids: 3-128 of letters and digits (and `_.-`, which some
 /// operators' existing keys use).
 pub fn check_access_key_id(id: &str) -> Result<(), String> {

@@ -83,6 +83,9 @@ access:
     - name: u3
     - name: u4
       access_key_id: AKIA4
+    - name: Admin
+      access_key_id: AKIA5
+      secret_access_key: secret-secret-secret
 "#;
     let ps = problems(load_yaml(yaml, &no_env));
     for needle in [
@@ -105,6 +108,8 @@ access:
         "needs access_key_id and secret_access_key",
         "access.iam_users[4]",
         "must be given together",
+        "access.iam_users[5].name",
+        "reserved for the built-in administrator",
     ] {
         assert!(
             ps.iter().any(|p| p.contains(needle)),

@@ -84,7 +84,14 @@ fn new_secret() -> Zeroizing<String> {
 }
 
 fn check_name(kind: &str, name: &str) -> Result<()> {
-    check_user_name(name).map_err(|e| DbError::Invalid(format!("{kind} name `{name}` {e}")))
+    let reserved = if kind == "user" {
+        crate::config::check_not_reserved(name)
+    } else {
+        Ok(())
+    };
+    check_user_name(name)
+        .and(reserved)
+        .map_err(|e| DbError::Invalid(format!("{kind} name `{name}` {e}")))
 }
 
 fn check_permission(p: &PermissionSpec) -> Result<()> {

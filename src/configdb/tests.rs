@@ -65,6 +65,10 @@ fn users_groups_keys_permissions() {
         d.create_group("bad name"),
         Err(DbError::Invalid(_))
     ));
+    // `admin` names the built-in administrator in the audit log.
+    assert!(
+        matches!(d.create_user("admin", &[]), Err(DbError::Invalid(e)) if e.contains("reserved"))
+    );
     d.attach(
         Owner::Group("readers"),
         perm(&["read", "list"], &["releases/*", "releases"]),

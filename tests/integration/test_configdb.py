@@ -117,6 +117,9 @@ def test_admin_api_users_keys_permissions(srv):
     assert status == 400 and "unknown action" in r["error"]
     assert api(srv, "POST", "/users", {"name": "alice"})[0] == 409
     assert api(srv, "POST", "/users", {"name": "bad name"})[0] == 400
+    # `admin` is the built-in administrator's name in sessions and the audit log.
+    status, r = api(srv, "POST", "/users", {"name": "admin"})
+    assert status == 400 and "reserved for the built-in administrator" in r["error"], r
     assert api(srv, "GET", "/users/nobody")[0] == 404
     # Groups.
     assert api(srv, "POST", "/groups", {"name": "writers"})[0] == 201

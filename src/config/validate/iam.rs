@@ -4,7 +4,7 @@ use super::super::raw::Sp as Spanned;
 
 use super::super::iam::{
     ConditionSpec, Effect, IamGroup, IamSettings, IamUser, PermissionSpec, UserKey,
-    check_access_key_id, check_secret, check_user_name,
+    check_access_key_id, check_not_reserved, check_secret, check_user_name,
 };
 use super::super::raw::{RawAccess, RawPermission, S};
 use super::super::settings::{IamMode, Secret};
@@ -135,7 +135,12 @@ impl Validator<'_> {
             return None;
         };
         let v = self.nonempty(&field, n)?;
-        match check_user_name(&v) {
+        let reserved = if p.contains("iam_users") {
+            check_not_reserved(&v)
+        } else {
+            Ok(())
+        };
+        match check_user_name(&v).and(reserved) {
             Ok(()) => Some(v),
             Err(e) => {
                 self.problem(field, loc(n), e);
