@@ -8,6 +8,7 @@
 
 pub mod body;
 pub mod checksum;
+pub mod conditional;
 pub mod crypto;
 pub mod delta;
 pub mod encryption;
@@ -31,6 +32,7 @@ use crate::storage::{
     Backend, Body, BodyReader, BucketEntry, Loc, RawObject, StorageError, read_full_at,
 };
 pub use body::ByteStream;
+pub use conditional::WriteCondition;
 pub use meta::ObjectMeta;
 pub use put::{StageOptions, Staged};
 
@@ -56,6 +58,13 @@ pub enum EngineError {
         needed: u64,
         reserve: u64,
     },
+    /// A conditional write's condition is false (412).
+    #[error("the write's precondition does not hold")]
+    PreconditionFailed,
+    /// A conditional write's condition held when it started and not when it
+    /// was published: a concurrent write came between (409, retried).
+    #[error("a concurrent write changed the object during this conditional write")]
+    ConditionalConflict,
     #[error("part {0} is smaller than the 5 MiB minimum")]
     EntityTooSmall(u32),
     /// The object is encrypted with a key id this backend has no key for.
@@ -239,6 +248,9 @@ pub struct ObjectStore {
     delta: Option<Arc<delta::Delta>>,
     /// Shared with the successor a config reload makes.
     upload_locks: Arc<multipart::UploadLocks>,
+    /// Held while an object's current version changes (see `conditional`);
+    /// shared with the successor too.
+    key_locks: Arc<conditional::KeyLocks>,
     /// Why every write is refused, while the keys are not checked.
     held: std::sync::Mutex<Option<String>>,
 }
@@ -305,6 +317,7 @@ impl ObjectStore {
             min_free: 0,
             delta: None,
             upload_locks: Default::default(),
+            key_locks: Default::default(),
             held: Default::default(),
         }
     }
@@ -338,6 +351,7 @@ impl ObjectStore {
             min_free,
             delta: Some(Arc::new(delta)),
             upload_locks: self.upload_locks.clone(),
+            key_locks: self.key_locks.clone(),
             held: Default::default(),
         }
     }
@@ -554,15 +568,33 @@ impl ObjectStore {
         self: &Arc<Self>,
         bucket: &str,
         key: &str,
+        staged: Staged,
+        meta: ObjectMeta,
+    ) -> Result<ObjectMeta> {
+        self.commit_if(bucket, key, staged, meta, None).await
+    }
+
+    /// `commit` when `cond` holds at the moment of publishing (checked
+    /// under the key's lock: [`EngineError::ConditionalConflict`] if not).
+    pub async fn commit_if(
+        self: &Arc<Self>,
+        bucket: &str,
+        key: &str,
         mut staged: Staged,
         mut meta: ObjectMeta,
+        cond: Option<WriteCondition>,
     ) -> Result<ObjectMeta> {
         parse_key(key)?;
         meta.size = staged.size;
         meta.upload_id = None;
         let dek = staged.dek.take();
         let (this, bucket, key) = (self.clone(), bucket.to_owned(), key.to_owned());
-        blocking(move || this.publish_body(&bucket, &key, staged.temp, dek, meta)).await
+        blocking(move || {
+            this.publish_locked(&bucket, &key, cond.as_ref(), || {
+                this.publish_body(&bucket, &key, staged.temp, dek, meta)
+            })
+        })
+        .await
     }
 
     pub async fn head(&self, bucket: &str, key: &str) -> Result<ObjectInfo> {
@@ -680,13 +712,14 @@ impl ObjectStore {
     /// metadata, ACL, time) of an existing object in place (CopyObject onto
     /// itself); size, ETag, checksums and encryption fields stay.
     pub async fn replace_meta(
-        &self,
+        self: &Arc<Self>,
         bucket: &str,
         key: &str,
         new: &ObjectMeta,
+        cond: Option<WriteCondition>,
     ) -> Result<ObjectMeta> {
         let new = new.clone();
-        self.update_meta(bucket, key, move |meta| {
+        self.update_meta(bucket, key, cond, move |meta| {
             meta.content_type = new.content_type.clone();
             meta.headers = new.headers.clone();
             meta.user = new.user.clone();
@@ -698,51 +731,56 @@ impl ObjectStore {
 
     /// Sets an existing object's canned ACL (`None`: private).
     pub async fn set_acl(
-        &self,
+        self: &Arc<Self>,
         bucket: &str,
         key: &str,
         acl: Option<String>,
     ) -> Result<ObjectMeta> {
-        self.update_meta(bucket, key, move |meta| meta.acl = acl.clone())
+        self.update_meta(bucket, key, None, move |meta| meta.acl = acl.clone())
             .await
     }
 
     /// Changes the client-visible fields of an object's document with `f`,
     /// on the stored version it reads (`Backend::update_meta`).
     async fn update_meta(
-        &self,
+        self: &Arc<Self>,
         bucket: &str,
         key: &str,
+        cond: Option<WriteCondition>,
         f: impl Fn(&mut ObjectMeta) + Send + 'static,
     ) -> Result<ObjectMeta> {
         parse_key(key)?;
-        let (b, at, keyc) = (
+        let (this, b, at, keyc, bucketc) = (
+            self.clone(),
             self.backend.clone(),
             Loc::object(bucket, key),
             key.to_owned(),
+            bucket.to_owned(),
         );
         blocking(move || {
-            let mut out = None;
-            let mut err = None;
-            let mut edit = |raw: &RawObject| {
-                let mut meta = match info_from_raw(&keyc, raw) {
-                    Ok(i) => i.meta,
-                    Err(e) => {
-                        err = Some(e);
-                        return Err(StorageError::NoSuchKey);
-                    }
+            this.publish_locked(&bucketc, &keyc, cond.as_ref(), || {
+                let mut out = None;
+                let mut err = None;
+                let mut edit = |raw: &RawObject| {
+                    let mut meta = match info_from_raw(&keyc, raw) {
+                        Ok(i) => i.meta,
+                        Err(e) => {
+                            err = Some(e);
+                            return Err(StorageError::NoSuchKey);
+                        }
+                    };
+                    f(&mut meta);
+                    let encoded = meta.encode();
+                    out = Some(meta);
+                    Ok(encoded)
                 };
-                f(&mut meta);
-                let encoded = meta.encode();
-                out = Some(meta);
-                Ok(encoded)
-            };
-            let written = b.update_meta(&at, &mut edit);
-            if let Some(e) = err {
-                return Err(e);
-            }
-            written?;
-            out.ok_or(EngineError::Storage(StorageError::NoSuchKey))
+                let written = b.update_meta(&at, &mut edit);
+                if let Some(e) = err {
+                    return Err(e);
+                }
+                written?;
+                out.ok_or(EngineError::Storage(StorageError::NoSuchKey))
+            })
         })
         .await
     }
@@ -750,6 +788,9 @@ impl ObjectStore {
     pub async fn delete(self: &Arc<Self>, bucket: &str, key: &str) -> Result<()> {
         parse_key(key)?;
         let (this, bucket, key) = (self.clone(), bucket.to_owned(), key.to_owned());
-        blocking(move || this.delete_blocking(&bucket, &key)).await
+        blocking(move || {
+            this.publish_locked(&bucket, &key, None, || this.delete_blocking(&bucket, &key))
+        })
+        .await
     }
 }

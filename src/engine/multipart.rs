@@ -11,6 +11,7 @@ use md5::Digest as _;
 use serde::{Deserialize, Serialize};
 
 use super::checksum::{ChecksumAlgorithm, b64, unb64};
+use super::conditional::WriteCondition;
 use super::meta::{ObjectMeta, StoredChecksum, to_ms};
 use std::sync::Arc;
 
@@ -467,6 +468,19 @@ impl ObjectStore {
         id: &str,
         wanted: Vec<CompletePart>,
     ) -> Result<ObjectMeta> {
+        self.complete_upload_if(bucket, key, id, wanted, None).await
+    }
+
+    /// `complete_upload` when `cond` holds as the object is published
+    /// (under the key's lock, see `conditional`).
+    pub async fn complete_upload_if(
+        self: &Arc<Self>,
+        bucket: &str,
+        key: &str,
+        id: &str,
+        wanted: Vec<CompletePart>,
+        cond: Option<WriteCondition>,
+    ) -> Result<ObjectMeta> {
         let guard = self.upload_locks.get(id).write_owned().await;
         let no_upload = || EngineError::Storage(StorageError::NoSuchUpload);
         let state = match self.upload_state(id).await {
@@ -532,7 +546,9 @@ impl ObjectStore {
         meta.size = chosen.iter().map(|p| p.meta.size).sum();
         meta.checksum = multipart_checksum(&state, &chosen);
         if state.direct {
-            return self.complete_direct(id, state, chosen, meta, guard).await;
+            return self
+                .complete_direct(id, state, chosen, meta, guard, cond)
+                .await;
         }
 
         // The assembled object is written in full before the parts go.
@@ -585,7 +601,10 @@ impl ObjectStore {
             b.begin_complete(&idc, &serde_json::to_vec(&record).expect("record serializes"))?;
             crate::failpoint::hit("complete-before-publish");
             meta.upload_id = Some(idc.clone());
-            let meta = match this.publish_body(&bucket, &state.key, temp, dek, meta) {
+            let published = this.publish_locked(&bucket, &state.key, cond.as_ref(), || {
+                this.publish_body(&bucket, &state.key, temp, dek, meta)
+            });
+            let meta = match published {
                 Ok(m) => m,
                 Err(e) => {
                     let _ = b.cancel_complete(&idc);
@@ -616,6 +635,7 @@ impl ObjectStore {
         chosen: Vec<PartInfo>,
         mut meta: ObjectMeta,
         guard: tokio::sync::OwnedRwLockWriteGuard<()>,
+        cond: Option<WriteCondition>,
     ) -> Result<ObjectMeta> {
         meta.upload_id = Some(id.to_owned());
         meta.pending_upload = None;
@@ -643,14 +663,17 @@ impl ObjectStore {
             completed_ms: to_ms(SystemTime::now()),
             final_meta: Some(meta.clone()),
         };
-        let (b, idc) = (self.backend.clone(), id.to_owned());
+        let (this, b, idc) = (self.clone(), self.backend.clone(), id.to_owned());
         blocking(move || {
             let at = Loc::object(&state.bucket, &state.key);
             b.begin_complete(&idc, &serde_json::to_vec(&record).expect("record serializes"))?;
             let numbers: Vec<u32> = chosen.iter().map(|p| p.number).collect();
-            if let Err(e) = b.complete_direct(&idc, &at, &numbers, &meta.encode()) {
+            let joined = this.publish_locked(&state.bucket, &state.key, cond.as_ref(), || {
+                Ok(b.complete_direct(&idc, &at, &numbers, &meta.encode())?)
+            });
+            if let Err(e) = joined {
                 let _ = b.cancel_complete(&idc);
-                return Err(e.into());
+                return Err(e);
             }
             if let Err(e) = b.retire_upload(&idc) {
                 tracing::error!(upload = %idc, error = %e, "could not retire a completed upload; the next start finishes it");

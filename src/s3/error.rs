@@ -158,6 +158,12 @@ impl S3Error {
                 tracing::error!(key = %key, error = %err, "cannot decrypt object: wrong key, damaged file, or a file moved on disk");
                 Self::internal()
             }
+            EngineError::PreconditionFailed => Self::precondition_failed(),
+            EngineError::ConditionalConflict => Self::new(
+                "ConditionalRequestConflict",
+                409,
+                "A conflicting operation occurred. If using PutObject you can retry the request. If using multipart upload you should initiate another CreateMultipartUpload request and re-upload each part.",
+            ),
             EngineError::EntityTooSmall(n) => Self::new(
                 "EntityTooSmall",
                 400,

@@ -220,6 +220,7 @@ pub async fn upload_part_copy(ctx: Ctx) -> Result<Response, S3Error> {
 pub async fn complete(mut ctx: Ctx) -> Result<Response, S3Error> {
     let id = upload_id(&ctx)?;
     let (store, real) = ctx.write_route()?;
+    let cond = super::object::write_condition(&ctx, &store, &real).await?;
     let body = ctx.body_bytes(4 * 1024 * 1024).await?;
     let req: xml::CompleteMultipartUpload = xml::parse(&body, "CompleteMultipartUpload")?;
     let parts = req
@@ -240,8 +241,12 @@ pub async fn complete(mut ctx: Ctx) -> Result<Response, S3Error> {
     let mut task = {
         let (bucket, key) = (real.clone(), key.clone());
         tokio::spawn(
-            async move { store.complete_upload(&bucket, &key, &id, parts).await }
-                .instrument(tracing::Span::current()),
+            async move {
+                store
+                    .complete_upload_if(&bucket, &key, &id, parts, cond)
+                    .await
+            }
+            .instrument(tracing::Span::current()),
         )
     };
     let early = tokio::time::timeout(COMPLETE_KEEPALIVE_AFTER, &mut task).await;

@@ -2,6 +2,7 @@
 //! DeleteObjects and CopyObject, plus the body intake shared with UploadPart
 //! (Content-MD5, x-amz-content-sha256 and x-amz-checksum-* verification).
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use axum::body::Body;
@@ -17,7 +18,7 @@ use super::{Ctx, sha256_mismatch};
 use crate::engine::checksum::{ChecksumAlgorithm, b64, unb64};
 use crate::engine::meta::{ObjectMeta, StoredChecksum, to_ms};
 use crate::engine::multipart::UploadState;
-use crate::engine::{ObjectStore, StageOptions, Staged};
+use crate::engine::{ObjectStore, StageOptions, Staged, WriteCondition};
 use crate::gateway::policy;
 
 /// S3's limit for a single PUT.
@@ -212,45 +213,44 @@ fn checksum_header(resp: &mut HeaderMap, c: &StoredChecksum) {
     }
 }
 
-/// S3's conditional writes: If-None-Match: * and If-Match on PUT.
-async fn check_write_conditions(ctx: &Ctx, store: &ObjectStore, real: &str) -> Result<(), S3Error> {
-    let inm = ctx.header("if-none-match");
-    let im = ctx.header("if-match");
-    if inm.is_none() && im.is_none() {
-        return Ok(());
+/// S3's conditional writes (`If-None-Match: *`, `If-Match`) on PUT, copy
+/// and multipart completion: the condition, checked once now (412, or 404
+/// for `If-Match` on no object) and again by the engine as it publishes.
+pub(super) async fn write_condition(
+    ctx: &Ctx,
+    store: &Arc<ObjectStore>,
+    real: &str,
+) -> Result<Option<WriteCondition>, S3Error> {
+    let cond = WriteCondition::from_headers(ctx.header("if-none-match"), ctx.header("if-match"))
+        .map_err(|h| {
+            S3Error::new(
+                "NotImplemented",
+                501,
+                "A header you provided implies functionality that is not implemented.",
+            )
+            .with("Header", h)
+        })?;
+    if let Some(c) = &cond {
+        store
+            .check_condition(real, ctx.key(), c)
+            .await
+            .map_err(|e| S3Error::from_engine(e, ctx.bucket(), ctx.key()))?;
     }
-    let existing = store.head(real, ctx.key()).await.ok();
-    if inm.map(str::trim) == Some("*") && existing.is_some() {
-        return Err(S3Error::precondition_failed());
-    }
-    if let Some(im) = im {
-        match existing {
-            None => return Err(S3Error::no_such_key(ctx.key())),
-            Some(info) => {
-                let ok = im
-                    .split(',')
-                    .any(|t| t.trim() == "*" || t.trim().trim_matches('"') == info.meta.etag);
-                if !ok {
-                    return Err(S3Error::precondition_failed());
-                }
-            }
-        }
-    }
-    Ok(())
+    Ok(cond)
 }
 
 pub async fn put_object(mut ctx: Ctx) -> Result<Response, S3Error> {
     let mut meta = headers::meta_from_request(&ctx.headers)?;
     meta.acl = super::acl::for_new_object(&ctx)?;
     let (store, real) = ctx.write_route()?;
-    check_write_conditions(&ctx, &store, &real).await?;
+    let cond = write_condition(&ctx, &store, &real).await?;
     let staged = receive_body(&mut ctx, &store, None).await?;
     meta.etag = hex::encode(staged.md5);
     meta.checksum = stored_checksum(&staged);
     meta.sha256 = staged.sha256.map(hex::encode);
     meta.mtime_ms = to_ms(SystemTime::now());
     let meta = store
-        .commit(&real, ctx.key(), staged, meta)
+        .commit_if(&real, ctx.key(), staged, meta, cond)
         .await
         .map_err(|e| S3Error::from_engine(e, ctx.bucket(), ctx.key()))?;
     let mut resp = StatusCode::OK.into_response();
@@ -489,6 +489,7 @@ pub async fn copy_object(ctx: Ctx) -> Result<Response, S3Error> {
     };
     let (src_store, src_real) = ctx.gateway.route(&src_bucket);
     let (dst_store, dst_real) = ctx.write_route()?;
+    let cond = write_condition(&ctx, &dst_store, &dst_real).await?;
     let src = src_store
         .open(&src_real, &src_key)
         .await
@@ -523,7 +524,7 @@ pub async fn copy_object(ctx: Ctx) -> Result<Response, S3Error> {
         }
         drop(src);
         dst_store
-            .replace_meta(&dst_real, ctx.key(), &meta)
+            .replace_meta(&dst_real, ctx.key(), &meta, cond)
             .await
             .map_err(|e| S3Error::from_engine(e, ctx.bucket(), ctx.key()))?
     } else {
@@ -555,7 +556,7 @@ pub async fn copy_object(ctx: Ctx) -> Result<Response, S3Error> {
         meta.checksum = stored_checksum(&staged);
         meta.sha256 = staged.sha256.map(hex::encode);
         dst_store
-            .commit(&dst_real, ctx.key(), staged, meta)
+            .commit_if(&dst_real, ctx.key(), staged, meta, cond)
             .await
             .map_err(|e| S3Error::from_engine(e, ctx.bucket(), ctx.key()))?
     };
