@@ -111,6 +111,12 @@ pub async fn start(State(st): State<Arc<S3State>>, req: Request<Body>) -> Respon
         Err(crate::engine::EngineError::Storage(crate::storage::StorageError::NoSuchBucket)) => {
             deny(StatusCode::NOT_FOUND, "no such bucket")
         }
+        // The job's refusals are plain messages: no "storage I/O error" in front.
+        Err(crate::engine::EngineError::Storage(crate::storage::StorageError::Io(io)))
+            if io.kind() == std::io::ErrorKind::Other =>
+        {
+            deny(StatusCode::CONFLICT, &io.to_string())
+        }
         Err(e) => deny(StatusCode::CONFLICT, &e.to_string()),
     }
 }

@@ -16,6 +16,7 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from conftest import REPO, Server, make_client
@@ -70,7 +71,13 @@ def wait(b, cond, timeout=10):
 
 
 def text_of(b, css, timeout=10):
-    return wait(b, EC.visibility_of_element_located((By.CSS_SELECTOR, css)), timeout).text
+    """The text of the first visible `css` element; an element the page
+    replaces meanwhile (it redraws after a change) is looked up again."""
+    def visible_text(drv):
+        el = EC.visibility_of_element_located((By.CSS_SELECTOR, css))(drv)
+        return el.text if el else False
+
+    return WebDriverWait(b, timeout, ignored_exceptions=[StaleElementReferenceException]).until(visible_text)
 
 
 def shot(b, name):

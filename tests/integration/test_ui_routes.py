@@ -4,6 +4,9 @@ requests follow it at once, an invalid alias is refused with the problem
 shown under its row and nothing changes, and Remove takes the route away."""
 
 import json
+import time
+
+from botocore.exceptions import ClientError
 
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
@@ -135,3 +138,55 @@ def test_backends_added_made_default_and_removed_from_the_backends_page(ui, tmp_
     assert "Backend nas2 removed" in text_of(b, "#backend-saved")
     assert "nas2" not in srv.cfg.read_text()
     assert (tmp_path / "two" / "fws" / "v1.fw").exists(), "its data stays"
+
+
+def test_moving_a_bucket_from_the_jobs_page(tmp_path):
+    """Start a migrate job in the browser; the page follows it to done, the
+    route switches and boto3 reads the same bytes from the other backend."""
+    from test_migrate import serve
+    from test_ui import browser
+
+    srv = serve(tmp_path)
+    b = browser()
+    try:
+        s3 = srv.client()
+        s3.create_bucket(Bucket="photos")
+        bodies = {f"p{i}.jpg": bytes([i]) * (100_000 + i) for i in range(20)}
+        for k, v in bodies.items():
+            s3.put_object(Bucket="photos", Key=k, Body=v)
+        log_in(srv, b, generated_password(srv))
+        text_of(b, "#version")
+        b.find_element(By.ID, "nav-jobs").click()
+        Select(wait(b, EC.element_to_be_clickable((By.ID, "migrate-bucket")))).select_by_value("photos")
+        Select(b.find_element(By.ID, "migrate-to")).select_by_value("vault")
+        b.find_element(By.ID, "migrate-start").click()
+        row = "tr[data-job='migrate-photos']"
+        wait(b, EC.text_to_be_present_in_element((By.CSS_SELECTOR, f"{row} .state"), "done"), timeout=60)
+        assert "20 objects" in b.find_element(By.CSS_SELECTOR, row).text
+        shot(b, "jobs-migrate")
+        # The route switched: the bucket now lives on vault, encrypted there.
+        for k, v in bodies.items():
+            assert s3.get_object(Bucket="photos", Key=k)["Body"].read() == v
+        assert (tmp_path / "vault" / "photos" / "p3.jpg").read_bytes().startswith(b"DGE1")
+        deadline = time.time() + 20
+        while True:  # writes resume once the job has switched the route
+            try:
+                s3.put_object(Bucket="photos", Key="after.jpg", Body=b"after")
+                break
+            except ClientError as e:
+                assert e.response["Error"]["Code"] == "SlowDown" and time.time() < deadline, e.response
+                time.sleep(0.2)
+        assert (tmp_path / "vault" / "photos" / "after.jpg").exists()
+        assert not (tmp_path / "local" / "photos" / "after.jpg").exists()
+        # Refusals say why: the bucket is there already; no such bucket.
+        Select(b.find_element(By.ID, "migrate-bucket")).select_by_value("photos")
+        Select(b.find_element(By.ID, "migrate-to")).select_by_value("vault")
+        b.find_element(By.ID, "migrate-start").click()
+        assert text_of(b, "#migrate-msg") == "bucket photos is already on backend 'vault'"
+        b.execute_script("document.getElementById('migrate-bucket').append(new Option('nope', 'nope'))")
+        Select(b.find_element(By.ID, "migrate-bucket")).select_by_value("nope")
+        b.find_element(By.ID, "migrate-start").click()
+        assert "no such bucket" in text_of(b, "#migrate-msg")
+    finally:
+        b.quit()
+        srv.stop()

@@ -508,6 +508,11 @@ async function backendsView(notice) {
     cfg ? routesCard(s.backends.map((b) => b.name), (cfg.storage || {}).buckets || {}) : "");
 }
 
+// A new change starts: the notice of the previous one goes.
+function clearNotices() {
+  for (const id of ["route-saved", "backend-saved"]) document.getElementById(id)?.remove();
+}
+
 // The problems of a refused config change, or the error itself.
 function problemsOf(e) {
   const ps = (e.body && e.body.problems) || [];
@@ -520,6 +525,7 @@ function problemsOf(e) {
 function backendButtons(name) {
   const out = h("div", { id: `backend-problems-${name}` });
   const remove = async (force) => {
+    clearNotices();
     out.replaceChildren();
     try {
       await api("DELETE", `/_/api/backends/${enc(name)}` + (force ? "?force=true" : ""));
@@ -534,6 +540,7 @@ function backendButtons(name) {
   };
   return h("div", { class: "inline" },
     h("button", { type: "button", id: `backend-default-${name}`, onclick: async () => {
+      clearNotices();
       out.replaceChildren();
       try {
         await api("PATCH", "/_/api/config/storage", { default_backend: name });
@@ -561,6 +568,7 @@ function addBackendCard() {
   const out = h("div", { id: "backend-problems-new" });
   const value = (id) => document.getElementById(id).value.trim();
   const add = async () => {
+    clearNotices();
     out.replaceChildren();
     const body = { name: value("backend-name-new"), type: kind.value };
     if (kind.value === "filesystem") body.path = value("backend-path-new");
@@ -603,6 +611,7 @@ function routesCard(backends, buckets) {
     const wholeTypes = h("input", { type: "text", id: `route-passthrough-types-${id}`, placeholder: "none", value: (b.passthrough_types || []).join(", ") });
     const problems = h("div", { class: "route-problems", id: `route-problems-${id}` });
     const patch = async (entry, bucket) => {
+      clearNotices();
       problems.replaceChildren();
       try {
         await api("PATCH", "/_/api/config/storage", { buckets: { [bucket]: entry } });
@@ -778,8 +787,32 @@ function progress(pct, text) {
     h("span", { class: "pct" }, `${pct} %`), " ", text);
 }
 
+// "Move a bucket": starts a migrate job (POST /_/api/migrate): every object
+// copied to the other backend and verified, writes paused meanwhile, then
+// the route switches.
+function migrateForm(backends, buckets) {
+  const bucket = h("select", { id: "migrate-bucket" }, buckets.map((b) => h("option", { value: b }, b)));
+  const to = h("select", { id: "migrate-to" }, backends.map((b) => h("option", { value: b }, b)));
+  const as = h("input", { type: "text", id: "migrate-as", placeholder: "same name" });
+  const out = h("div", { id: "migrate-msg" });
+  const go = h("button", { type: "button", class: "primary", id: "migrate-start", disabled: !buckets.length, onclick: async () => {
+    out.replaceChildren();
+    const q = new URLSearchParams({ bucket: bucket.value, to: to.value });
+    if (as.value.trim()) q.set("as", as.value.trim());
+    try {
+      await api("POST", `/_/api/migrate?${q}`);
+      await jobsView();
+    } catch (e) { out.replaceChildren(errorBox(e)); }
+  } }, "Move bucket");
+  return h("div", { class: "card", id: "migrate-card" }, h("strong", {}, "Move a bucket to another backend"),
+    h("p", { class: "muted" }, "Every object is copied (and encrypted as the destination encrypts), then verified; writes to the bucket wait (503 SlowDown) until the route switches. Clients keep the bucket's name."),
+    h("div", { class: "inline" }, h("label", { class: "field" }, "Bucket ", bucket), h("label", { class: "field" }, "to ", to),
+      h("label", { class: "field" }, "as ", as), go), out);
+}
+
 async function jobsView() {
-  const [mig, re] = await Promise.all([api("GET", "/_/api/migrate"), api("GET", "/_/api/reencrypt")]);
+  const [mig, re, st, buckets] = await Promise.all([api("GET", "/_/api/migrate"), api("GET", "/_/api/reencrypt"),
+    api("GET", "/_/api/status"), api("GET", "/_/api/files").catch(() => ({ buckets: [] }))]);
   const rows = [];
   for (const r of re.jobs || []) {
     if (!r.job) continue;
@@ -802,8 +835,10 @@ async function jobsView() {
       await api("POST", `/_/api/reencrypt?backend=${encodeURIComponent(r.backend)}`);
       await jobsView();
     } }, `Re-encrypt ${r.backend}`));
+  const backendNames = (st.backends || []).map((b) => b.name);
   show(h("h1", {}, "Jobs"),
     h("div", { class: "inline" }, start),
+    backendNames.length > 1 ? migrateForm(backendNames, (buckets.buckets || []).map((b) => b.name || b)) : "",
     rows.length ? h("table", { id: "jobs" },
       h("thead", {}, h("tr", {}, ["Kind", "Buckets", "Backend", "State", "Progress"].map((t) => h("th", {}, t)))),
       h("tbody", {}, rows)) : h("p", { class: "muted" }, "No jobs recorded."));
