@@ -149,11 +149,13 @@ pub fn defer_key_check(b: &BackendSettings, store: &Arc<ObjectStore>, e: &anyhow
                 }
                 match check_keyring(&b, &store, true) {
                     Ok(()) => {
-                        store.release_writes();
-                        tracing::info!(backend = %b.name, "encryption keys checked against the upstream; writes accepted");
+                        // Interrupted completions are finished before any
+                        // new write can race them.
                         if let Err(e) = store.recover_uploads() {
                             tracing::error!(backend = %b.name, error = %e, "recovering multipart uploads failed");
                         }
+                        store.release_writes();
+                        tracing::info!(backend = %b.name, "encryption keys checked against the upstream; writes accepted");
                         return;
                     }
                     Err(_) if unreachable(&store) => continue,

@@ -21,7 +21,7 @@ use serde_json::{Map, Value, json};
 
 use super::config::{admin_control, apply};
 use super::deny;
-use crate::config::{DEFAULT_DATA_DIR, SINGLETON_BACKEND_NAME, SINGLETON_KEY_VAR};
+use crate::config::{DEFAULT_DATA_DIR, EncryptionMode, SINGLETON_BACKEND_NAME, SINGLETON_KEY_VAR};
 use crate::s3::S3State;
 
 /// Fields the add form may give; encryption is set afterwards through
@@ -79,8 +79,13 @@ fn list_form<'a>(doc: &'a mut Value, data_dir: &FsPath) -> Result<&'a mut Vec<Va
             // A singleton's proxy key defaults to DGP_ENCRYPTION_KEY, a
             // named backend's to DGP_BACKEND_<NAME>_ENCRYPTION_KEY: keep
             // the one it was started with.
+            let mode = enc
+                .get("mode")
+                .and_then(Value::as_str)
+                .and_then(|m| crate::config::expanded(m, &super::config::env))
+                .and_then(|m| EncryptionMode::parse(m.trim()));
             if let Some(e) = enc.as_object_mut()
-                && e.get("mode").and_then(Value::as_str) == Some("aes256-gcm-proxy")
+                && mode == Some(EncryptionMode::Aes256GcmProxy)
                 && !e.contains_key("key")
                 && !e.contains_key("key_file")
             {
@@ -262,13 +267,13 @@ mod tests {
     fn a_filesystem_singleton_becomes_the_backend_default() {
         let doc = added(
             json!({"storage": {"filesystem": "/srv/one", "backend_encryption":
-            {"mode": "aes256-gcm-proxy"}, "buckets": {"b": {"alias": "x"}}}}),
+            {"mode": " aes256-gcm-proxy "}, "buckets": {"b": {"alias": "x"}}}}),
         );
         assert_eq!(
             doc["storage"],
             json!({"backends": [
                 {"name": "default", "type": "filesystem", "path": "/srv/one",
-                 "encryption": {"mode": "aes256-gcm-proxy", "key": "${env:DGP_ENCRYPTION_KEY}"}},
+                 "encryption": {"mode": " aes256-gcm-proxy ", "key": "${env:DGP_ENCRYPTION_KEY}"}},
                 {"name": "nas2", "type": "filesystem", "path": "/srv/two"}],
              "default_backend": "default", "buckets": {"b": {"alias": "x"}}})
         );

@@ -42,6 +42,12 @@ use std::path::{Path, PathBuf};
 use serde_saphyr::MessageFormatter;
 
 pub use error::{ConfigError, Problem};
+
+/// A config value with its `${env:...}` references expanded, as the
+/// validator reads it (`None`: a reference that cannot be expanded).
+pub fn expanded(value: &str, env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+    expand::expand(value, env).ok()
+}
 pub use iam::*;
 pub use keys::{
     BackendKeys, EncryptionKey, KEY_LEN, ResolvedKeys, parse_hex_key, read_key, read_key_file,

@@ -498,6 +498,10 @@ impl ObjectStore {
             Err(e) => return Err(e),
         };
         parse_key(&state.key)?;
+        if let Some(c) = &cond {
+            // 412 (or 404) now; checked again as the object is published.
+            self.check_condition(bucket, key, c).await?;
+        }
         let stored = self.list_parts(id).await?;
         if wanted.is_empty() {
             return Err(EngineError::InvalidPart("the part list is empty".into()));

@@ -133,9 +133,16 @@ impl ObjectStore {
         }
     }
 
-    /// Rewrites one object in its current form under the current config.
+    /// Rewrites one object in its current form under the current config,
+    /// holding the key's lock from the read to the publish: a write that
+    /// passed the gate before the job began cannot land in between and be
+    /// overwritten by the old bytes (or a deleted object come back).
     fn reencrypt_one(&self, bucket: &str, key: &str) -> Result<()> {
         parse_key(key)?;
+        self.publish_locked(bucket, key, None, || self.reencrypt_one_locked(bucket, key))
+    }
+
+    fn reencrypt_one_locked(&self, bucket: &str, key: &str) -> Result<()> {
         // The stored body as it is (a delta stays a delta).
         let obj = self.open_stored_blocking(bucket, key)?;
         let mut m = obj.info.meta.clone();

@@ -221,15 +221,7 @@ pub(super) async fn write_condition(
     store: &Arc<ObjectStore>,
     real: &str,
 ) -> Result<Option<WriteCondition>, S3Error> {
-    let cond = WriteCondition::from_headers(ctx.header("if-none-match"), ctx.header("if-match"))
-        .map_err(|h| {
-            S3Error::new(
-                "NotImplemented",
-                501,
-                "A header you provided implies functionality that is not implemented.",
-            )
-            .with("Header", h)
-        })?;
+    let cond = parse_write_condition(ctx)?;
     if let Some(c) = &cond {
         store
             .check_condition(real, ctx.key(), c)
@@ -237,6 +229,18 @@ pub(super) async fn write_condition(
             .map_err(|e| S3Error::from_engine(e, ctx.bucket(), ctx.key()))?;
     }
     Ok(cond)
+}
+
+/// The request's write condition, unchecked (501 for one S3 does not offer).
+pub(super) fn parse_write_condition(ctx: &Ctx) -> Result<Option<WriteCondition>, S3Error> {
+    WriteCondition::from_headers(ctx.header("if-none-match"), ctx.header("if-match")).map_err(|h| {
+        S3Error::new(
+            "NotImplemented",
+            501,
+            "A header you provided implies functionality that is not implemented.",
+        )
+        .with("Header", h)
+    })
 }
 
 pub async fn put_object(mut ctx: Ctx) -> Result<Response, S3Error> {
@@ -523,8 +527,12 @@ pub async fn copy_object(ctx: Ctx) -> Result<Response, S3Error> {
             ));
         }
         drop(src);
+        // The metadata edit applies to the version the source conditions
+        // were checked on, or conflicts (409).
+        let same_version = Some(WriteCondition::Matches(vec![src_meta.etag.clone()]));
+        let _ = cond;
         dst_store
-            .replace_meta(&dst_real, ctx.key(), &meta, cond)
+            .replace_meta(&dst_real, ctx.key(), &meta, same_version)
             .await
             .map_err(|e| S3Error::from_engine(e, ctx.bucket(), ctx.key()))?
     } else {

@@ -145,6 +145,16 @@ def test_complete_multipart_upload_conditions(s3, bkt):
     r = s3.complete_multipart_upload(Bucket=bkt, Key="big", UploadId=up, MultipartUpload=mp, IfMatch=existing)
     assert r["ETag"].endswith('-2"')
     assert s3.get_object(Bucket=bkt, Key="big")["Body"].read() == body
+    # A retry of that completion (its answer lost) answers 200 again, with
+    # the same ETag, though the condition is now false of the object.
+    again = s3.complete_multipart_upload(Bucket=bkt, Key="big", UploadId=up, MultipartUpload=mp, IfMatch=existing)
+    assert again["ETag"] == r["ETag"]
+    up2 = s3.create_multipart_upload(Bucket=bkt, Key="fresh")["UploadId"]
+    e2 = s3.upload_part(Bucket=bkt, Key="fresh", UploadId=up2, PartNumber=1, Body=b"only part")["ETag"]
+    mp2 = {"Parts": [{"PartNumber": 1, "ETag": e2}]}
+    first = s3.complete_multipart_upload(Bucket=bkt, Key="fresh", UploadId=up2, MultipartUpload=mp2, IfNoneMatch="*")
+    retry = s3.complete_multipart_upload(Bucket=bkt, Key="fresh", UploadId=up2, MultipartUpload=mp2, IfNoneMatch="*")
+    assert retry["ETag"] == first["ETag"]
 
 
 def race(n, write):
