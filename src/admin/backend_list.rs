@@ -209,10 +209,27 @@ pub async fn remove(
     };
     let force = super::query(&req).get("force").map(String::as_str) == Some("true");
     if !force && let Some(store) = st.gateway.load().store(&name).cloned() {
-        let held = tokio::task::spawn_blocking(move || store.list_buckets_blocking()).await;
+        // The buckets it holds, and those a migrate job moved onto it (the
+        // job's record routes them there; an S3 backend lists only the
+        // buckets routed to it).
+        let stores: Vec<_> = st.gateway.load().stores().cloned().collect();
+        let target = name.clone();
+        let held = tokio::task::spawn_blocking(move || {
+            let mut names: Vec<String> = store
+                .list_buckets_blocking()?
+                .into_iter()
+                .map(|b| b.name)
+                .collect();
+            for j in stores.iter().flat_map(|s| s.migrations()) {
+                if j.to_backend == target && !names.contains(&j.to_bucket) {
+                    names.push(j.to_bucket);
+                }
+            }
+            Ok::<_, crate::engine::EngineError>(names)
+        })
+        .await;
         match held {
-            Ok(Ok(buckets)) if !buckets.is_empty() => {
-                let names: Vec<_> = buckets.iter().map(|b| b.name.as_str()).collect();
+            Ok(Ok(names)) if !names.is_empty() => {
                 return bad(
                     StatusCode::CONFLICT,
                     &format!(
